@@ -1,0 +1,256 @@
+"""The ``knobscope`` command line. Every verb's ``--help`` says what it takes.
+
+Errors in input (spec, arguments, store, plugin) print one line and exit with status 2;
+Ctrl-C exits with 130 after handing the current trial back, so the same command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from knobscope.errors import KnobscopeError, SpecError
+
+try:  # typer >= 0.20 vendors click; older versions use the click package
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError  # type: ignore[assignment]
+from knobscope.spec import ExperimentSpec, load_spec, parse_set_option
+
+app = typer.Typer(
+    name="knobscope",
+    help="Declare inference knobs, sample configurations, measure them on a real workload, analyse the trade-offs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a knob's values: KNOB=V1,V2,... (repeatable), e.g. --set top_k=4,16,32."),
+]
+SpecArg = Annotated[Path, typer.Argument(help="Experiment spec (YAML); see docs/spec.md.")]
+
+
+def _load(spec_path: Path, sets: list[str] | None, *, strategy: str | None = None, require_workload: bool,
+          output: Path | None = None) -> ExperimentSpec:  # fmt: skip
+    spec = load_spec(spec_path, require_workload=require_workload)
+    return spec.with_overrides(values=parse_set_option(sets or []), strategy=strategy, output=output)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+@app.command()
+def run(
+    spec_path: SpecArg,
+    strategy: Annotated[str | None, typer.Option(help="Strategy name, overriding the spec's.")] = None,
+    sets: SetOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default: the spec's output, else runs/NAME).")] = None,
+    shard: Annotated[str, typer.Option(help="Run only shard I of N (I/N), e.g. 0/4; shards share one run directory.")] = "0/1",
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed trials again.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (default: the spec's measure.device).")] = "auto",
+    devices: Annotated[str | None, typer.Option(help="One worker process per device, e.g. cuda:0,cuda:1.")] = None,
+    lease: Annotated[float, typer.Option(help="Seconds without heartbeat after which another host's claim is presumed dead.")] = 900.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a sweep: measure every selected configuration, store every sample, resume on rerun."""
+    from knobscope.executors import run_device_pool, run_local
+    from knobscope.results import export
+    from knobscope.runner import parse_shard
+
+    spec = _load(spec_path, sets, strategy=strategy, require_workload=True, output=out_dir)
+    shard_ix = parse_shard(shard)
+    kwargs = dict(shard=shard_ix, retry_failed=retry_failed, lease_s=lease, progress=progress, console=err)
+    try:
+        if devices:
+            result = run_device_pool(spec, [d.strip() for d in devices.split(",") if d.strip()], **kwargs)
+        else:
+            result = run_local(spec, device=device, **kwargs)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished trials are stored; run the same command again to resume.")
+        raise typer.Exit(130) from None
+    _print_results(spec, result.run_dir)
+    for fmt in ("json", "csv"):
+        for path in export(result.run_dir, fmt):
+            out.print(f"wrote {path}")
+    c = result.counts
+    out.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending'] + c['running']} unfinished "
+              f"(this invocation ran {result.ran}); store: {result.run_dir / 'results.db'}")  # fmt: skip
+    for config, reason in result.failed:
+        err.print(f"[red]failed[/] {dict(config)}: {reason}")
+
+
+def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
+    from knobscope.results import summary_table
+    from knobscope.store import Store
+
+    with Store.open(run_dir) as store:
+        df = summary_table(store)
+    if df.empty:
+        return
+    df = df[df["workload"] == spec.workload.name] if spec.workload else df
+    knob_cols = [k for k in spec.space.names if k in df.columns]
+    labels = {
+        "total_ms_p50": "total p50 ms", "total_ms_p95": "total p95 ms", "prefill_ms_mean": "prefill ms",
+        "decode_per_call_ms_mean": "ms/token", "tokens_out_mean": "tokens out", "accuracy": "accuracy",
+        "peak_memory_mb": "peak MiB",
+    }  # fmt: skip
+    objective_cols = [
+        c for m in spec.objectives for c in (m, f"{m}_mean") if c in df.columns and f"{m}_p50" not in labels
+    ]
+    metric_cols = [c for c in dict.fromkeys([*labels, *objective_cols]) if c in df.columns]
+    show_status = bool((df["status"] != "done").any())
+    cols = knob_cols + (["status"] if show_status else []) + metric_cols
+    table = Table(title=f"{spec.name}: {len(df)} configurations ({run_dir})")
+    for c in cols:
+        table.add_column(labels.get(c, c), justify="left" if c == "status" else "right", no_wrap=c in knob_cols)
+    for _, row in df[cols].iterrows():
+        table.add_row(*[_fmt(v) for v in row.tolist()])
+    out.print(table)
+
+
+@app.command()
+def strategies(
+    spec_path: SpecArg,
+    sets: SetOpt = None,
+) -> None:
+    """Compare every sampling strategy on the spec's knobs: combinations and values chosen per knob."""
+    from knobscope.strategies import STRATEGIES, describe_selection, get_strategy
+
+    spec = _load(spec_path, sets, require_workload=False)
+    table = Table(title=f"{spec.name}: full grid {spec.space.grid_size} ({' x '.join(str(len(k.values)) for k in spec.space.knobs)})")
+    table.add_column("strategy")
+    table.add_column("combinations", justify="right")
+    for k in spec.space.knobs:
+        table.add_column(k.name)
+    for name in STRATEGIES.names():
+        cls = STRATEGIES.get(name)
+        if cls.adaptive:
+            continue
+        options = spec.strategy_options if name == spec.strategy_name else {}
+        desc = describe_selection(spec.space, get_strategy(name, options).select(spec.space))
+        cells = []
+        for k in spec.space.knobs:
+            info = desc["knobs"][k.name]
+            if info["covered"] == info["of"] and name in ("lhs", "random"):
+                cells.append(f"all {info['of']} (x{min(info['counts'])}-{max(info['counts'])})")
+            elif info["covered"] == info["of"]:
+                cells.append(f"all {info['of']}")
+            else:
+                cells.append(str(info["values"]))
+        star = " *" if name == spec.strategy_name else ""
+        table.add_row(name + star, str(desc["combinations"]), *cells)
+    out.print(table)
+    for name in STRATEGIES.names():
+        out.print(f"  [bold]{name}[/]: {STRATEGIES.get(name).summary}")
+    out.print("* the spec's strategy. Constraints are applied: combinations count feasible configurations.")
+
+
+@app.command()
+def sample(
+    spec_path: SpecArg,
+    strategy: Annotated[str | None, typer.Option(help="Strategy name (default: the spec's).")] = None,
+    sets: SetOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Print the configurations a strategy selects (nothing is run)."""
+    if fmt not in ("table", "json"):
+        raise SpecError(f"--format {fmt!r} is not supported; choose table or json")
+    spec = _load(spec_path, sets, strategy=strategy, require_workload=False)
+    configs = spec.strategy().select(spec.space)
+    if fmt == "json":
+        sys.stdout.write(json.dumps([c.to_dict() for c in configs], indent=1) + "\n")
+        return
+    table = Table(title=f"{spec.strategy_name}: {len(configs)} configurations")
+    table.add_column("#", justify="right")
+    for name in spec.space.names:
+        table.add_column(name, justify="right")
+    for i, c in enumerate(configs):
+        table.add_row(str(i), *[_fmt(c[n]) for n in spec.space.names])
+    out.print(table)
+
+
+@app.command(name="export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds results.db).")],
+    fmt: Annotated[str, typer.Option("--format", help="json (unified {summary, all_samples}), csv (one row per config) or parquet (both tables).")] = "json",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (json, csv) or directory (parquet).")] = None,
+) -> None:
+    """Export a run's results."""
+    from knobscope.results import export
+
+    for path in export(run_dir, fmt, out=output):
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def merge(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories to merge (only read).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Run directory to merge into (created if missing).")],
+) -> None:
+    """Merge runs made on different GPUs or machines; duplicates are resolved by trial identity."""
+    from knobscope.store import merge_stores
+
+    if any(Path(d).resolve() == output.resolve() for d in run_dirs):
+        raise SpecError(f"the output {str(output)!r} is also an input; merge into a new directory")
+    counts = merge_stores(run_dirs, output)
+    out.print(f"merged {len(run_dirs)} runs into {output}: {counts['added']} trials added, "
+              f"{counts['replaced']} replaced by a finished copy, {counts['duplicates']} duplicates skipped")  # fmt: skip
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds results.db).")],
+) -> None:
+    """Print a run's results table and trial counts."""
+    from knobscope.store import Store
+
+    with Store.open(run_dir) as store:
+        runs = store.runs()
+        counts = store.status_counts()
+    if not runs:
+        raise SpecError(f"{str(run_dir)!r} holds no runs yet")
+    from knobscope.spec import parse_spec
+
+    spec = parse_spec(runs[-1]["spec"], source=str(run_dir), require_workload=False)
+    _print_results(spec, run_dir)
+    out.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI, turning input errors into one line and exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="knobscope", standalone_mode=False)
+    except KnobscopeError as exc:
+        err.print(f"knobscope: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `knobscope`: help was asked for
+            pass
+            sys.exit(0)
+        where = f" {exc.ctx.command.name}" if exc.ctx is not None and exc.ctx.command.name != "knobscope" else ""
+        err.print(f"knobscope{where}: error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

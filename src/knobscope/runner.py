@@ -1,0 +1,331 @@
+"""The sweep loop: plan the trials, claim them one by one, measure, store, resume.
+
+:func:`plan` turns a spec into trials (identity = canonical config + workload + its
+arguments) and records them in the store; :func:`work` claims and runs them. Both are safe to
+call from many processes on one run directory (``torchrun``, ``--shard i/n``, or the device
+pool in :mod:`knobscope.executors`): a trial is claimed atomically, so it runs exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knobscope.errors import SpecError, WorkloadError
+from knobscope.measure import PeakMemory, StageTimer, provenance, resolve_device, summarize
+from knobscope.space import Config, canonical_json, identity_hash
+from knobscope.spec import ExperimentSpec
+from knobscope.store import Store, owner_id
+from knobscope.workloads import Workload, WorkloadContext, resolve_workload
+
+__all__ = ["Trial", "Plan", "SweepResult", "plan", "work", "run_sweep", "trial_id", "summarize_records", "LOG_NAME"]
+
+LOG_NAME = "knobscope.log"
+log = logging.getLogger("knobscope")
+
+
+def trial_id(config: Config, workload: str, args: Mapping[str, Any]) -> str:
+    """The identity of a trial in the store: a hash of canonical config, workload and its arguments."""
+    return identity_hash({"config": config.to_dict(), "workload": workload, "args": dict(args)})
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    config: Config
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The trials one invocation is responsible for (after strategy, constraints and sharding)."""
+
+    spec: ExperimentSpec
+    trials: tuple[Trial, ...]
+    run_dir: Path
+    total_selected: int  # before sharding
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.trial_id for t in self.trials]
+
+
+@dataclass
+class SweepResult:
+    run_dir: Path
+    counts: dict[str, int]
+    ran: int = 0
+    failed: list[tuple[Config, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SpecError(f"--shard expects I/N with 0 <= I < N (e.g. 0/4); got {text!r}") from None
+    if not 0 <= i < n:
+        raise SpecError(f"--shard expects I/N with 0 <= I < N (e.g. 0/4); got {text!r}")
+    return i, n
+
+
+def plan(spec: ExperimentSpec, *, shard: tuple[int, int] = (0, 1)) -> Plan:
+    """Select the configurations and compute their identities (touches no store)."""
+    if spec.workload is None:
+        raise SpecError(f"{spec.source}: the spec has no 'workload'; 'run' needs one")
+    configs = spec.strategy().select(spec.space)
+    if not configs:
+        raise SpecError(
+            f"{spec.source}: no configuration satisfies the constraints {[c.source for c in spec.space.constraints]}"
+        )
+    wl = spec.workload
+    trials = [Trial(trial_id(c, wl.name, wl.args), c) for c in configs]
+    index, count = shard
+    if count > 1:
+        trials = [t for t in trials if int(t.trial_id, 16) % count == index]
+    return Plan(spec=spec, trials=tuple(trials), run_dir=spec.output_dir, total_selected=len(configs))
+
+
+def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-metric statistics over records, and per-call statistics of repeated stages."""
+    numeric: dict[str, list[float]] = {}
+    calls: dict[str, list[float]] = {}
+    for rec in records:
+        for key, value in rec.items():
+            if key in ("repeat",) or isinstance(value, str):
+                continue
+            if key == "calls":
+                for stage, times in value.items():
+                    calls.setdefault(stage, []).extend(times)
+            elif isinstance(value, (int, float)):
+                numeric.setdefault(key, []).append(float(value))
+    return {
+        "metrics": {k: summarize(v) for k, v in numeric.items() if k != "sample_id"},
+        "per_call": {f"{stage}_per_call_ms": summarize(v) for stage, v in calls.items()},
+    }
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / LOG_NAME)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s pid={os.getpid()} %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handler
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so a terminated worker hands its claim back."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def build_workload(spec: ExperimentSpec) -> Workload:
+    assert spec.workload is not None
+    cls = resolve_workload(spec.workload.name)
+    try:
+        return cls(**dict(spec.workload.args))
+    except TypeError as exc:
+        raise WorkloadError(f"workload {spec.workload.name!r} rejected its args {dict(spec.workload.args)}: {exc}") from None
+
+
+def _sample_id(sample: Any, index: int) -> Any:
+    if isinstance(sample, Mapping) and "id" in sample:
+        return sample["id"]
+    return index
+
+
+def measure_trial(
+    workload: Workload,
+    config: Config,
+    spec: ExperimentSpec,
+    timer: StageTimer,
+    memory: PeakMemory,
+    *,
+    on_sample: Callable[[], None] = lambda: None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Apply ``config``, warm up, run every sample ``repeats`` times; return records and summary."""
+    m = spec.measure
+    workload.apply(config)
+    samples = list(workload.samples())
+    if m.num_samples is not None:
+        samples = samples[: m.num_samples]
+    if not samples:
+        raise WorkloadError(f"workload {spec.workload.name!r} returned no samples")  # type: ignore[union-attr]
+    memory.reset()
+    for w in range(m.warmup):
+        with timer.sample():
+            workload.run(samples[w % len(samples)], timer)
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index, sample in enumerate(samples):
+        for repeat in range(m.repeats):
+            with timer.sample() as timing:
+                out = dict(workload.run(sample, timer))
+            record: dict[str, Any] = {"sample_id": _sample_id(sample, index), "repeat": repeat}
+            record.update(timing.metrics())
+            record.update(out)
+            repeated = {s: c for s, c in timing.calls_ms.items() if len(c) > 1}
+            if repeated:
+                record["calls"] = repeated
+            records.append(record)
+        on_sample()
+    summary = summarize_records(records)
+    summary["aggregate"] = dict(workload.summarize(records))
+    summary["peak_memory_mb"] = memory.peak_mb()
+    summary["memory_kind"] = memory.kind
+    summary["num_records"] = len(records)
+    summary["measure_wall_s"] = time.perf_counter() - started  # bookkeeping, not a measurement
+    return records, summary
+
+
+def work(
+    the_plan: Plan,
+    *,
+    store: Store,
+    workload: Workload | None = None,
+    device: str = "auto",
+    retry_failed: bool = False,
+    lease_s: float = 900.0,
+    on_progress: Callable[[dict[str, int], Config | None], None] = lambda counts, cfg: None,
+) -> SweepResult:
+    """Claim and run this plan's unfinished trials until none is left for this process."""
+    spec = the_plan.spec
+    ids = the_plan.ids
+    result = SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
+    store.recover_stale(lease_s=lease_s)
+    if retry_failed:
+        store.retry_failed(ids)
+    counts = store.status_counts(ids)
+    if counts["pending"] == 0:
+        result.counts = counts
+        log.info("nothing to run: %s", counts)
+        return result
+
+    device = resolve_device(device if device != "auto" else spec.measure.device)
+    owner = owner_id()
+    seeds = {"measure": spec.measure.seed, **{k: v for k, v in spec.strategy_options.items() if k == "seed"}}
+    run_id = store.begin_run(spec.name, dict(spec.raw), provenance(device=device, seeds=seeds))
+    timer = StageTimer(device)
+    memory = PeakMemory(device)
+    if workload is None:
+        workload = build_workload(spec)
+    log.info("run %d: %d trials planned, device %s, owner %s", run_id, len(ids), device, owner)
+    workload.setup(WorkloadContext(device=device, seed=spec.measure.seed, timer=timer, run_dir=the_plan.run_dir, log=log))
+    try:
+        workload.check_space(spec.space)
+        on_progress(counts, None)
+        for trial in the_plan.trials:
+            if not store.claim(trial.trial_id, owner):
+                continue
+            on_progress(store.status_counts(ids), trial.config)
+            log.info("start %s %s", trial.trial_id, canonical_json(trial.config.to_dict()))
+            try:
+                records, summary = measure_trial(
+                    workload, trial.config, spec, timer, memory,
+                    on_sample=lambda: store.heartbeat(trial.trial_id, owner),
+                )  # fmt: skip
+            except KeyboardInterrupt:
+                store.release(trial.trial_id, owner)
+                log.info("interrupted during %s; claim released", trial.trial_id)
+                result.interrupted = True
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing trial must not stop the sweep
+                reason = f"{type(exc).__name__}: {exc}"
+                store.fail(trial.trial_id, owner, reason, run_id=run_id)
+                result.failed.append((trial.config, reason))
+                log.error("failed %s %s: %s\n%s", trial.trial_id, trial.config, reason, traceback.format_exc())
+                _free_device_memory(device)
+                continue
+            if store.complete(
+                trial.trial_id, owner, records=records, summary=summary, run_id=run_id,
+                measure={"warmup": spec.measure.warmup, "repeats": spec.measure.repeats,
+                         "num_samples": spec.measure.num_samples, "device": device},
+            ):  # fmt: skip
+                result.ran += 1
+                log.info("done %s total_ms p50=%.2f", trial.trial_id, summary["metrics"]["total_ms"]["p50"])
+            else:
+                log.warning("lost the claim on %s (presumed dead and re-assigned); result discarded", trial.trial_id)
+            on_progress(store.status_counts(ids), None)
+    finally:
+        timer.detach_all()
+        workload.teardown()
+        result.counts = store.status_counts(ids)
+    return result
+
+
+def _free_device_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def run_sweep(
+    spec: ExperimentSpec,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    retry_failed: bool = False,
+    device: str = "auto",
+    lease_s: float = 900.0,
+    progress: bool = True,
+    console: Any = None,
+) -> SweepResult:
+    """Plan, record and run a sweep in this process, with a progress bar and a log file."""
+    the_plan = plan(spec, shard=shard)
+    handler = _setup_logging(the_plan.run_dir)
+    try:
+        with Store.open(the_plan.run_dir, create=True) as store:
+            new = store.add_trials(
+                (t.trial_id, t.config.canonical, spec.workload.name, canonical_json(dict(spec.workload.args)))  # type: ignore[union-attr]
+                for t in the_plan.trials
+            )
+            log.info("spec %s: %d trials (%d new)", spec.source, len(the_plan.trials), new)
+            with _progress(len(the_plan.trials), enabled=progress, console=console) as update, _sigterm_as_interrupt():
+                return work(the_plan, store=store, device=device, retry_failed=retry_failed, lease_s=lease_s,
+                            on_progress=update)  # fmt: skip
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@contextlib.contextmanager
+def _progress(total: int, *, enabled: bool, console: Any) -> Iterator[Callable[[dict[str, int], Config | None], None]]:
+    if not enabled:
+        yield lambda counts, cfg: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
+    )  # fmt: skip
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("sweep", total=total, failed=0, current="")
+
+        def update(counts: dict[str, int], config: Config | None) -> None:
+            current = "" if config is None else ", ".join(f"{k}={v}" for k, v in config.items())
+            bar.update(task, completed=counts["done"] + counts["failed"], failed=counts["failed"], current=current)
+
+        yield update

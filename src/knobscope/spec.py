@@ -1,0 +1,300 @@
+"""The YAML experiment spec: parsed into validated, frozen objects, or one clear error.
+
+Every key is documented in ``docs/spec.md``. A minimal spec::
+
+    name: depth-vs-length
+    workload: {name: lm, args: {num_questions: 20}}
+    knobs:
+      num_active_blocks: {range: [10, 30], step: 10, default: 30}
+      max_new_tokens: [8, 16]
+    strategy: full
+    objectives: {decode_ms: min, accuracy: max}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from knobscope.errors import KnobscopeError, SpecError
+from knobscope.expressions import Expression
+from knobscope.space import Knob, Space, Value, range_values
+from knobscope.strategies import STRATEGIES, Strategy, get_strategy
+
+__all__ = ["ExperimentSpec", "MeasureSettings", "WorkloadSpec", "load_spec", "parse_spec", "parse_set_option"]
+
+Scalar = int | float | str | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class _RangeKnob(_Model):
+    range: tuple[float, float] = Field(description="[lo, hi], both inclusive")
+    step: float = Field(1, gt=0)
+    default: Scalar | None = None
+
+
+class _ListKnob(_Model):
+    values: list[Scalar]
+    default: Scalar | None = None
+
+
+class _WorkloadModel(_Model):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class _MeasureModel(_Model):
+    warmup: int = Field(1, ge=0, description="unrecorded runs before measuring each config")
+    repeats: int = Field(1, ge=1, description="measured runs of each sample")
+    num_samples: int | None = Field(None, ge=1, description="samples per config (default: the workload's all)")
+    seed: int = 0
+    device: str = "auto"
+
+
+class _SpecModel(_Model):
+    name: str = Field(min_length=1)
+    description: str = ""
+    workload: str | _WorkloadModel | None = None
+    knobs: dict[str, Any] = Field(min_length=1)
+    constants: dict[str, int | float] = Field(default_factory=dict)
+    derived: dict[str, str] = Field(default_factory=dict)
+    constraints: list[str] = Field(default_factory=list)
+    strategy: str | dict[str, Any] = "full"
+    objectives: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
+    measure: _MeasureModel = Field(default_factory=_MeasureModel)
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Which workload to build (registered name, ``module:Class`` or ``file.py:Class``) and its arguments."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How each configuration is measured.
+
+    Args:
+        warmup: runs of the first sample before measuring, not recorded (caches, allocator, JIT).
+        repeats: measured runs of every sample; each is a separate record.
+        num_samples: how many of the workload's samples to run (None: all of them).
+        seed: seed for every random generator the workload uses.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    warmup: int = 1
+    repeats: int = 1
+    num_samples: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment: what to measure, over which space, sampled how, stored where."""
+
+    name: str
+    space: Space
+    strategy_name: str
+    strategy_options: Mapping[str, Any]
+    workload: WorkloadSpec | None = None
+    objectives: Mapping[str, str] = field(default_factory=dict)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    output: Path | None = None
+    description: str = ""
+    source: str = "<spec>"
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output if self.output is not None else Path("runs") / self.name
+
+    def strategy(self) -> Strategy:
+        return get_strategy(self.strategy_name, self.strategy_options)
+
+    def with_overrides(
+        self,
+        *,
+        values: Mapping[str, Sequence[Value]] | None = None,
+        strategy: str | None = None,
+        output: Path | None = None,
+    ) -> ExperimentSpec:
+        """The CLI's overrides: ``--set knob=a,b``, ``--strategy NAME``, ``--out DIR``."""
+        spec = self
+        if values:
+            spec = replace(spec, space=spec.space.with_values(values))
+        if strategy is not None:
+            STRATEGIES.get(strategy)  # raises with the valid names
+            options = spec.strategy_options if strategy == spec.strategy_name else {}
+            spec = replace(spec, strategy_name=strategy, strategy_options=options)
+            spec.strategy()  # validate options now, before anything runs
+        if output is not None:
+            spec = replace(spec, output=output)
+        return spec
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    # pydantic reports union members as extra path parts ("list[...]", "_RangeKnob"); drop them.
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("_")))]
+    where = ".".join(loc) or "top level"
+    bad = err.get("input")
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        parent_fields = _allowed_fields(err["loc"][:-1])
+        return f"{source}: unknown key {where!r}; allowed keys here: {parent_fields}"
+    return f"{source}: {where}: {msg} (got {bad!r})"
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = _SpecModel
+    for part in loc:
+        if isinstance(part, str) and part in model.model_fields:
+            ann = model.model_fields[part].annotation
+            sub = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if sub:
+                model = sub[0]
+        elif part == "_RangeKnob":
+            model = _RangeKnob
+        elif part == "_ListKnob":
+            model = _ListKnob
+    return ", ".join(model.model_fields)
+
+
+def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = True) -> ExperimentSpec:
+    """Validate a spec mapping (as read from YAML) into an :class:`ExperimentSpec`.
+
+    Raises:
+        SpecError: one line naming the bad key or value and what is allowed.
+    """
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: a spec must be a YAML mapping of keys to values, got {type(data).__name__}")
+    try:
+        model = _SpecModel.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_error(source, exc)) from None
+
+    try:
+        knobs = tuple(_build_knob(name, body, source) for name, body in model.knobs.items())
+        space = Space(
+            knobs=knobs,
+            constants=tuple(model.constants.items()),
+            derived=tuple((n, Expression.parse(e)) for n, e in model.derived.items()),
+            constraints=tuple(Expression.parse(c) for c in model.constraints),
+        )
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+
+    if isinstance(model.strategy, str):
+        strategy_name, strategy_options = model.strategy, {}
+    else:
+        options = dict(model.strategy)
+        if "name" not in options:
+            raise SpecError(f"{source}: strategy needs a 'name' (one of: {', '.join(STRATEGIES.names())})")
+        strategy_name = str(options.pop("name"))
+        strategy_options = options
+    try:
+        get_strategy(strategy_name, strategy_options)
+    except KnobscopeError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+
+    workload = None
+    if model.workload is not None:
+        w = model.workload
+        workload = WorkloadSpec(name=w, args={}) if isinstance(w, str) else WorkloadSpec(name=w.name, args=dict(w.args))
+    elif require_workload:
+        raise SpecError(f"{source}: the spec has no 'workload'; name a registered workload or a plugin 'module:Class'")
+
+    m = model.measure
+    return ExperimentSpec(
+        name=model.name,
+        description=model.description,
+        space=space,
+        strategy_name=strategy_name,
+        strategy_options=strategy_options,
+        workload=workload,
+        objectives=dict(model.objectives),
+        measure=MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device),
+        output=Path(model.output) if model.output else None,
+        source=source,
+        raw=dict(data),
+    )
+
+
+_KNOB_FORMS = "a list of values, {values: [...], default: v} or {range: [lo, hi], step: s, default: v}"
+
+
+def _build_knob(name: str, raw: Any, source: str) -> Knob:
+    if isinstance(raw, list):
+        raw = {"values": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"knob {name!r} is {raw!r}; a knob is {_KNOB_FORMS}")
+    kind = _RangeKnob if "range" in raw else _ListKnob if "values" in raw else None
+    if kind is None:
+        raise SpecError(f"knob {name!r} has neither 'values' nor 'range'; a knob is {_KNOB_FORMS}")
+    try:
+        body = kind.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("int", "float", "str", "bool")))
+        if err["type"] == "extra_forbidden":
+            raise SpecError(
+                f"knob {name!r}: unknown key {where!r}; allowed keys: {', '.join(kind.model_fields)}"
+            ) from None
+        raise SpecError(f"knob {name!r}: {where}: {err['msg']} (got {err.get('input')!r})") from None
+    if isinstance(body, _ListKnob):
+        return Knob(name, tuple(body.values), body.default)
+    lo, hi = body.range
+    step = body.step
+    as_int = [int(x) if float(x).is_integer() else x for x in (lo, hi, step)]
+    values = range_values(*as_int) if all(isinstance(x, int) for x in as_int) else range_values(lo, hi, step)
+    default = body.default
+    if isinstance(default, float) and default.is_integer() and all(isinstance(v, int) for v in values):
+        default = int(default)
+    return Knob(name, values, default)
+
+
+def load_spec(path: str | Path, *, require_workload: bool = True) -> ExperimentSpec:
+    """Read and validate a YAML spec file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_spec(data, source=str(p), require_workload=require_workload)
+
+
+def parse_set_option(items: Sequence[str]) -> dict[str, list[Value]]:
+    """Parse ``--set knob=v1,v2,...`` options (values read as YAML scalars: 4 -> int, 0.5 -> float)."""
+    out: dict[str, list[Value]] = {}
+    for item in items:
+        name, sep, rest = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not rest.strip():
+            raise SpecError(f"--set expects KNOB=V1,V2,... (e.g. --set top_k=4,16,32); got {item!r}")
+        values = []
+        for token in rest.split(","):
+            token = token.strip()
+            if not token:
+                raise SpecError(f"--set {item!r} has an empty value; separate values with single commas")
+            value = yaml.safe_load(token)
+            if not isinstance(value, (int, float, str, bool)):
+                raise SpecError(f"--set {item!r}: {token!r} is not a number, string or boolean")
+            values.append(value)
+        out[name] = values
+    return out

@@ -1,0 +1,113 @@
+"""The Workload interface: the thing knobscope measures.
+
+A workload loads its model and data once per worker (:meth:`Workload.setup`), applies a
+configuration in place (:meth:`Workload.apply`), and runs one sample at a time
+(:meth:`Workload.run`), marking stages on the timer it is given. Built-in workloads and user
+plugins (``module:Class`` or ``path/to/file.py:Class`` in a spec) use the same interface::
+
+    class MyWorkload(Workload):
+        knobs = ("batch_size",)
+        metrics = {"accuracy": Metric(higher_is_better=True)}
+
+        def setup(self, ctx):      self.model = load(...).to(ctx.device)
+        def samples(self):         return self.dataset
+        def apply(self, config):   self.batch_size = config["batch_size"]
+        def run(self, sample, timer):
+            with timer.stage("forward"):
+                out = self.model(sample)
+            return {"accuracy": float(out == sample.label)}
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from knobscope.errors import WorkloadError
+from knobscope.measure import StageTimer
+from knobscope.space import Space
+
+__all__ = ["Workload", "WorkloadContext", "Metric"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's declared direction and unit, so analysis never has to guess."""
+
+    higher_is_better: bool
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass
+class WorkloadContext:
+    """What a workload receives at setup: where to run and how to time.
+
+    Attributes:
+        device: ``cpu``, ``cuda:N``, ...
+        seed: seed for every random generator the workload uses.
+        timer: the stage timer; attach module hooks to it in :meth:`Workload.setup`.
+        run_dir: the run directory (for caches a workload wants to keep).
+        log: a logger that writes to the run's log file.
+    """
+
+    device: str
+    seed: int
+    timer: StageTimer
+    run_dir: Path
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("knobscope.workload"))
+
+
+class Workload(ABC):
+    """Base class of every workload.
+
+    Class attributes:
+        knobs: names of the knobs this workload understands; a spec naming another knob is
+            rejected before anything runs. Empty means "accepts any knob".
+        metrics: per-sample metrics the workload reports, with their directions. Timing
+            metrics (``*_ms``) are added by knobscope and are always lower-is-better.
+
+    Constructor keyword arguments are the spec's ``workload.args``.
+    """
+
+    knobs: ClassVar[tuple[str, ...]] = ()
+    metrics: ClassVar[Mapping[str, Metric]] = {}
+
+    def setup(self, ctx: WorkloadContext) -> None:
+        """Load model and data (once per worker). Optional."""
+
+    def check_space(self, space: Space) -> None:
+        """Raise :class:`WorkloadError` if the space asks for something this workload lacks.
+
+        The default checks knob names against :attr:`knobs`; override to also check values
+        (e.g. more active blocks than the model has). Called after :meth:`setup`.
+        """
+        if self.knobs:
+            unknown = [n for n in space.names if n not in self.knobs]
+            if unknown:
+                raise WorkloadError(
+                    f"workload {type(self).__name__} has no knob {unknown[0]!r}; its knobs are: {', '.join(self.knobs)}"
+                )
+
+    @abstractmethod
+    def samples(self) -> Sequence[Any]:
+        """The evaluation samples. A sample that is a mapping with an ``id`` key names itself."""
+
+    @abstractmethod
+    def apply(self, config: Mapping[str, Any]) -> None:
+        """Put the model into ``config`` in place (no reloading between configurations)."""
+
+    @abstractmethod
+    def run(self, sample: Any, timer: StageTimer) -> Mapping[str, Any]:
+        """Run one sample, timing stages with ``timer.stage(name)``; return its metrics."""
+
+    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """Configuration-level metrics computed from all records (e.g. corpus BLEU). Optional."""
+        return {}
+
+    def teardown(self) -> None:
+        """Release resources. Optional."""
