@@ -30,7 +30,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Piped output (logs, CI) has no terminal width; tables read better at 160 columns than at 80.
+out = Console() if Console().is_terminal else Console(width=160)
 err = Console(stderr=True)
 
 SetOpt = Annotated[
@@ -115,7 +116,7 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
     cols = knob_cols + (["status"] if show_status else []) + metric_cols
     table = Table(title=f"{spec.name}: {len(df)} configurations ({run_dir})")
     for c in cols:
-        table.add_column(labels.get(c, c), justify="left" if c == "status" else "right", no_wrap=c in knob_cols)
+        table.add_column(labels.get(c, c), justify="left" if c == "status" else "right")
     for _, row in df[cols].iterrows():
         table.add_row(*[_fmt(v) for v in row.tolist()])
     out.print(table)

@@ -200,42 +200,45 @@ def measure_trial(
     return records, summary
 
 
+def prepare_workload(
+    spec: ExperimentSpec, *, device: str, run_dir: Path, timer: StageTimer, workload: Workload | None = None
+) -> Workload:
+    """Build the workload, load its model once, and check the space against it (nothing is stored)."""
+    workload = workload if workload is not None else build_workload(spec)
+    Workload.check_space(workload, spec.space)  # knob names: cheap, before loading anything
+    workload.setup(WorkloadContext(device=device, seed=spec.measure.seed, timer=timer, run_dir=run_dir, log=log))
+    try:
+        workload.check_space(spec.space)  # values that need the loaded model (e.g. block counts)
+    except BaseException:
+        workload.teardown()
+        raise
+    return workload
+
+
 def work(
     the_plan: Plan,
     *,
     store: Store,
-    workload: Workload | None = None,
-    device: str = "auto",
-    retry_failed: bool = False,
+    workload: Workload,
+    timer: StageTimer,
+    device: str,
     lease_s: float = 900.0,
     on_progress: Callable[[dict[str, int], Config | None], None] = lambda counts, cfg: None,
 ) -> SweepResult:
-    """Claim and run this plan's unfinished trials until none is left for this process."""
+    """Claim and run this plan's pending trials until none is left for this process.
+
+    ``workload`` must be set up (see :func:`prepare_workload`) with ``timer`` on ``device``.
+    """
     spec = the_plan.spec
     ids = the_plan.ids
     result = SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
-    store.recover_stale(lease_s=lease_s)
-    if retry_failed:
-        store.retry_failed(ids)
-    counts = store.status_counts(ids)
-    if counts["pending"] == 0:
-        result.counts = counts
-        log.info("nothing to run: %s", counts)
-        return result
-
-    device = resolve_device(device if device != "auto" else spec.measure.device)
     owner = owner_id()
     seeds = {"measure": spec.measure.seed, **{k: v for k, v in spec.strategy_options.items() if k == "seed"}}
     run_id = store.begin_run(spec.name, dict(spec.raw), provenance(device=device, seeds=seeds))
-    timer = StageTimer(device)
     memory = PeakMemory(device)
-    if workload is None:
-        workload = build_workload(spec)
     log.info("run %d: %d trials planned, device %s, owner %s", run_id, len(ids), device, owner)
-    workload.setup(WorkloadContext(device=device, seed=spec.measure.seed, timer=timer, run_dir=the_plan.run_dir, log=log))
     try:
-        workload.check_space(spec.space)
-        on_progress(counts, None)
+        on_progress(store.status_counts(ids), None)
         for trial in the_plan.trials:
             if not store.claim(trial.trial_id, owner):
                 continue
@@ -269,8 +272,6 @@ def work(
                 log.warning("lost the claim on %s (presumed dead and re-assigned); result discarded", trial.trial_id)
             on_progress(store.status_counts(ids), None)
     finally:
-        timer.detach_all()
-        workload.teardown()
         result.counts = store.status_counts(ids)
     return result
 
@@ -292,19 +293,41 @@ def run_sweep(
     progress: bool = True,
     console: Any = None,
 ) -> SweepResult:
-    """Plan, record and run a sweep in this process, with a progress bar and a log file."""
+    """Plan, record and run a sweep in this process, with a progress bar and a log file.
+
+    Everything that can be wrong with the input (spec, workload arguments, knobs the workload
+    lacks, values the model cannot take) is checked before the store is written to.
+    """
     the_plan = plan(spec, shard=shard)
+    workload = build_workload(spec)  # validates the workload's arguments before touching the run directory
+    device = resolve_device(device if device != "auto" else spec.measure.device)
+    ids = the_plan.ids
     handler = _setup_logging(the_plan.run_dir)
     try:
         with Store.open(the_plan.run_dir, create=True) as store:
-            new = store.add_trials(
-                (t.trial_id, t.config.canonical, spec.workload.name, canonical_json(dict(spec.workload.args)))  # type: ignore[union-attr]
-                for t in the_plan.trials
-            )
-            log.info("spec %s: %d trials (%d new)", spec.source, len(the_plan.trials), new)
-            with _progress(len(the_plan.trials), enabled=progress, console=console) as update, _sigterm_as_interrupt():
-                return work(the_plan, store=store, device=device, retry_failed=retry_failed, lease_s=lease_s,
-                            on_progress=update)  # fmt: skip
+            known = store.statuses(ids)
+            todo = [i for i in ids if known.get(i, "pending") in ("pending", "running")
+                    or (retry_failed and known.get(i) == "failed")]  # fmt: skip
+            if not todo:
+                log.info("nothing to run: all %d trials finished", len(ids))
+                return SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
+            timer = StageTimer(device)
+            workload = prepare_workload(spec, device=device, run_dir=the_plan.run_dir, timer=timer, workload=workload)
+            try:
+                new = store.add_trials(
+                    (t.trial_id, t.config.canonical, spec.workload.name, canonical_json(dict(spec.workload.args)))  # type: ignore[union-attr]
+                    for t in the_plan.trials
+                )
+                log.info("spec %s: %d trials (%d new)", spec.source, len(ids), new)
+                store.recover_stale(lease_s=lease_s)
+                if retry_failed:
+                    store.retry_failed(ids)
+                with _progress(len(ids), enabled=progress, console=console) as update, _sigterm_as_interrupt():
+                    return work(the_plan, store=store, workload=workload, timer=timer, device=device,
+                                lease_s=lease_s, on_progress=update)  # fmt: skip
+            finally:
+                timer.detach_all()
+                workload.teardown()
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -314,6 +314,11 @@ class Store:
             rows = [r for r in rows if r.trial_id in wanted]
         return rows
 
+    def statuses(self, ids: Iterable[str]) -> dict[str, str]:
+        """``trial_id -> status`` for those of ``ids`` already in the store."""
+        wanted = set(ids)
+        return {r[0]: r[1] for r in self._conn.execute("SELECT trial_id, status FROM trials") if r[0] in wanted}
+
     def status_counts(self, ids: Iterable[str] | None = None) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         if ids is None:

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGINS = ROOT / "tests" / "plugins.py"
+
+
+def write_spec(path: Path, **overrides: object) -> Path:
+    spec = {
+        "name": "t",
+        "workload": {"name": f"{PLUGINS}:MatmulWorkload", "args": {"num_samples": 2}},
+        "knobs": {"n": [16, 32, 48], "reps": [1, 2]},
+        "strategy": "full",
+        "measure": {"warmup": 0, "repeats": 1},
+        "output": str(path.parent / "run"),
+    }
+    spec.update(overrides)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def knobscope(*args: str, check: bool = False, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess, as a user would."""
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.run(
+        [sys.executable, "-m", "knobscope.cli", *args], capture_output=True, text=True, env=env, **kw  # type: ignore[call-overload]
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"knobscope {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    return write_spec(tmp_path / "spec.yaml")

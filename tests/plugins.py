@@ -1,0 +1,67 @@
+"""Plugin workloads used by the tests (loaded as ``tests/plugins.py:Class``, like a user's)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from knobscope import Metric, StageTimer, Workload
+
+
+class MatmulWorkload(Workload):
+    """Real work: multiply two n x n matrices ``reps`` times (stage ``matmul``), then reduce."""
+
+    knobs = ("n", "reps")
+    metrics = {"checksum": Metric(higher_is_better=True)}
+
+    def __init__(self, num_samples: int = 3, fail_on_n: int | None = None) -> None:
+        self.num = num_samples
+        self.fail_on_n = fail_on_n
+        self.n, self.reps = 32, 1
+
+    def setup(self, ctx: Any) -> None:
+        self.rng = np.random.default_rng(ctx.seed)
+
+    def samples(self) -> list[int]:
+        return list(range(self.num))
+
+    def apply(self, config: Mapping[str, Any]) -> None:
+        if config.get("n") == self.fail_on_n:
+            raise RuntimeError(f"CUDA out of memory (simulated for n={self.fail_on_n})")
+        self.n, self.reps = int(config.get("n", 32)), int(config.get("reps", 1))
+
+    def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
+        a = self.rng.standard_normal((self.n, self.n))
+        with timer.stage("matmul"):
+            for _ in range(self.reps):
+                a = a @ a.T / self.n
+        with timer.stage("reduce"):
+            checksum = float(np.abs(a).sum())
+        return {"checksum": checksum, "pid": os.getpid()}
+
+
+class KnownStages(Workload):
+    """Stages of known length (sleep is the ground truth here): a_ms, then b_ms, then 1 ms untimed."""
+
+    knobs = ("a_ms", "b_ms")
+
+    def __init__(self, num_samples: int = 5) -> None:
+        self.num = num_samples
+
+    def samples(self) -> list[int]:
+        return list(range(self.num))
+
+    def apply(self, config: Mapping[str, Any]) -> None:
+        self.a, self.b = config["a_ms"] / 1e3, config["b_ms"] / 1e3
+
+    def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
+        with timer.stage("a"):
+            time.sleep(self.a)
+        with timer.stage("b"):
+            time.sleep(self.b)
+        time.sleep(0.001)
+        return {}

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import PLUGINS, knobscope, write_spec
+from knobscope.measure import PeakMemory, StageTimer, summarize
+from knobscope.store import Store
+
+
+def test_summarize_matches_numpy() -> None:
+    values = np.random.default_rng(0).exponential(10.0, size=1000)
+    stats = summarize(values.tolist())
+    assert stats["n"] == 1000
+    assert stats["mean"] == pytest.approx(values.mean())
+    assert stats["std"] == pytest.approx(values.std(ddof=1))
+    for q in (50, 90, 95, 99):
+        assert stats[f"p{q}"] == pytest.approx(np.percentile(values, q))
+    assert summarize([])["n"] == 0 and summarize([float("nan"), 2.0])["mean"] == 2.0
+
+
+def test_known_stage_times_are_reported_within_a_few_percent(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        workload={"name": f"{PLUGINS}:KnownStages", "args": {"num_samples": 8}},
+        knobs={"a_ms": [20, 50], "b_ms": [10]},
+        measure={"warmup": 1, "repeats": 2},
+    )
+    knobscope("run", str(spec), "--no-progress", check=True)
+    with Store.open(tmp_path / "run") as store:
+        for t in store.trials():
+            a, b = t.config["a_ms"], t.config["b_ms"]
+            m = t.summary["metrics"]
+            assert m["a_ms"]["n"] == 16
+            assert m["a_ms"]["p50"] == pytest.approx(a, rel=0.05)
+            assert m["b_ms"]["p50"] == pytest.approx(b, rel=0.05)
+            assert m["total_ms"]["p50"] == pytest.approx(a + b + 1, rel=0.05)
+            for _, rec in store.samples(t.trial_id):
+                # top-level stages plus the unattributed rest add up to the total exactly
+                assert rec["a_ms"] + rec["b_ms"] + rec["other_ms"] == pytest.approx(rec["total_ms"], abs=1e-9)
+                assert 0.9 < rec["other_ms"] < 3.0
+
+
+def test_module_hooks_time_a_model_without_edits() -> None:
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
+    timer = StageTimer("cpu")
+    timer.attach(model[0], "first")
+    timer.attach(model[2], "last")
+    x = torch.randn(64, 256)
+    with timer.sample() as timing:
+        with timer.stage("forward"):
+            model(x)
+            model(x)
+    assert timing.calls_ms["first"] and len(timing.calls_ms["first"]) == 2
+    assert timing.top_level == {"forward"}  # hooked modules nested inside a stage are not top-level
+    assert timing.stages_ms["first"] + timing.stages_ms["last"] <= timing.stages_ms["forward"]
+    assert timing.other_ms >= 0
+    model(x)  # outside a sample the hooks record nothing
+    timer.detach_all()
+    with timer.sample() as timing:
+        model(x)
+    assert "first" not in timing.stages_ms
+
+
+def test_peak_memory_window_resets() -> None:
+    mem = PeakMemory("cpu")
+    mem.reset()
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB
+    high = mem.peak_mb()
+    del block
+    mem.reset()
+    if not mem.resettable:
+        pytest.skip("this kernel does not let a process reset its RSS high-water mark")
+    assert mem.peak_mb() < high - 100

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import PLUGINS, knobscope, write_spec
+from knobscope.store import Store
+
+
+def _done_lines(run: Path) -> Counter[str]:
+    text = (run / "knobscope.log").read_text()
+    return Counter(re.findall(r" done ([0-9a-f]{16}) ", text))
+
+
+def test_sweep_records_every_sample_and_summary(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", measure={"warmup": 1, "repeats": 2})
+    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    assert "6 done, 0 failed" in proc.stdout
+    with Store.open(tmp_path / "run") as store:
+        trials = store.trials()
+        assert len(trials) == 6 and all(t.status == "done" for t in trials)
+        for t in trials:
+            assert store.count_samples(t.trial_id) == 2 * 2  # num_samples x repeats
+            stats = t.summary["metrics"]["matmul_ms"]
+            assert set(stats) == {"mean", "std", "min", "max", "p50", "p90", "p95", "p99", "n"} and stats["n"] == 4
+        prov = store.runs()[0]["provenance"]
+    assert {"knobscope_version", "knobscope_git", "python", "torch", "device", "seeds", "time"} <= set(prov)
+    # Rerunning resumes: nothing left to do, nothing run twice.
+    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    assert "this invocation ran 0" in proc.stdout
+    assert set(_done_lines(tmp_path / "run").values()) == {1}
+
+
+def test_failed_trials_are_recorded_and_retried_only_on_request(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml", workload={"name": f"{PLUGINS}:MatmulWorkload", "args": {"num_samples": 1, "fail_on_n": 32}}
+    )
+    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    assert "4 done, 2 failed" in proc.stdout and "out of memory" in proc.stderr
+    with Store.open(tmp_path / "run") as store:
+        failed = store.trials(status="failed")
+        assert {t.config["n"] for t in failed} == {32} and all("out of memory" in t.error for t in failed)
+    assert "ran 0" in knobscope("run", str(spec), "--no-progress", check=True).stdout
+    proc = knobscope("run", str(spec), "--no-progress", "--retry-failed", check=True)
+    assert "4 done, 2 failed" in proc.stdout
+    with Store.open(tmp_path / "run") as store:
+        assert all(t.attempts == 2 for t in store.trials(status="failed"))
+
+
+def test_four_processes_share_one_run_directory(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", knobs={"n": [128, 192, 256, 320, 384], "reps": [25, 50, 75, 100]})
+    cmd = [sys.executable, "-m", "knobscope.cli", "run", str(spec), "--no-progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    run = tmp_path / "run"
+    with Store.open(run) as store:
+        trials = store.trials()
+        assert len(trials) == 20 and all(t.status == "done" and t.attempts == 1 for t in trials)
+        pids = {rec["pid"] for _, rec in store.samples()}
+        assert all(store.count_samples(t.trial_id) == 2 for t in trials)
+    assert Counter(_done_lines(run).values()) == Counter({1: 20})  # every config exactly once
+    assert len(pids) >= 2  # the work really was shared
+
+
+def test_shards_partition_the_configs(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", knobs={"n": [8, 16, 24, 32], "reps": [1, 2, 3]})
+    for i in range(3):
+        knobscope("run", str(spec), "--no-progress", "--shard", f"{i}/3", check=True)
+    with Store.open(tmp_path / "run") as store:
+        trials = store.trials()
+    assert len(trials) == 12 and all(t.status == "done" and t.attempts == 1 for t in trials)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        knobs={"n": [96, 128, 160, 192], "reps": [20, 40, 60]},
+        workload={"name": f"{PLUGINS}:MatmulWorkload", "args": {"num_samples": 3}},
+    )
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "knobscope.cli", "run", str(spec), "--no-progress"]
+    done_before: dict[str, float] = {}
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 3.0))  # let it get somewhere, then kill it without warning
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (run / "results.db").exists():
+            with Store.open(run) as store:
+                for t in store.trials(status="done"):
+                    # a finished trial is never lost nor run again
+                    assert done_before.setdefault(t.trial_id, t.finished) == t.finished
+                    assert store.count_samples(t.trial_id) == 3
+    knobscope("run", str(spec), "--no-progress", check=True)
+    with Store.open(run) as store:
+        trials = store.trials()
+        assert len(trials) == 12 and all(t.status == "done" for t in trials)
+        for t in trials:
+            assert store.count_samples(t.trial_id) == 3
+            if t.trial_id in done_before:
+                assert t.finished == done_before[t.trial_id]
+    assert set(_done_lines(run).values()) == {1}
+
+
+def test_exports_and_merge(tmp_path: Path) -> None:
+    a = write_spec(tmp_path / "a" / "spec.yaml", knobs={"n": [16, 32], "reps": [1]}) if (tmp_path / "a").mkdir() is None else None
+    b = write_spec(tmp_path / "b" / "spec.yaml", knobs={"n": [32, 48], "reps": [1]}) if (tmp_path / "b").mkdir() is None else None
+    assert a and b
+    knobscope("run", str(a), "--no-progress", check=True)
+    knobscope("run", str(b), "--no-progress", check=True)
+    run_a, run_b, merged = tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "merged"
+
+    data = json.loads((run_a / "results.json").read_text())  # written by run
+    assert set(data) == {"summary", "all_samples"}
+    assert len(data["summary"]) == 2 and len(data["all_samples"]) == 4
+    assert {"n", "reps", "matmul_ms_p95", "total_ms_mean", "status"} <= set(data["summary"][0])
+    assert {"sample_id", "n", "reps", "matmul_ms", "total_ms", "other_ms"} <= set(data["all_samples"][0])
+    csv = pd.read_csv(run_a / "results.csv")
+    assert list(csv["n"]) == [16, 32] and "total_ms_p99" in csv.columns
+
+    knobscope("export", str(run_a), "--format", "parquet", check=True)
+    assert len(pd.read_parquet(run_a / "summary.parquet")) == 2
+    assert len(pd.read_parquet(run_a / "samples.parquet")) == 4
+
+    proc = knobscope("merge", str(run_a), str(run_b), "-o", str(merged), check=True)
+    assert "3 trials added" in proc.stdout and "1 duplicates" in proc.stdout
+    with Store.open(merged) as store:
+        trials = store.trials()
+        assert sorted(t.config["n"] for t in trials) == [16, 32, 48]
+        assert all(store.count_samples(t.trial_id) == 2 for t in trials)
+        assert len(store.runs()) == 2
