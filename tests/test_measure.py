@@ -43,7 +43,7 @@ def test_known_stage_times_are_reported_within_a_few_percent(tmp_path: Path) -> 
             for _, rec in store.samples(t.trial_id):
                 # top-level stages plus the unattributed rest add up to the total exactly
                 assert rec["a_ms"] + rec["b_ms"] + rec["other_ms"] == pytest.approx(rec["total_ms"], abs=1e-9)
-                assert 0.9 < rec["other_ms"] < 3.0
+            assert 0.9 < m["other_ms"]["p50"] < 2.0  # the untimed 1 ms sleep lands in "other"
 
 
 def test_module_hooks_time_a_model_without_edits() -> None:
