@@ -73,6 +73,15 @@ def test_four_processes_share_one_run_directory(tmp_path: Path) -> None:
     assert len(pids) >= 2  # the work really was shared
 
 
+def test_device_pool_runs_one_worker_per_device(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", knobs={"n": [128, 192, 256], "reps": [20, 40]})
+    proc = knobscope("run", str(spec), "--devices", "cpu,cpu", "--no-progress", check=True)
+    assert "6 done, 0 failed" in proc.stdout and "ran 6" in proc.stdout
+    with Store.open(tmp_path / "run") as store:
+        assert all(t.status == "done" and t.attempts == 1 for t in store.trials())
+    assert set(_done_lines(tmp_path / "run").values()) == {1}
+
+
 def test_shards_partition_the_configs(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.yaml", knobs={"n": [8, 16, 24, 32], "reps": [1, 2, 3]})
     for i in range(3):

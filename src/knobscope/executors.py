@@ -36,6 +36,10 @@ def run_device_pool(
     if not devices:
         raise SpecError("--devices needs at least one device, e.g. cuda:0,cuda:1")
     the_plan = plan(spec, shard=kwargs.get("shard", (0, 1)))
+    done_before = 0
+    if (the_plan.run_dir / "results.db").exists():
+        with Store.open(the_plan.run_dir) as store:
+            done_before = store.status_counts(the_plan.ids)["done"]
     ctx = mp.get_context("spawn")  # CUDA cannot be re-initialised in a forked child
     procs = [ctx.Process(target=_worker, args=(spec, d, kwargs), daemon=False) for d in devices]
     for p in procs:
@@ -59,4 +63,4 @@ def run_device_pool(
     with Store.open(the_plan.run_dir) as store:
         counts = store.status_counts(the_plan.ids)
         failed = [(t.config, t.error or "") for t in store.trials(status="failed", ids=the_plan.ids)]
-    return SweepResult(run_dir=the_plan.run_dir, counts=counts, failed=failed)  # type: ignore[arg-type]
+    return SweepResult(run_dir=the_plan.run_dir, counts=counts, ran=counts["done"] - done_before, failed=failed)  # type: ignore[arg-type]

@@ -182,6 +182,9 @@ class LMWorkload(Workload):
 
         from knobscope.models.block_mask import BlockMask, find_decoder_layers
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # knobscope's own progress bar is the one to read
         if self.args.threads is not None:
             torch.set_num_threads(self.args.threads)
         torch.manual_seed(ctx.seed)
