@@ -222,7 +222,6 @@ def work(
     workload: Workload,
     timer: StageTimer,
     device: str,
-    lease_s: float = 900.0,
     on_progress: Callable[[dict[str, int], Config | None], None] = lambda counts, cfg: None,
 ) -> SweepResult:
     """Claim and run this plan's pending trials until none is left for this process.
@@ -324,7 +323,7 @@ def run_sweep(
                     store.retry_failed(ids)
                 with _progress(len(ids), enabled=progress, console=console) as update, _sigterm_as_interrupt():
                     return work(the_plan, store=store, workload=workload, timer=timer, device=device,
-                                lease_s=lease_s, on_progress=update)  # fmt: skip
+                                on_progress=update)  # fmt: skip
             finally:
                 timer.detach_all()
                 workload.teardown()
