@@ -96,8 +96,8 @@ def export(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) -> l
     if fmt == "json":
         path = Path(out) if out else run_dir / "results.json"
         payload = {
-            "summary": [_clean({k: v for k, v in r.items() if not _isnan(v)}) for r in summary.to_dict("records")],
-            "all_samples": [_clean({k: v for k, v in r.items() if not _isnan(v)}) for r in samples.to_dict("records")],
+            "summary": _json_records(summary),
+            "all_samples": _json_records(samples),
         }
         path.write_text(json.dumps(payload, indent=1))
         return [path]
@@ -111,6 +111,11 @@ def export(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) -> l
     summary.to_parquet(paths[0], index=False)
     _parquet_safe(samples).to_parquet(paths[1], index=False)
     return paths
+
+
+def _json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    # A column absent from a row (NaN after pandas aligns rows) is left out, not written as null.
+    return [_clean({k: v for k, v in r.items() if not _isnan(v)}) for r in df.to_dict("records")]
 
 
 def _isnan(value: Any) -> bool:
