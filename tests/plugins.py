@@ -65,3 +65,38 @@ class KnownStages(Workload):
             time.sleep(self.b)
         time.sleep(0.001)
         return {}
+
+
+class KnownQualityWorkload(Workload):
+    """Quality is a known function of knobs a, b, c; cost is real work that adds up over the knobs.
+
+    ``form="separable"``: quality = log(a) + sqrt(b) + c / 4 (no knob changes another's effect).
+    ``form="interaction"``: quality = log(a) * sqrt(b) + c / 4 (the effect of b depends on a).
+    Cost: (a + b + c) small matrix products, timed in stage ``work``; it is additive in the knobs.
+    """
+
+    knobs = ("a", "b", "c")
+    metrics = {"quality": Metric(higher_is_better=True, unit="score", description="known function of a, b, c")}
+
+    def __init__(self, form: str = "separable", num_samples: int = 2) -> None:
+        if form not in ("separable", "interaction"):
+            raise ValueError(f"form {form!r}: use separable or interaction")
+        self.form, self.num = form, num_samples
+        self.m = np.random.default_rng(0).standard_normal((48, 48))
+
+    def samples(self) -> list[int]:
+        return list(range(self.num))
+
+    def apply(self, config: Mapping[str, Any]) -> None:
+        self.a, self.b, self.c = (float(config[k]) for k in ("a", "b", "c"))
+
+    def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
+        x = self.m
+        with timer.stage("work"):
+            for _ in range(int(self.a + self.b + self.c) * 20):
+                x = np.tanh(x @ self.m)
+        if self.form == "separable":
+            quality = np.log(self.a) + np.sqrt(self.b) + self.c / 4
+        else:
+            quality = np.log(self.a) * np.sqrt(self.b) + self.c / 4
+        return {"quality": float(quality)}

@@ -230,6 +230,208 @@ def show(
     out.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 
+RunDirArg = Annotated[Path, typer.Argument(help="Run directory (holds results.db).")]
+ObjectiveOpt = Annotated[list[str] | None, typer.Option("--objective", help="METRIC or METRIC:min|max (repeatable); default: the spec's objectives, else total_ms_p95 and the workload's quality metric.")]
+ConstraintOpt = Annotated[list[str] | None, typer.Option("--constraint", help='Constraint on results, knobs or derived values (repeatable), e.g. "total_ms_p95 <= 500".')]
+MaximizeOpt = Annotated[str | None, typer.Option("--maximize", help="Recommend by the highest value of this metric.")]
+MinimizeOpt = Annotated[str | None, typer.Option("--minimize", help="Recommend by the lowest value of this metric.")]
+ScoreOpt = Annotated[str | None, typer.Option("--score", help='Recommend by a composite score expression, e.g. "accuracy + 0.5*log(1/total_ms_mean)".')]
+WeightOpt = Annotated[list[str] | None, typer.Option("--weight", help="METRIC=W (repeatable): recommend by the weighted sum of metrics scaled to [0, 1], worst to best.")]
+ScenarioOpt = Annotated[str | None, typer.Option("--scenario", help="Only this named scenario of the spec's analysis.scenarios.")]
+FixOpt = Annotated[list[str] | None, typer.Option("--fix", help="Knob to fix in the coupling analysis (repeatable; default: every knob).")]
+ReferenceOpt = Annotated[list[str] | None, typer.Option("--reference", help="METRIC=VALUE: hypervolume reference point (default: worst observed).")]
+TopOpt = Annotated[int | None, typer.Option("--top", min=1, help="Configurations per recommendation (default: the spec's analysis.top, else 5).")]
+CompareOpt = Annotated[list[Path] | None, typer.Option("--compare", help="Another run of the same knobs on another workload (repeatable).")]
+
+
+def _pairs(items: list[str] | None, what: str, *, number: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"{what} {item!r} must look like NAME=VALUE")
+        try:
+            out[key.strip()] = float(value) if number else value.strip()
+        except ValueError:
+            raise SpecError(f"{what} {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _analysis(
+    run_dir: Path, *, objective: list[str] | None = None, constraint: list[str] | None = None, maximize: str | None = None,
+    minimize: str | None = None, score: str | None = None, weight: list[str] | None = None, scenario: str | None = None,
+    fix: list[str] | None = None, reference: list[str] | None = None, top: int | None = None, compare: list[Path] | None = None,
+) -> tuple[Any, list[Any], dict[str, Any]]:  # fmt: skip
+    from knobscope.analysis import AnalysisOptions, Goal, analyze
+    from knobscope.results import load_run
+
+    goals = [g for g in (("maximize", maximize), ("minimize", minimize), ("score", score)) if g[1]]
+    if weight:
+        goals.append(("weights", "weights"))
+    if len(goals) > 1:
+        raise SpecError(f"give one of --maximize, --minimize, --score and --weight, not {' and '.join('--' + g[0] for g in goals)}")
+    goal = None
+    if goals:
+        kind, target = goals[0]
+        goal = Goal("weights", weights=_pairs(weight, "--weight")) if kind == "weights" else Goal(kind, target)  # type: ignore[arg-type]
+    options = AnalysisOptions(objectives=tuple(objective or ()), constraints=tuple(constraint or ()), goal=goal, scenario=scenario,
+                              fix=tuple(fix or ()), reference=_pairs(reference, "--reference"), top=top)  # fmt: skip
+    run = load_run(run_dir)
+    others = [load_run(d) for d in compare or []]
+    return run, others, analyze(run, options, compare=others)
+
+
+def _write_analysis_files(run_dir: Path, result: dict[str, Any]) -> list[Path]:
+    from knobscope.results import to_json
+
+    files = {
+        "analysis.json": result,
+        "coupling_analysis.json": {"objectives": result["objectives"], **result["coupling"], "effects": result["effects"]},
+        "pareto_frontiers.json": {"objectives": result["objectives"], "frontier": result["frontier"],
+                                  "comparison": result["comparison"]},
+    }  # fmt: skip
+    paths = []
+    for name, payload in files.items():
+        path = run_dir / name
+        path.write_text(to_json(payload))
+        paths.append(path)
+    return paths
+
+
+def _print_analysis(result: dict[str, Any]) -> None:
+    objs = [o["column"] for o in result["objectives"]]
+    fr = result["frontier"]
+    knobs = list(result["coverage"]["knobs"])
+    t = Table(title=f"Pareto frontier: {fr['size']} of {fr['n']} configurations "
+                    f"(hypervolume {_fmt(fr['hypervolume'])}, normalised {_fmt(fr['hypervolume_normalized'])})")  # fmt: skip
+    for c in [*knobs, *objs]:
+        t.add_column(c, justify="right")
+    for r in fr["rows"]:
+        t.add_row(*[_fmt(v) for v in r["config"].values()], *[_fmt(r["values"][c]) for c in objs])
+    out.print(t)
+    if fr["excluded"]:
+        out.print(f"left out {len(fr['excluded'])}: " + "; ".join(f"{e['trial_id']} ({e['reason']})" for e in fr["excluded"][:5]))
+    t = Table(title="Knob coupling")
+    for c in ("knobs", "verdict", "evidence"):
+        t.add_column(c)
+    for p in result["coupling"]["pairs"]:
+        colour = {"coupled": "red", "not coupled": "green"}.get(p["verdict"], "yellow")
+        t.add_row(" x ".join(p["knobs"]), f"[{colour}]{p['verdict']}[/]", p["reason"])
+    out.print(t)
+    pol = result["policies"]
+    if pol.get("available"):
+        ratio = pol["hypervolume_ratio"]
+        line = "single- vs multi-knob: the best single-knob policy reaches " + (
+            f"{ratio:.0%} of the multi-knob hypervolume" if ratio is not None else "no hypervolume (the multi-knob one is 0)")
+        b = pol.get("budgets") or {}
+        if pol.get("largest_gap") and pol["largest_gap"]["gap"]:
+            g = pol["largest_gap"]
+            line += f"; largest {b['quality']} gap {_fmt(g['gap'])} at {b['cost']} {b['within']} {_fmt(g['budget'])}"
+        if pol.get("budgets_single_cannot_meet"):
+            line += f"; at {len(pol['budgets_single_cannot_meet'])} budget(s) no single-knob setting qualifies"
+        out.print(line)
+    else:
+        out.print(f"single- vs multi-knob: {pol.get('reason')}")
+    for rec in result["recommendations"]:
+        cons = " subject to " + " and ".join(rec["constraints"]) if rec["constraints"] else ""
+        title = f"{rec['scenario']}: {rec['goal']}{cons} ({rec['feasible']} of {rec['considered']} qualify)"
+        if not rec["top"]:
+            out.print(f"[bold]{title}[/]\n  [red]no configuration[/]: {rec['reason']}")
+            continue
+        t = Table(title=title)
+        vcols = list(rec["top"][0]["values"])
+        for c in ["#", *knobs, "score", *vcols]:
+            t.add_column(c, justify="right")
+        for i, r in enumerate(rec["top"]):
+            t.add_row(str(i + 1), *[_fmt(v) for v in r["config"].values()], _fmt(r["score"]), *[_fmt(v) for v in r["values"].values()])
+        out.print(t)
+    comp = result.get("comparison")
+    if comp:
+        out.print(f"workloads {', '.join(comp['workloads'])}: {len(comp['workload_dependent'])} of {comp['common_configs']} common "
+                  "configurations are Pareto-optimal on one workload and dominated on another")  # fmt: skip
+    for case in result.get("cases", []):
+        out.print(f"  case ({case['kind']}): {case['text']}")
+    if result["failures"]:
+        out.print(f"[red]{len(result['failures'])} failed trial(s)[/]; see the report's failures section")
+
+
+@app.command()
+def analyze(
+    run_dir: RunDirArg, objective: ObjectiveOpt = None, constraint: ConstraintOpt = None, maximize: MaximizeOpt = None,
+    minimize: MinimizeOpt = None, score: ScoreOpt = None, weight: WeightOpt = None, scenario: ScenarioOpt = None,
+    fix: FixOpt = None, reference: ReferenceOpt = None, top: TopOpt = None, compare: CompareOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole analysis as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Pareto frontier, knob coupling, single- vs multi-knob policies and recommendations for a run.
+
+    Also writes analysis.json, coupling_analysis.json and pareto_frontiers.json into the run directory.
+    """
+    from knobscope.results import to_json
+
+    _, _, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
+                             score=score, weight=weight, scenario=scenario, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
+    paths = _write_analysis_files(run_dir, result)
+    if as_json:
+        sys.stdout.write(to_json(result) + "\n")
+        return
+    _print_analysis(result)
+    out.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+def plot(
+    run_dir: RunDirArg, objective: ObjectiveOpt = None, fix: FixOpt = None, compare: CompareOpt = None,
+    color_by: Annotated[str | None, typer.Option("--color-by", help="Knob that colours the Pareto plots (default: the knob with the largest effect).")] = None,
+    heatmap: Annotated[list[str] | None, typer.Option("--heatmap", help="METRIC:KNOB_X,KNOB_Y (repeatable); default: each objective over the most interacting pair.")] = None,
+    xy: Annotated[list[str] | None, typer.Option("--xy", help="X,Y: scatter any metric against any metric (repeatable), e.g. acceptance_mean,mse_mean.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the PNGs (default: DIR/figures).")] = None,
+) -> None:  # fmt: skip
+    """Write the figures (300 DPI PNG) under DIR/figures."""
+    from knobscope.plots import make_figures
+
+    maps = []
+    for h in heatmap or []:
+        metric, sep, pair = h.partition(":")
+        knobs = [k.strip() for k in pair.split(",")]
+        if not sep or len(knobs) != 2 or not all(knobs):
+            raise SpecError(f"--heatmap {h!r} must look like METRIC:KNOB_X,KNOB_Y")
+        maps.append((metric.strip(), knobs[0], knobs[1]))
+    pairs = []
+    for item in xy or []:
+        parts = [p.strip() for p in item.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise SpecError(f"--xy {item!r} must look like X_METRIC,Y_METRIC")
+        pairs.append((parts[0], parts[1]))
+    run, others, result = _analysis(run_dir, objective=objective, fix=fix, compare=compare)
+    paths = make_figures(run, result, out_dir=out_dir, color_by=color_by, heatmaps=maps, xy=pairs, compare=others)
+    for p in paths:
+        out.print(f"wrote {p}")
+
+
+@app.command()
+def report(
+    run_dir: RunDirArg, objective: ObjectiveOpt = None, constraint: ConstraintOpt = None, maximize: MaximizeOpt = None,
+    minimize: MinimizeOpt = None, score: ScoreOpt = None, weight: WeightOpt = None, fix: FixOpt = None,
+    reference: ReferenceOpt = None, top: TopOpt = None, compare: CompareOpt = None,
+    color_by: Annotated[str | None, typer.Option("--color-by", help="Knob that colours the Pareto plots.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file (default: DIR/report.html).")] = None,
+    figures: Annotated[bool, typer.Option(help="Also write the PNG figures under DIR/figures.")] = True,
+) -> None:  # fmt: skip
+    """Write DIR/report.html: one self-contained, interactive file that opens offline."""
+    from knobscope.plots import make_figures
+    from knobscope.report import write_report
+
+    run, others, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
+                                    score=score, weight=weight, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
+    _write_analysis_files(run_dir, result)
+    _print_analysis(result)
+    if figures:
+        paths = make_figures(run, result, color_by=color_by, compare=others)
+        out.print(f"wrote {len(paths)} figures under {paths[0].parent}" if paths else "no figures")
+    path = write_report(run, result, path=output, compare=others, color_by=color_by)
+    out.print(f"report: {path.resolve()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI, turning input errors into one line and exit status 2."""
     command = typer.main.get_command(app)

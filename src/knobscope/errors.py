@@ -12,6 +12,7 @@ __all__ = [
     "RegistryError",
     "StoreError",
     "WorkloadError",
+    "AnalysisError",
 ]
 
 
@@ -37,3 +38,7 @@ class StoreError(KnobscopeError):
 
 class WorkloadError(KnobscopeError):
     """A workload cannot be loaded or does not support a requested knob."""
+
+
+class AnalysisError(KnobscopeError):
+    """An analysis request that the results cannot answer: unknown metric, unknown direction."""

@@ -15,14 +15,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from knobscope.errors import SpecError
+from knobscope.errors import KnobscopeError, SpecError
 from knobscope.store import Store
 
-__all__ = ["summary_table", "samples_table", "export", "EXPORT_FORMATS", "flatten_summary"]
+if TYPE_CHECKING:
+    from knobscope.spec import ExperimentSpec
+
+__all__ = ["summary_table", "samples_table", "export", "EXPORT_FORMATS", "flatten_summary", "RunResults", "load_run", "to_json"]
 
 EXPORT_FORMATS = ("json", "csv", "parquet")
 
@@ -37,6 +41,8 @@ def flatten_summary(summary: dict[str, Any] | None) -> dict[str, Any]:
             for stat, value in stats.items():
                 flat[f"{metric}_{stat}"] = value
     flat.update(summary.get("aggregate", {}))
+    if summary.get("top_level_stages"):
+        flat["stages"] = ",".join(summary["top_level_stages"])
     for key in ("peak_memory_mb", "num_records"):
         if key in summary:
             flat[key] = summary[key]
@@ -72,8 +78,8 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {str(_clean(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if hasattr(value, "item"):  # numpy scalar
         return _clean(value.item())
@@ -113,6 +119,11 @@ def export(run_dir: str | Path, fmt: str, *, out: str | Path | None = None) -> l
     return paths
 
 
+def to_json(payload: Any) -> str:
+    """JSON text for analysis results: numpy scalars as numbers, NaN as null, tuples as lists."""
+    return json.dumps(_clean(payload), indent=1, default=str)
+
+
 def _json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     # A column absent from a row (NaN after pandas aligns rows) is left out, not written as null.
     return [_clean({k: v for k, v in r.items() if not _isnan(v)}) for r in df.to_dict("records")]
@@ -129,3 +140,86 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
         if out[col].dtype == object and out[col].map(type).nunique() > 1:
             out[col] = out[col].astype(str)
     return out
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything analysis reads from a run directory, loaded once.
+
+    Attributes:
+        run_dir: the run directory.
+        spec: the spec of the latest invocation (knobs, defaults, objectives, analysis section).
+        table: one row per configuration of the spec's workload (all statuses), knobs and
+            derived quantities as columns next to the flattened metrics.
+        metrics: declared metrics ``{name: {higher_is_better, unit, description}}``.
+        provenance: provenance of the latest invocation; ``runs`` has every invocation.
+        samples: per-sample records (loaded only when asked for).
+    """
+
+    run_dir: Path
+    spec: ExperimentSpec
+    table: pd.DataFrame
+    metrics: dict[str, dict[str, Any]]
+    provenance: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    samples: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def knobs(self) -> list[str]:
+        return list(self.spec.space.names)
+
+    @property
+    def label(self) -> str:
+        return self.spec.name
+
+
+def load_run(run_dir: str | Path, *, with_samples: bool = False) -> RunResults:
+    """Read a run directory's store and spec (read-only); raises StoreError/SpecError with one line."""
+    from knobscope.spec import parse_spec
+
+    run_dir = Path(run_dir)
+    with Store.open(run_dir) as store:
+        runs = store.runs()
+        if not runs:
+            raise SpecError(f"{str(run_dir)!r} holds no runs yet; run a spec into it first")
+        table = summary_table(store)
+        samples = samples_table(store) if with_samples else None
+    spec = parse_spec(runs[-1]["spec"], source=str(run_dir), require_workload=False)
+    if spec.workload is not None and not table.empty:
+        table = table[table["workload"] == spec.workload.name].reset_index(drop=True)
+    table = _with_derived(table, spec)
+    metrics: dict[str, dict[str, Any]] = {}
+    for run in runs:  # later invocations win: a workload's declarations may have changed
+        metrics.update(run["provenance"].get("metrics", {}))
+    if not metrics and spec.workload is not None:
+        metrics = _declared_metrics(spec.workload.name)
+    return RunResults(run_dir, spec, table, metrics, runs[-1]["provenance"], runs, samples)
+
+
+def _with_derived(table: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:
+    # Constants and derived quantities (e.g. num_blocks) become columns, so constraints and
+    # plots can use them like knobs.
+    extra = [n for n, _ in (*spec.space.constants, *spec.space.derived) if n not in table.columns]
+    if not extra or table.empty or any(k not in table.columns for k in spec.space.names):
+        return table
+    rows = []
+    for config in table[spec.space.names].to_dict("records"):
+        try:
+            variables = spec.space.variables(config)
+        except KnobscopeError:  # an expression that fails on this config; leave its columns empty
+            variables = {}
+        rows.append({n: variables.get(n) for n in extra})
+    return pd.concat([table, pd.DataFrame(rows, index=table.index)], axis=1)
+
+
+def _declared_metrics(workload: str) -> dict[str, dict[str, Any]]:
+    # Runs stored before metric declarations were recorded: ask the workload class (no setup).
+    from dataclasses import asdict
+
+    from knobscope.workloads import resolve_workload
+
+    try:
+        cls = resolve_workload(workload)
+    except KnobscopeError:
+        return {}
+    return {name: asdict(m) for name, m in getattr(cls, "metrics", {}).items()}

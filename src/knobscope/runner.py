@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,7 @@ def measure_trial(
         with timer.sample():
             workload.run(samples[w % len(samples)], timer)
     records: list[dict[str, Any]] = []
+    top_level: set[str] = set()
     started = time.perf_counter()
     for index, sample in enumerate(samples):
         for repeat in range(m.repeats):
@@ -185,6 +187,7 @@ def measure_trial(
                 out = dict(workload.run(sample, timer))
             record: dict[str, Any] = {"sample_id": _sample_id(sample, index), "repeat": repeat}
             record.update(timing.metrics())
+            top_level |= timing.top_level
             record.update(out)
             repeated = {s: c for s, c in timing.calls_ms.items() if len(c) > 1}
             if repeated:
@@ -193,6 +196,9 @@ def measure_trial(
         on_sample()
     summary = summarize_records(records)
     summary["aggregate"] = dict(workload.summarize(records))
+    # Stages that ran outside any other stage: they (plus other_ms) add up to total_ms, so the
+    # latency-breakdown plots stack exactly these.
+    summary["top_level_stages"] = sorted(top_level)
     summary["peak_memory_mb"] = memory.peak_mb()
     summary["memory_kind"] = memory.kind
     summary["num_records"] = len(records)
@@ -233,12 +239,19 @@ def work(
     result = SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
     owner = owner_id()
     seeds = {"measure": spec.measure.seed, **{k: v for k, v in spec.strategy_options.items() if k == "seed"}}
-    run_id = store.begin_run(spec.name, dict(spec.raw), provenance(device=device, seeds=seeds))
+    info = provenance(device=device, seeds=seeds)
+    # Metric directions travel with the run, so analysis never has to import the workload again.
+    info["metrics"] = {name: asdict(m) for name, m in type(workload).metrics.items()}
+    run_id = store.begin_run(spec.name, dict(spec.raw), info)
     memory = PeakMemory(device)
     log.info("run %d: %d trials planned, device %s, owner %s", run_id, len(ids), device, owner)
     try:
         on_progress(store.status_counts(ids), None)
-        for trial in the_plan.trials:
+        # Measure in a seeded random order: slow drift of the machine (clocks, heat, other load)
+        # then spreads over all configurations as noise instead of posing as a knob effect or a
+        # knob interaction, as it would in grid order.
+        order = random.Random(spec.measure.seed).sample(list(the_plan.trials), len(the_plan.trials))
+        for trial in order:
             if not store.claim(trial.trial_id, owner):
                 continue
             on_progress(store.status_counts(ids), trial.config)

@@ -59,6 +59,22 @@ class _MeasureModel(_Model):
     device: str = "auto"
 
 
+class _ScenarioModel(_Model):
+    maximize: str | None = Field(None, description="metric column to maximize")
+    minimize: str | None = Field(None, description="metric column to minimize")
+    score: str | None = Field(None, description="expression to maximize (a composite score)")
+    constraints: list[str] = Field(default_factory=list, description="expressions every answer must meet")
+    description: str = ""
+
+
+class _AnalysisModel(_ScenarioModel):
+    weights: dict[str, float] = Field(default_factory=dict, description="weighted normalised composite score")
+    top: int = Field(5, ge=1, description="configurations listed per recommendation")
+    reference: dict[str, float] = Field(default_factory=dict, description="hypervolume reference point per objective")
+    color_by: str | None = Field(None, description="knob that colours the Pareto plots")
+    scenarios: dict[str, _ScenarioModel] = Field(default_factory=dict)
+
+
 class _SpecModel(_Model):
     name: str = Field(min_length=1)
     description: str = ""
@@ -70,6 +86,7 @@ class _SpecModel(_Model):
     strategy: str | dict[str, Any] = "full"
     objectives: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
     measure: _MeasureModel = Field(default_factory=_MeasureModel)
+    analysis: _AnalysisModel = Field(default_factory=_AnalysisModel)
     output: str | None = None
 
 
@@ -111,6 +128,8 @@ class ExperimentSpec:
     workload: WorkloadSpec | None = None
     objectives: Mapping[str, str] = field(default_factory=dict)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    # The spec's ``analysis`` section as plain data (see docs/spec.md); read by knobscope.analysis.
+    analysis: Mapping[str, Any] = field(default_factory=dict)
     output: Path | None = None
     description: str = ""
     source: str = "<spec>"
@@ -216,6 +235,8 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
     elif require_workload:
         raise SpecError(f"{source}: the spec has no 'workload'; name a registered workload or a plugin 'module:Class'")
 
+    analysis = model.analysis.model_dump()
+    _check_analysis_expressions(analysis, source)
     m = model.measure
     return ExperimentSpec(
         name=model.name,
@@ -226,10 +247,30 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
         workload=workload,
         objectives=dict(model.objectives),
         measure=MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device),
+        analysis=analysis,
         output=Path(model.output) if model.output else None,
         source=source,
         raw=dict(data),
     )
+
+
+def _check_analysis_expressions(analysis: Mapping[str, Any], source: str) -> None:
+    # Names refer to result columns, known only after the run; syntax is checked now.
+    sections = [("analysis", analysis)] + [(f"analysis.scenarios.{k}", v) for k, v in analysis["scenarios"].items()]
+    for where, section in sections:
+        for i, text in enumerate(section["constraints"]):
+            _parse_expression(text, f"{source}: {where}.constraints[{i}]")
+        if section["score"]:
+            _parse_expression(section["score"], f"{source}: {where}.score")
+        if sum(bool(section[k]) for k in ("maximize", "minimize", "score")) > 1:
+            raise SpecError(f"{source}: {where} sets more than one of maximize, minimize and score; keep one")
+
+
+def _parse_expression(text: str, where: str) -> Expression:
+    try:
+        return Expression.parse(text)
+    except KnobscopeError as exc:
+        raise SpecError(f"{where}: {exc}") from None
 
 
 _KNOB_FORMS = "a list of values, {values: [...], default: v} or {range: [lo, hi], step: s, default: v}"

@@ -1,0 +1,178 @@
+"""One call that answers the seeds' questions for a loaded run (pure: reads tables, writes nothing).
+
+``analyze(run, options)`` returns a JSON-ready dict with the frontier, coupling verdicts, knob
+effects, single- vs multi-knob policies, recommendations (the spec's scenarios and the
+request's), the workload comparison (when other runs are given), seed 001's illustrative cases,
+strategy coverage and failures. The CLI prints it, the report renders it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from knobscope.analysis.compare import compare_workloads, illustrative_cases
+from knobscope.analysis.coupling import coupling_analysis
+from knobscope.analysis.objectives import Objective, default_objectives, resolve_objectives
+from knobscope.analysis.pareto import pareto_front
+from knobscope.analysis.policies import policy_comparison
+from knobscope.analysis.recommend import Goal, Scenario, recommend, scenarios_from_spec
+from knobscope.errors import AnalysisError
+from knobscope.results import RunResults
+
+__all__ = ["AnalysisOptions", "analyze", "run_objectives"]
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """What to analyse; empty fields fall back to the spec's ``objectives`` and ``analysis``.
+
+    Attributes:
+        objectives: ``"column"`` or ``"column:min|max"``; default: the spec's, else P95 latency
+            and the first declared quality metric.
+        constraints: constraints of the main recommendation (replace the spec's when given).
+        goal: the main recommendation's goal (default: the spec's, else the best quality).
+        scenario: only this named scenario (default: all).
+        fix: knobs to fix in the coupling analysis (default: every knob).
+        reference: hypervolume reference point per objective (default: worst observed).
+        top: configurations listed per recommendation.
+        min_share, alpha: coupling thresholds (see :mod:`knobscope.analysis.coupling`).
+    """
+
+    objectives: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = ()
+    goal: Goal | None = None
+    scenario: str | None = None
+    fix: tuple[str, ...] = ()
+    reference: Mapping[str, float] = field(default_factory=dict)
+    top: int | None = None
+    min_share: float = 0.05
+    alpha: float = 0.05
+
+
+def run_objectives(run: RunResults, requested: Sequence[str] = ()) -> list[Objective]:
+    if requested:
+        return resolve_objectives(requested, run.table, run.metrics, knobs=run.knobs)
+    return default_objectives(run.table, run.metrics, run.spec.objectives, knobs=run.knobs)
+
+
+def _default_goal(objectives: Sequence[Objective]) -> Goal:
+    quality = next((o for o in objectives if o.maximise), None)
+    if quality is not None:
+        return Goal("maximize", quality.column)
+    return Goal("minimize", objectives[0].column)
+
+
+def _py(value: Any) -> Any:
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, compare: Sequence[RunResults] = ()) -> dict[str, Any]:
+    """Answer the seeds' questions for ``run`` (and across ``compare`` runs of the same knobs)."""
+    spec = run.spec
+    knobs = run.knobs
+    table = run.table
+    if table.empty:
+        raise AnalysisError(f"{str(run.run_dir)!r} has no trials of its workload to analyse")
+    objectives = run_objectives(run, options.objectives)
+    settings = spec.analysis or {}
+    reference = dict(settings.get("reference") or {})
+    reference.update(options.reference)
+    unknown_fix = [k for k in options.fix if k not in knobs]
+    if unknown_fix:
+        raise AnalysisError(f"--fix {unknown_fix[0]!r} is not a knob of this run; knobs: {', '.join(knobs)}")
+    top = options.top or int(settings.get("top") or 5)
+
+    front = pareto_front(table, objectives, reference=reference or None)
+    shown = [o.column for o in objectives]
+    frontier_rows = [
+        {"trial_id": r.get("trial_id"), "config": {k: _py(r[k]) for k in knobs}, "values": {c: _py(r[c]) for c in shown}}
+        for r in front.frontier.to_dict("records")
+    ]  # fmt: skip
+    coupling = coupling_analysis(table, knobs, objectives, reference=reference or None,
+                                 min_share=options.min_share, alpha=options.alpha)  # fmt: skip
+    if options.fix:
+        coupling["knobs"] = {k: v for k, v in coupling["knobs"].items() if k in options.fix}
+        coupling["pairs"] = [p for p in coupling["pairs"] if set(p["knobs"]) & set(options.fix)]
+    effects = coupling.pop("effects")
+    defaults = {k.name: k.default for k in spec.space.knobs}
+    policies = policy_comparison(table, knobs, defaults, objectives, reference=reference or None)
+
+    default_goal = _default_goal(objectives)
+    scenarios = scenarios_from_spec(settings, default_goal) if settings else [Scenario("recommendation", default_goal)]
+    if options.constraints or options.goal:
+        main = scenarios[0]
+        scenarios[0] = Scenario("recommendation", options.goal or main.goal,
+                                tuple(options.constraints) if options.constraints else main.constraints)  # fmt: skip
+    if options.scenario:
+        chosen = [s for s in scenarios if s.name == options.scenario]
+        if not chosen:
+            names = ", ".join(s.name for s in scenarios)
+            raise AnalysisError(f"scenario {options.scenario!r} is not in the spec; scenarios: {names}")
+        scenarios = chosen
+    recommendations = [recommend(table, s, knobs=knobs, metrics=run.metrics, top=top, show=shown, tie_break=objectives) for s in scenarios]
+
+    comparison = None
+    if compare:
+        tables = {run.label: table}
+        objs = {run.label: objectives}
+        for other in compare:
+            if other.knobs != knobs:
+                raise AnalysisError(f"run {str(other.run_dir)!r} has knobs {other.knobs}; {str(run.run_dir)!r} has {knobs}; "
+                                    "workloads are compared over the same knobs")  # fmt: skip
+            label = other.label if other.label not in tables else f"{other.label} ({other.run_dir})"
+            tables[label] = other.table
+            objs[label] = run_objectives(other, _transfer(options.objectives, objectives, other))
+        comparison = compare_workloads(tables, knobs, objs)
+    space_values = {k.name: list(k.values) for k in spec.space.knobs}
+    cases = illustrative_cases(knobs=knobs, space_values=space_values, frontier=front.frontier,
+                               policies=policies, comparison=comparison, coupling=coupling)  # fmt: skip
+    counts = table["status"].value_counts().to_dict()
+    failures = [
+        {"trial_id": r["trial_id"], "config": {k: _py(r[k]) for k in knobs}, "error": r.get("error") or ""}
+        for r in table[table["status"] == "failed"].to_dict("records")
+    ]  # fmt: skip
+    done = table[table["status"] == "done"]
+    coverage = {
+        "strategy": spec.strategy_name,
+        "grid_size": spec.space.grid_size,
+        "measured": int(len(done)),
+        "knobs": {k: {"values": space_values[k], "measured": sorted({_py(v) for v in done[k]}, key=str),
+                      "counts": [int((done[k] == v).sum()) for v in space_values[k]]} for k in knobs},
+    }  # fmt: skip
+    return {
+        "run": {"dir": str(run.run_dir), "name": spec.name, "workload": spec.workload.name if spec.workload else None,
+                "description": spec.description},
+        "provenance": run.provenance,
+        "objectives": [o.to_dict() for o in objectives],
+        "counts": {str(k): int(v) for k, v in counts.items()},
+        "coverage": coverage,
+        "frontier": {
+            "n": int(len(front.table)),
+            "size": int(front.table["pareto"].sum()) if len(front.table) else 0,
+            "reference": [_py(v) for v in front.reference],
+            "reference_source": "given" if reference else "worst observed value of each objective",
+            "hypervolume": front.hypervolume,
+            "hypervolume_normalized": front.hypervolume_normalized,
+            "rows": frontier_rows,
+            "excluded": [{"trial_id": r.get("trial_id"), "reason": r["reason"]} for r in front.excluded.to_dict("records")],
+        },
+        "coupling": coupling,
+        "effects": effects,
+        "policies": policies,
+        "recommendations": recommendations,
+        "comparison": comparison,
+        "cases": cases,
+        "failures": failures,
+    }
+
+
+def _transfer(requested: Sequence[str], objectives: Sequence[Objective], other: RunResults) -> list[str]:
+    """Objectives for a compared run: the same columns where it has them, else its own defaults."""
+    if requested and all(o.column in other.table.columns for o in objectives):
+        return [f"{o.column}:{o.direction}" for o in objectives]
+    return []
