@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/knobscope run examples/quickstart.yaml
+	$(BIN)/knobscope report runs/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -27,7 +27,7 @@ from knobscope.analysis.pareto import pareto_mask  # noqa: E402
 from knobscope.errors import AnalysisError  # noqa: E402
 from knobscope.results import RunResults  # noqa: E402
 
-__all__ = ["make_figures", "stage_columns", "axis_label", "FIGURE_DPI"]
+__all__ = ["make_figures", "stage_columns", "axis_label", "frontier_points", "breakdown_means", "FIGURE_DPI"]
 
 FIGURE_DPI = 300
 _STATUS_DONE = "done"
@@ -67,14 +67,42 @@ def _colours(values: Sequence[Any]) -> dict[Any, Any]:
     return {v: cmap(i / n) for i, v in enumerate(values)}
 
 
-def _frontier_line(ax: plt.Axes, rows: pd.DataFrame, x: Objective, y: Objective, **style: Any) -> None:
+def frontier_points(rows: pd.DataFrame, x: Objective, y: Objective) -> tuple[np.ndarray, np.ndarray]:
+    """The 2-D frontier of ``rows`` over ``x`` and ``y``, sorted along ``x`` from best to worst."""
     pts = rows[[x.column, y.column]].to_numpy(dtype=float)
     if len(pts) == 0:
-        return
+        return np.zeros(0), np.zeros(0)
     front = pts[pareto_mask(pts, [x.maximise, y.maximise])]
     front = front[np.argsort(front[:, 0] * (-1 if x.maximise else 1))]
-    ax.step(front[:, 0], front[:, 1], where="post", **style)
-    ax.scatter(front[:, 0], front[:, 1], s=70, facecolors="none", edgecolors=style.get("color", "black"), linewidths=1.5, zorder=4)
+    return front[:, 0], front[:, 1]
+
+
+def breakdown_means(table: pd.DataFrame, knob: str, values: Sequence[Any], base: Mapping[str, Any] | None) -> tuple[pd.DataFrame, list[str], str]:
+    """Mean top-level stage latencies per value of ``knob``: ``(means, stages, note)``.
+
+    Uses the configurations with the other knobs at ``base`` when they cover two or more
+    values (seed 002's one-knob sweeps), else the mean over the other knobs (said in ``note``).
+    """
+    stages = stage_columns(table)
+    if not stages:
+        return pd.DataFrame(), [], ""
+    rows = _done(table, [f"{s}_ms_mean" for s in stages])
+    note = "mean over the other knobs"
+    others = [k for k in (base or {}) if k != knob]
+    if base and others:
+        single = rows[np.logical_and.reduce([rows[k] == base[k] for k in others])]
+        if single[knob].nunique() >= 2:
+            rows, note = single, "other knobs at " + ", ".join(f"{k}={base[k]}" for k in others)
+    means = rows.groupby(knob)[[f"{s}_ms_mean" for s in stages]].mean()
+    return means.reindex([v for v in values if v in means.index]), stages, note
+
+
+def _frontier_line(ax: plt.Axes, rows: pd.DataFrame, x: Objective, y: Objective, **style: Any) -> None:
+    fx, fy = frontier_points(rows, x, y)
+    if len(fx) == 0:
+        return
+    ax.step(fx, fy, where="post", **style)
+    ax.scatter(fx, fy, s=70, facecolors="none", edgecolors=style.get("color", "black"), linewidths=1.5, zorder=4)
 
 
 def _done(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -134,18 +162,7 @@ def coupling_figure(table: pd.DataFrame, objectives: Sequence[Objective], knob: 
 
 def breakdown_figure(table: pd.DataFrame, knob: str, values: Sequence[Any], base: Mapping[str, Any] | None,
                      title: str, path: Path) -> Path | None:  # fmt: skip
-    stages = stage_columns(table)
-    if not stages:
-        return None
-    rows = _done(table, [f"{s}_ms_mean" for s in stages])
-    note = "mean over the other knobs"
-    if base:
-        others = [k for k in base if k != knob]
-        single = rows[np.logical_and.reduce([rows[k] == base[k] for k in others])] if others else rows
-        if single[knob].nunique() >= 2:
-            rows, note = single, "other knobs at " + ", ".join(f"{k}={base[k]}" for k in others)
-    means = rows.groupby(knob)[[f"{s}_ms_mean" for s in stages]].mean()
-    means = means.reindex([v for v in values if v in means.index])
+    means, stages, note = breakdown_means(table, knob, values, base)
     if means.empty:
         return None
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(means) + 3), 4.5))

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from knobscope.analysis.objectives import Objective
-from knobscope.analysis.pareto import pareto_mask
-from knobscope.plots import axis_label, stage_columns
+from knobscope.plots import axis_label, breakdown_means, frontier_points
 from knobscope.results import RunResults
 
 __all__ = ["build_report", "write_report", "SECTIONS"]
@@ -93,15 +92,6 @@ def _done(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return table[table["status"] == "done"].dropna(subset=list(columns))
 
 
-def _frontier_xy(rows: pd.DataFrame, x: Objective, y: Objective) -> tuple[np.ndarray, np.ndarray]:
-    pts = rows[[x.column, y.column]].to_numpy(dtype=float)
-    if not len(pts):
-        return np.zeros(0), np.zeros(0)
-    front = pts[pareto_mask(pts, [x.maximise, y.maximise])]
-    front = front[np.argsort(front[:, 0] * (-1 if x.maximise else 1))]
-    return front[:, 0], front[:, 1]
-
-
 def _pareto_plot(plots: _Plots, run: RunResults, table: pd.DataFrame, objectives: Sequence[Objective], color_by: str, title: str) -> str:
     import plotly.graph_objects as go
 
@@ -113,7 +103,7 @@ def _pareto_plot(plots: _Plots, run: RunResults, table: pd.DataFrame, objectives
         part = rows[rows[color_by] == v]
         fig.add_trace(go.Scatter(x=part[x.column], y=part[y.column], mode="markers", name=f"{color_by}={v}",
                                  text=_hover(part, run.knobs, shown), hovertemplate="%{text}<extra></extra>"))  # fmt: skip
-    fx, fy = _frontier_xy(rows, x, y)
+    fx, fy = frontier_points(rows, x, y)
     fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines+markers", name="Pareto frontier", line=dict(shape="hv", color="black"),
                              marker=dict(size=11, symbol="circle-open", color="black"), hoverinfo="skip"))  # fmt: skip
     fig.update_layout(title=title, xaxis_title=axis_label(x.column, run.metrics), yaxis_title=axis_label(y.column, run.metrics), height=460)
@@ -139,7 +129,7 @@ def _coupling_plot(plots: _Plots, run: RunResults, objectives: Sequence[Objectiv
         fig.add_trace(go.Scatter(x=part[x.column], y=part[y.column], mode="markers", marker=dict(color="#2c6fbb", size=7),
                                  text=_hover(part, run.knobs, shown), hovertemplate="%{text}<extra></extra>", showlegend=False),
                       row=r, col=c)  # fmt: skip
-        fx, fy = _frontier_xy(part, x, y)
+        fx, fy = frontier_points(part, x, y)
         fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line=dict(shape="hv", color="#c0392b"), hoverinfo="skip", showlegend=False),
                       row=r, col=c)  # fmt: skip
     fig.update_layout(title=f"Frontier over the other knobs with {knob} fixed ({x.column} vs {y.column})", height=300 * nrows + 80)
@@ -149,18 +139,9 @@ def _coupling_plot(plots: _Plots, run: RunResults, objectives: Sequence[Objectiv
 def _breakdown_plot(plots: _Plots, run: RunResults, knob: str, base: Mapping[str, Any] | None) -> str:
     import plotly.graph_objects as go
 
-    stages = stage_columns(run.table)
-    if not stages:
+    means, stages, note = breakdown_means(run.table, knob, run.spec.space.knob(knob).values, base)
+    if means.empty:
         return ""
-    rows = _done(run.table, [f"{s}_ms_mean" for s in stages])
-    note = "mean over the other knobs"
-    others = [k for k in run.knobs if k != knob]
-    if base and others:
-        single = rows[np.logical_and.reduce([rows[k] == base[k] for k in others])]
-        if single[knob].nunique() >= 2:
-            rows, note = single, "other knobs at " + ", ".join(f"{k}={base[k]}" for k in others)
-    means = rows.groupby(knob)[[f"{s}_ms_mean" for s in stages]].mean()
-    means = means.reindex([v for v in run.spec.space.knob(knob).values if v in means.index])
     fig = go.Figure()
     for s in stages:
         fig.add_trace(go.Bar(x=[str(v) for v in means.index], y=means[f"{s}_ms_mean"], name=s,

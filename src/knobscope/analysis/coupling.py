@@ -206,4 +206,4 @@ def coupling_analysis(
 def _p_text(p: float | None) -> str:
     if p is None:
         return ""
-    return f" (p < 1e-6)" if p < 1e-6 else f" (p = {p:.2g})"
+    return " (p < 1e-6)" if p < 1e-6 else f" (p = {p:.2g})"

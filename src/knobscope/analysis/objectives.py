@@ -169,21 +169,24 @@ def objective_matrix(table: pd.DataFrame, objectives: Sequence[Objective]) -> tu
     NaN objective), so an analysis can say what it left out.
     """
     columns = [o.column for o in objectives]
-    status = table["status"] if "status" in table.columns else pd.Series("done", index=table.index)
-    reasons = pd.Series("", index=table.index, dtype=object)
-    not_done = status != "done"
-    if not_done.any():
-        errors = table["error"] if "error" in table.columns else pd.Series("", index=table.index)
-        reasons[not_done] = [
-            f"{s}: {str(e).splitlines()[-1] if isinstance(e, str) and e else 'no reason stored'}" if s == "failed" else s
-            for s, e in zip(status[not_done], errors[not_done])
-        ]
-    values = table[columns].apply(pd.to_numeric, errors="coerce") if len(table) else table[columns]
-    bad = (~np.isfinite(values.to_numpy(dtype=float))) if len(table) else np.zeros((0, len(columns)), bool)
-    for j, col in enumerate(columns):
-        rows = bad[:, j] & ~not_done.to_numpy() & (reasons == "").to_numpy()
-        reasons[rows] = f"{col} is missing or not finite"
-    keep = (reasons == "").to_numpy()
-    excluded = table.loc[~keep].assign(reason=reasons[~keep])
-    kept = table.loc[keep]
-    return values.loc[keep].to_numpy(dtype=float), kept, excluded
+    values = table[columns]
+    if not all(pd.api.types.is_numeric_dtype(values[c]) for c in columns):
+        values = values.apply(pd.to_numeric, errors="coerce")
+    array = values.to_numpy(dtype=float)
+    finite = np.isfinite(array)
+    done = (table["status"] == "done").to_numpy() if "status" in table.columns else np.ones(len(table), dtype=bool)
+    keep = done & finite.all(axis=1)
+    if keep.all():  # the common case; skip building reasons
+        return array, table, table.iloc[:0].assign(reason=pd.Series(dtype=object))
+    reasons: list[str] = []
+    errors = table["error"].tolist() if "error" in table.columns else [None] * len(table)
+    statuses = table["status"].tolist() if "status" in table.columns else ["done"] * len(table)
+    for i in np.flatnonzero(~keep):
+        if not done[i]:
+            e = errors[i]
+            last = str(e).strip().splitlines()[-1] if isinstance(e, str) and e.strip() else "no reason stored"
+            reasons.append(f"failed: {last}" if statuses[i] == "failed" else str(statuses[i]))
+        else:
+            reasons.append(f"{columns[int(np.argmin(finite[i]))]} is missing or not finite")
+    excluded = table.loc[~keep].assign(reason=reasons)
+    return array[keep], table.loc[keep], excluded

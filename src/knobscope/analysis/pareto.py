@@ -142,14 +142,13 @@ def pareto_front(
         raise AnalysisError("no objectives given; name at least one METRIC:min|max")
     values, kept, excluded = objective_matrix(table, objectives)
     flags = np.array([o.maximise for o in objectives])
-    kept = kept.copy()
     if len(values) == 0:
-        kept["pareto"] = pd.Series(dtype=bool)
+        kept = kept.assign(pareto=pd.Series(dtype=bool))
         nan = np.full(len(objectives), np.nan)
         return ParetoResult(tuple(objectives), kept, excluded, nan, 0.0, 0.0)
     ref = _reference(values, flags, objectives, reference)
     mask = pareto_mask(values, flags)
-    kept["pareto"] = mask
+    kept = kept.assign(pareto=mask)
     hv = hypervolume(values, flags, ref, mask=mask)
     ideal, box_ref = box if box is not None else (ideal_point(values, flags), ref)
     span = np.abs(np.asarray(box_ref) - np.asarray(ideal))
