@@ -87,7 +87,7 @@ def main() -> None:
     print(f"   events x cost / sample time      {100 * estimate:8.3f} %   goal < 1%")
 
     # --- 2. agreement with torch.utils.benchmark ---------------------------------------------
-    ids = lm._encode(sample["question"])
+    ids = torch.tensor([lm._encode(sample["question"], None)])
 
     def prefill() -> None:
         with torch.inference_mode():

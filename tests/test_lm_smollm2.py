@@ -36,7 +36,7 @@ def _run(lm: LMWorkload, config: dict, n: int) -> list[dict]:
 
 
 def test_greedy_loop_matches_generate_and_mask_keeps_kv_cache_correct(lm: LMWorkload) -> None:
-    ids = lm._encode(lm.samples()[0]["question"])
+    ids = torch.tensor([lm._encode(lm.samples()[0]["question"], None)])
     for blocks in (30, 15):
         lm.apply({"num_active_blocks": blocks, "max_new_tokens": 8})
         with torch.inference_mode():

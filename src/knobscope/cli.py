@@ -432,6 +432,146 @@ def report(
     out.print(f"report: {path.resolve()}")
 
 
+IntList = Annotated[list[int] | None, typer.Option(help="Values to sweep (repeatable).")]
+
+
+@app.command()
+def profile(
+    preset: Annotated[str, typer.Argument(help="context-scaling | moe-topk | blocks-mask | output-tokens | flops-scaling")],
+    model: Annotated[str, typer.Option(help="smollm2, a checkpoint dir, a hub id, or random:FAMILY (knobscope inspect MODEL).")] = "smollm2",
+    num_samples: Annotated[int, typer.Option(min=1, help="Questions per configuration (the seed's default is 50).")] = 50,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/profiling/<experiment>).")] = None,
+    top_k: Annotated[list[int] | None, typer.Option("--top-k", help="top_k values (moe-topk, flops-scaling; repeatable).")] = None,
+    num_active_blocks: Annotated[list[int] | None, typer.Option("--num-active-blocks", help="num_active_blocks values (repeatable).")] = None,
+    max_new_tokens: Annotated[list[int] | None, typer.Option("--max-new-tokens", help="max_new_tokens values (repeatable).")] = None,
+    input_tokens: Annotated[list[int] | None, typer.Option("--input-tokens", help="input_tokens values (context-scaling; repeatable).")] = None,
+    block_selection: Annotated[list[str] | None, typer.Option("--block-selection", help="first | accuracy_drop | block_influence (repeatable).")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Warm-up samples per configuration.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run one of seed 002's profiling experiments; write expN_<name>_results.json and its figure."""
+    from knobscope.executors import run_local
+    from knobscope.models.loading import load_causal_lm
+    from knobscope.profile import PRESETS, build_spec, flops_table, model_shape, preset_files, swept_knob, write_results
+    from knobscope.profile_plots import flops_figure, profile_figure
+    from knobscope.results import load_run
+
+    if preset not in PRESETS:
+        raise SpecError(f"unknown profile preset {preset!r}; presets: {', '.join(PRESETS)}")
+    info = PRESETS[preset]
+    shape = model_shape(load_causal_lm(model).model)
+    out_path = out_dir or Path("runs") / "profiling" / f"exp{info.number}_{info.stem}"
+    values = {"top_k": top_k, "num_active_blocks": num_active_blocks, "max_new_tokens": max_new_tokens,
+              "input_tokens": input_tokens, "block_selection": block_selection}  # fmt: skip
+    spec = build_spec(preset, shape, model=model, out=out_path, num_samples=num_samples,
+                      values={k: v for k, v in values.items() if v}, warmup=warmup, device=device)  # fmt: skip
+    knob = swept_knob(info, shape)
+    out.print(f"[bold]{preset}[/]: {info.description}; {knob} = {list(spec.space.knob(knob).values)}, "
+              f"{num_samples} samples each, model {model}")  # fmt: skip
+    try:
+        result = run_local(spec, device=device, progress=progress, console=err)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished trials are stored; run the same command again to resume.")
+        raise typer.Exit(130) from None
+    _print_results(spec, result.run_dir)
+    results_path = write_results(preset, result.run_dir)
+    run = load_run(result.run_dir)
+    _, figure = preset_files(preset, result.run_dir)
+    profile_figure(run.table, knob, info.layout, figure, f"Exp{info.number}: {info.description} ({model})")
+    out.print(f"wrote {results_path}\nwrote {figure}")
+    if info.stem == "flops_scaling":
+        rows = flops_table(run.table[run.table["status"] == "done"], knob)
+        table = Table(title="FLOPs scaling: estimate vs counted vs measured (ratio to the first value)")
+        for column in rows[0]:
+            table.add_column(column, justify="right")
+        for row in rows:
+            table.add_row(*(_fmt(v) for v in row.values()))
+        out.print(table)
+        (result.run_dir / "flops_scaling_table.json").write_text(json.dumps(rows, indent=1))
+        path = flops_figure(rows, knob, figure.with_name(figure.stem + "_ratios.png"), "FLOPs scaling")
+        out.print(f"wrote {result.run_dir / 'flops_scaling_table.json'}\nwrote {path}")
+    for config, reason in result.failed:
+        err.print(f"[red]failed[/] {dict(config)}: {reason}")
+
+
+@app.command(name="inspect")
+def inspect_cmd(
+    model: Annotated[str, typer.Argument(help="smollm2, a checkpoint dir, a hub id, or random:FAMILY[:key=value,...].")],
+    verify_topk: Annotated[list[int] | None, typer.Option("--verify-topk", help="Set MoE top-k to K, run a prompt, count the experts each token used per layer (repeatable).")] = None,
+    importance: Annotated[str | None, typer.Option(help="Print block importance: accuracy_drop or block_influence (computed once, then cached).")] = None,
+    gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside MODEL when it holds several.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a model's structure, parameters, blocks, MoE layers and timable stages; verify top-k."""
+    import logging
+
+    import torch
+
+    from knobscope.inspection import describe_model, verify_top_k
+    from knobscope.measure import StageTimer
+    from knobscope.models.importance import IMPORTANCE_METHODS
+    from knobscope.workloads.base import WorkloadContext
+    from knobscope.workloads.lm import LMWorkload
+
+    if importance is not None and importance not in IMPORTANCE_METHODS:
+        raise SpecError(f"--importance {importance!r} is unknown; choose from {', '.join(IMPORTANCE_METHODS)}")
+    lm = LMWorkload(model=model, gguf_file=gguf_file)
+    lm.setup(WorkloadContext("cpu", 0, StageTimer("cpu"), Path.cwd(), logging.getLogger("knobscope.inspect")))
+    result: dict[str, Any] = describe_model(lm.model, lm.loaded.source)
+    if verify_topk:
+        if not lm.topk:
+            raise SpecError(f"--verify-topk: {model!r} ({result['class']}) has no MoE layers")
+        ids = torch.tensor([lm._encode(lm.items[0]["question"], 64)])
+        result["verify_topk"] = []
+        for k in verify_topk:
+            if not 1 <= k <= lm.topk.num_experts:
+                raise SpecError(f"--verify-topk {k} is outside 1..{lm.topk.num_experts} (experts per MoE layer)")
+            result["verify_topk"].append(verify_top_k(lm.model, ids, k))
+    if importance:
+        result["importance"] = lm.importance(importance).to_json()
+    if as_json:
+        out.print_json(json.dumps(result, default=str))
+    else:
+        _print_inspection(result)
+    if verify_topk and not all(v["ok"] for v in result["verify_topk"]):
+        err.print("[red]top-k verification failed[/]: some layer used a different number of experts than set")
+        raise typer.Exit(1)
+
+
+def _print_inspection(r: dict[str, Any]) -> None:
+    p, b, m = r["parameters"], r["blocks"], r["moe"]
+    out.print(f"[bold]{r['class']}[/] from {r['source']} ({r['dtype']})")
+    out.print(f"parameters: {p['total']:,} total; embedding {p['embedding'] or 0:,}{' (tied LM head)' if p['lm_head_tied'] else ''}; "
+              f"blocks {p['blocks']:,} ({p['per_block']:,} per block)")  # fmt: skip
+    out.print("config: " + ", ".join(f"{k}={v}" for k, v in r["config"].items() if v is not None))
+    out.print(f"blocks: {b['count']} x {b['class']} at {b['path']} (attention: {b['attention']}, feed-forward: {b['ffn']}); "
+              f"knobs: {', '.join(b['knobs'])}")  # fmt: skip
+    if m["layers"]:
+        out.print(f"MoE: {m['layers']} layers, experts {m['experts']}, default top_k {m['default_top_k']}; top_k is set on "
+                  f"{', '.join(m['top_k_set_on'])}; knob: top_k")  # fmt: skip
+    else:
+        out.print("MoE: none (knob top_k not available)")
+    out.print(f"stages: {', '.join(r['stages'])} (per-phase attention/ffn with workload arg breakdown: true)")
+    for check in r.get("verify_topk", []):
+        table = Table(title=f"experts per token with top_k = {check['top_k']}: {'OK' if check['ok'] else 'MISMATCH'}")
+        for column in ("layer", "tokens", "min", "mean", "max", "seen at"):
+            table.add_column(column)
+        for row in check["layers"]:
+            style = "" if row["ok"] else "red"
+            table.add_row(row["layer"], str(row["tokens"]), str(row["min"]), f"{row['mean']:.2f}", str(row["max"]), row["seen_at"], style=style)
+        out.print(table)
+    if "importance" in r:
+        imp = r["importance"]
+        table = Table(title=f"block importance by {imp['method']} (higher = kept first); baseline {imp['baseline'] or '-'}")
+        for column in ("rank", "block", "score", "tie-break"):
+            table.add_column(column, justify="right")
+        for rank, block in enumerate(imp["order"], 1):
+            tie = imp["tie_break"][block] if imp["tie_break"] else None
+            table.add_row(str(rank), str(block), f"{imp['scores'][block]:.4f}", "" if tie is None else f"{tie:.3f}")
+        out.print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI, turning input errors into one line and exit status 2."""
     command = typer.main.get_command(app)

@@ -180,12 +180,18 @@ class StageTimer:
             self._current = None
             self._stack.clear()
 
-    def attach(self, module: Any, name: str) -> Any:
+    def attach(self, module: Any, name: str, *, scoped: bool = False) -> Any:
         """Time every forward call of ``module`` (a ``torch.nn.Module``) as stage ``name``.
 
+        ``scoped=True`` names the stage after the top-level stage it runs in, so one hook
+        splits by phase: ``attention`` becomes ``prefill_attention`` and ``decode_attention``.
         Returns a handle whose ``remove()`` detaches the hooks.
         """
-        pre = module.register_forward_pre_hook(lambda *_: self._enter(name))
+
+        def enter(*_: Any) -> None:
+            self._enter(f"{self._stack[0][0]}_{name}" if scoped and self._stack else name)
+
+        pre = module.register_forward_pre_hook(enter)
         post = module.register_forward_hook(lambda *_: self._exit())
         handle = _HookPair(pre, post)
         self._hooks.append(handle)

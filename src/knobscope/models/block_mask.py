@@ -6,9 +6,12 @@ never touches the KV cache. The mask can change between configurations with no r
 :meth:`BlockMask.restore` puts the original ``forward`` methods back.
 
 KV-cache note: the Hugging Face ``DynamicCache`` keeps one entry per layer index, and the
-model reads the cached length from layer 0. A mask that is fixed for a whole generation keeps
-the cache consistent: active layers update their own entries, skipped layers have none. Layer
-0 must stay active for that reason; masks that skip it are rejected.
+model reads the cached length (positions, mask sizes) from layer 0. So a skipped block still
+appends a placeholder of shape ``(batch, 1, new_tokens, 1)`` to its own cache entry: every
+layer's cached length stays right, whichever blocks are skipped (block 0 included), at a cost of
+one number per token instead of ``2 * heads * head_dim``. A mask must stay fixed for a whole
+generation (the cache of a skipped block holds no keys). Caches that preallocate their
+buffers (``StaticCache``) cannot take a placeholder, so skipping a block is refused there.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class BlockMask:
 
         mask = BlockMask(find_decoder_layers(model))
         mask.first_n(12)            # blocks 0..11 run, 12.. are identity
-        mask.set_active([0, 3, 5])  # any subset containing block 0
+        mask.set_active([1, 3, 5])  # any non-empty subset
         mask.restore()
     """
 
@@ -69,6 +72,7 @@ class BlockMask:
         def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             if self.active[index]:
                 return original(hidden_states, *args, **kwargs)
+            _keep_cache_length(self.layers[index], index, hidden_states, kwargs)
             # transformers >= 5 blocks return the tensor; older ones a tuple whose first item it is.
             return hidden_states if _returns_tensor(original) else (hidden_states,)
 
@@ -79,8 +83,8 @@ class BlockMask:
         bad = sorted(i for i in chosen if not 0 <= i < len(self.layers))
         if bad:
             raise ValueError(f"block index {bad[0]} is out of range 0..{len(self.layers) - 1}")
-        if 0 not in chosen:
-            raise ValueError("block 0 must stay active (the KV cache reads its length from layer 0)")
+        if not chosen:
+            raise ValueError("at least one block must stay active")
         self.active = [i in chosen for i in range(len(self.layers))]
 
     def first_n(self, n: int) -> None:
@@ -96,6 +100,24 @@ class BlockMask:
         for layer, original in zip(self.layers, self._originals):
             layer.forward = original
         self.active = [True] * len(self.layers)
+
+
+def _keep_cache_length(layer: nn.Module, index: int, hidden_states: torch.Tensor, kwargs: dict[str, Any]) -> None:
+    """Append a one-number-per-token placeholder to a skipped block's KV-cache entry."""
+    cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+    if cache is None or not hasattr(cache, "update"):
+        return
+    from transformers.cache_utils import DynamicCache
+
+    if not isinstance(cache, DynamicCache):
+        raise ValueError(
+            f"block {index} is skipped but the KV cache is a {type(cache).__name__}, whose preallocated "
+            "buffers cannot hold a placeholder; use a DynamicCache (the default) or keep every block active"
+        )
+    layer_idx = getattr(getattr(layer, "self_attn", None), "layer_idx", index)
+    batch, new_tokens = hidden_states.shape[0], hidden_states.shape[1]
+    placeholder = hidden_states.new_zeros(batch, 1, new_tokens, 1)
+    cache.update(placeholder, placeholder, layer_idx)
 
 
 def _returns_tensor(forward: Any) -> bool:

