@@ -482,11 +482,15 @@ def profile(
     out.print(f"wrote {results_path}\nwrote {figure}")
     if info.stem == "flops_scaling":
         rows = flops_table(run.table[run.table["status"] == "done"], knob)
-        table = Table(title="FLOPs scaling: estimate vs counted vs measured (ratio to the first value)")
-        for column in rows[0]:
-            table.add_column(column, justify="right")
+        table = Table(title="FLOPs scaling: estimate vs counted vs measured (x = ratio to the first value)")
+        names = {"gflops_theoretical": "GFLOP estimate", "gflops_total": "GFLOP counted", "prefill_ms_mean": "prefill ms",
+                 "decode_per_call_ms_mean": "decode ms/token", "total_ms_mean": "total ms"}  # fmt: skip
+        shown = [c for c in names if c in rows[0]]
+        table.add_column(knob, justify="right")
+        for column in shown:
+            table.add_column(names[column], justify="right")
         for row in rows:
-            table.add_row(*(_fmt(v) for v in row.values()))
+            table.add_row(_fmt(row[knob]), *(f"{_fmt(row[c])} ({row[c + '_ratio']:.2f}x)" for c in shown))
         out.print(table)
         (result.run_dir / "flops_scaling_table.json").write_text(json.dumps(rows, indent=1))
         path = flops_figure(rows, knob, figure.with_name(figure.stem + "_ratios.png"), "FLOPs scaling")

@@ -10,6 +10,7 @@ of the phase (or total) time.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def profile_figure(table: pd.DataFrame, knob: str, layout: str, path: Path, titl
         ax.set_ylabel("time per sample [ms] (log scale)")
         ax.grid(axis="y", alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)

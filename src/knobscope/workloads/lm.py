@@ -349,13 +349,14 @@ class LMWorkload(Workload):
     def count_flops(self, sample: Mapping[str, Any]) -> dict[str, float]:
         """FLOPs of one sample per phase (``torch.utils.flop_counter``), and the estimate."""
         import torch
-        from torch.utils.flop_counter import FlopCounterMode
+
+        from knobscope.flops import flop_counter_mode
 
         phases = {"prefill": 0, "decode": 0}
 
         @contextlib.contextmanager
         def counted(name: str) -> Iterator[None]:
-            with FlopCounterMode(display=False) as counter:
+            with flop_counter_mode() as counter:
                 yield
             phases[name] += counter.get_total_flops()
 
@@ -390,11 +391,17 @@ class LMWorkload(Workload):
         return per_token, float(sum(p.numel() for p in head.parameters())) if head is not None else 0.0
 
     def theoretical_flops(self, tokens_in: int, tokens_out: int) -> float:
-        """``2 x parameters`` per token through the active blocks, plus the LM head per emitted token.
-
-        Ignores attention-score FLOPs (small next to the matmuls at short context)."""
+        """The textbook estimate: ``2 x parameters`` per token through the active blocks, the LM
+        head per emitted token, and ``4 x heads x head_dim`` per query-key pair for attention
+        (``QK^T`` and ``PV``; the causal half not discounted, as ``flop_counter`` counts it)."""
+        config = self.model.config
+        heads = int(getattr(config, "num_attention_heads", 0) or 0)
+        head_dim = int(getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else 0))
         per_token, head = self.active_parameters()
-        return 2.0 * (per_token * (tokens_in + tokens_out - 1) + head * tokens_out)
+        decode_pairs = sum(tokens_in + i for i in range(1, tokens_out))  # each decode step attends to the whole cache
+        pairs = tokens_in * tokens_in + decode_pairs
+        attention = 4.0 * heads * head_dim * pairs * self.blocks.num_active
+        return 2.0 * (per_token * (tokens_in + tokens_out - 1) + head * tokens_out) + attention
 
     # ---------------------------------------------------------------- block importance
     def importance(self, method: str) -> Any:
