@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 
 import pytest
@@ -88,5 +89,99 @@ def test_a_knob_value_the_model_cannot_take_is_rejected(lm: LMWorkload) -> None:
 
     with pytest.raises(WorkloadError, match=r"the model has 30 blocks, so values must be integers in 1..30"):
         lm.check_space(Space((Knob("num_active_blocks", (8, 40)),)))
-    with pytest.raises(WorkloadError, match="has no knob 'top_k'"):
+    with pytest.raises(WorkloadError, match="knob top_k needs an MoE model"):
         lm.check_space(Space((Knob("top_k", (1, 2)),)))
+    with pytest.raises(WorkloadError, match="input_tokens value 5 is not possible: prompts need at least"):
+        lm.check_space(Space((Knob("input_tokens", (5, 100)),)))
+    with pytest.raises(WorkloadError, match="block_selection value 'last' is unknown"):
+        lm.check_space(Space((Knob("block_selection", ("first", "last")),)))
+
+
+def test_skipping_block_zero_keeps_the_kv_cache_correct(lm: LMWorkload) -> None:
+    """Skipped blocks leave a placeholder in their cache entry, so any subset works."""
+    sample = lm.samples()[3]
+    ids = torch.tensor([lm._encode(sample["question"], None)])
+    lm.args = lm.args.model_copy(update={"ignore_eos": True})
+    try:
+        for active in ([i for i in range(30) if i != 0], list(range(1, 30, 2))):
+            lm.blocks.set_active(active)
+            with torch.inference_mode():
+                seq, nocache = ids, []
+                for _ in range(6):
+                    tok = lm.model(input_ids=seq, use_cache=False).logits[0, -1].argmax().item()
+                    nocache.append(tok)
+                    seq = torch.cat([seq, torch.tensor([[tok]])], dim=1)
+            cached = lm._greedy(ids, lambda name: contextlib.nullcontext(), 6, ignore_eos=True)
+            assert cached == nocache, active
+    finally:
+        lm.args = lm.args.model_copy(update={"ignore_eos": False})
+        lm.blocks.set_active(range(30))
+
+
+def test_input_tokens_sets_the_prompt_length_and_prefill_grows(lm: LMWorkload) -> None:
+    lm.apply({"input_tokens": 96, "max_new_tokens": 1})
+    short = _run(lm, {"input_tokens": 96, "max_new_tokens": 1}, 3)
+    long = _run(lm, {"input_tokens": 768, "max_new_tokens": 1}, 3)
+    assert {r["tokens_in"] for r in short} == {96} and {r["tokens_in"] for r in long} == {768}
+    ratio = statistics.median(r["prefill_ms"] for r in long) / statistics.median(r["prefill_ms"] for r in short)
+    assert ratio > 3, ratio  # 8x the tokens
+    ids = lm._encode(lm.samples()[0]["question"], 96)
+    assert lm.tokenizer.decode(ids).rstrip().endswith("assistant")  # the question and template stay at the end
+
+
+def test_importance_ranking_is_cached_and_beats_first_n(lm: LMWorkload, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KNOBSCOPE_CACHE", str(tmp_path))
+    lm._importance.clear()
+    influence = lm.importance("block_influence")
+    files = list((tmp_path / "importance").glob("block_influence-*.json"))
+    assert len(files) == 1 and len(influence.scores) == 30
+    lm._importance.clear()
+    import knobscope.models.importance as importance
+
+    monkeypatch.setattr(importance, "block_influence", lambda *a: pytest.fail("recomputed despite the cache"))
+    assert lm.importance("block_influence").scores == influence.scores
+    # Block Influence keeps the last block (it changes the residual stream most after block 0);
+    # first-N drops it, and the model falls apart.
+    lm.args = lm.args.model_copy(update={"perplexity": True, "fidelity": True, "quality_text_tokens": 256})
+    try:
+        quality = {}
+        for selection in ("first", "block_influence"):
+            lm.apply({"num_active_blocks": 24, "block_selection": selection})
+            quality[selection] = lm.text_quality()
+        lm.apply({"num_active_blocks": 30})
+        full = lm.text_quality()
+    finally:
+        lm.args = lm.args.model_copy(update={"perplexity": False, "fidelity": False})
+    assert full["top1_agreement"] == 1.0 and full["kl_divergence"] == pytest.approx(0.0, abs=1e-6)
+    assert quality["block_influence"]["perplexity"] < quality["first"]["perplexity"]
+    assert quality["block_influence"]["top1_agreement"] > quality["first"]["top1_agreement"]
+    assert quality["block_influence"]["kl_divergence"] < quality["first"]["kl_divergence"]
+    assert full["perplexity"] < quality["block_influence"]["perplexity"]
+
+
+def test_accuracy_drop_ranks_blocks_on_the_calibration_set(lm: LMWorkload, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KNOBSCOPE_CACHE", str(tmp_path))
+    lm.args = lm.args.model_copy(update={"calibration_samples": 16})
+    try:
+        lm._importance.clear()
+        ranking = lm.importance("accuracy_drop")
+    finally:
+        lm.args = lm.args.model_copy(update={"calibration_samples": None})
+        lm._importance.clear()
+    base = ranking.baseline["accuracy"]
+    assert base > 0 and len(ranking.scores) == 30 and len(ranking.tie_break) == 30
+    assert max(ranking.scores) == pytest.approx(base)  # some block is indispensable: without it nothing is right
+    assert ranking.order[0] == 0  # the first block is the indispensable one on SmolLM2
+    assert lm.blocks.num_active == 30  # ranking leaves the mask as it found it
+
+
+def test_counted_flops_match_the_estimate(lm: LMWorkload) -> None:
+    out = {}
+    for blocks in (15, 30):
+        lm.apply({"num_active_blocks": blocks, "max_new_tokens": 4})
+        out[blocks] = lm.count_flops(lm.samples()[0])
+    for flops in out.values():
+        assert flops["gflops_total"] == pytest.approx(flops["gflops_theoretical"], rel=0.02)
+        assert flops["gflops_prefill"] > 0 and flops["gflops_decode"] > 0
+    lm_head = out[30]["gflops_total"] - 2 * (out[30]["gflops_total"] - out[15]["gflops_total"])
+    assert 0 < lm_head < out[15]["gflops_total"]  # blocks scale linearly; the LM head is fixed

@@ -114,8 +114,11 @@ def _convert_gguf(source: str, gguf: str, target: Path, log: Any) -> None:
 
 
 def _dir_identity(path: Path) -> str:
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin"))
-    return identity_hash([str(path.resolve())] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    """A checkpoint's identity from its config and weight files (not its location), so caches
+    keyed by it (block importance) survive moving the checkpoint or the cache."""
+    config = path / "config.json"
+    weights = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".gguf"))
+    return identity_hash([config.read_text() if config.is_file() else ""] + [[p.name, p.stat().st_size] for p in weights])
 
 
 def parse_random(model: str) -> tuple[str, dict[str, int]]:

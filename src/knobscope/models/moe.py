@@ -94,11 +94,13 @@ def find_moe_layers(model: nn.Module) -> list[MoELayer]:
         if id(module) in claimed:
             continue
         args = getattr(module, "args", None)
+        if args is not None and id(args) in claimed:  # a submodule sharing its layer's args (the router)
+            continue
         if args is not None and _int_attr(args, "top_k") is not None and _experts_count(args):
             # Molmo / megablocks: block.ffn.args.top_k
             layers.append(MoELayer(name, [(args, "top_k")], _experts_count(args), args.top_k,  # type: ignore[arg-type]
                                    owner=module, kind="args"))  # fmt: skip
-            claimed.add(id(module))
+            claimed.update((id(module), id(args)))
         elif _int_attr(module, "top_k", "num_experts_per_tok") is not None and isinstance(getattr(module, "gate", None), nn.Linear):
             # transformers 4 sparse-MoE block: gate is a Linear router, top_k read in forward
             count = _experts_count(module) or int(module.gate.out_features)
