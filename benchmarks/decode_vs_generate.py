@@ -1,0 +1,87 @@
+"""knobscope's greedy decode loop against ``model.generate`` on SmolLM2, side by side in one run.
+
+Both arms generate exactly ``--tokens`` new tokens greedily from the same prompt with a
+``DynamicCache``: knobscope's loop as a sweep runs it (inside ``timer.sample()``, with the
+tokenize/prefill/decode stages timed and, with ``--breakdown``, hooks on every block's
+attention and MLP), and ``generate(do_sample=False, min_new_tokens=N, max_new_tokens=N)``.
+Calls alternate one by one (this machine drifts by +-10% over seconds); the figure of merit
+is the median tokens per second of each arm and their ratio. Goal: knobscope within 5%.
+
+Usage:  .venv/bin/python benchmarks/decode_vs_generate.py [--rounds 20] [--tokens 32] [--breakdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from knobscope.measure import StageTimer
+from knobscope.workloads.base import WorkloadContext
+from knobscope.workloads.lm import LMWorkload
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20, help="generations per arm")
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation")
+    parser.add_argument("--breakdown", action="store_true", help="also hook attention and MLP of every block")
+    args = parser.parse_args()
+
+    timer = StageTimer("cpu")
+    lm = LMWorkload(ignore_eos=True, breakdown=args.breakdown)
+    lm.setup(WorkloadContext("cpu", 0, timer, Path(tempfile.mkdtemp())))
+    lm.apply({"max_new_tokens": args.tokens})
+    sample = lm.samples()[0]
+    ids = torch.tensor([lm._encode(sample["question"], None)])
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else next(iter(lm.eos_ids))
+
+    def ours() -> tuple[float, int]:
+        start = time.perf_counter()
+        with timer.sample() as timing:
+            record = lm.run(sample, timer)
+        elapsed = time.perf_counter() - start
+        assert timing.stages_ms["prefill"] > 0
+        return elapsed, record["tokens_out"]
+
+    def theirs() -> tuple[float, int]:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=pad,
+                                    min_new_tokens=args.tokens, max_new_tokens=args.tokens)  # fmt: skip
+        elapsed = time.perf_counter() - start
+        return elapsed, out.shape[1] - ids.shape[1]
+
+    for _ in range(2):  # warm-up both
+        ours(), theirs()
+    rates = {"knobscope": [], "generate": []}
+    for _ in range(args.rounds):  # alternate call by call
+        for name, arm in (("knobscope", ours), ("generate", theirs)):
+            elapsed, tokens = arm()
+            assert tokens == args.tokens, (name, tokens)
+            rates[name].append(tokens / elapsed)
+    first_ours = lm._greedy(ids, lambda _: contextlib.nullcontext(), args.tokens, True)
+    with torch.inference_mode():
+        first_theirs = lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=pad,
+                                         min_new_tokens=args.tokens, max_new_tokens=args.tokens)[0, ids.shape[1]:].tolist()  # fmt: skip
+    ours_med, theirs_med = statistics.median(rates["knobscope"]), statistics.median(rates["generate"])
+    print(f"SmolLM2-135M on cpu, torch threads {torch.get_num_threads()}, prompt {ids.shape[1]} tokens, "
+          f"{args.tokens} new tokens, {args.rounds} generations per arm, breakdown hooks {'on' if args.breakdown else 'off'}")  # fmt: skip
+    print(f"  knobscope loop (stages timed)  {ours_med:8.2f} tok/s  (IQR {_iqr(rates['knobscope'])})")
+    print(f"  model.generate                 {theirs_med:8.2f} tok/s  (IQR {_iqr(rates['generate'])})")
+    print(f"  ratio knobscope / generate     {ours_med / theirs_med:8.3f}   goal >= 0.95")
+    print(f"  identical tokens               {first_ours == first_theirs}")
+
+
+def _iqr(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=4)
+    return f"{q[0]:.1f}-{q[2]:.1f}"
+
+
+if __name__ == "__main__":
+    main()
