@@ -460,7 +460,7 @@ def profile(
     if preset not in PRESETS:
         raise SpecError(f"unknown profile preset {preset!r}; presets: {', '.join(PRESETS)}")
     info = PRESETS[preset]
-    shape = model_shape(load_causal_lm(model).model)
+    shape = model_shape(load_causal_lm(model, structure_only=True).model)  # no weights loaded
     out_path = out_dir or Path("runs") / "profiling" / f"exp{info.number}_{info.stem}"
     values = {"top_k": top_k, "num_active_blocks": num_active_blocks, "max_new_tokens": max_new_tokens,
               "input_tokens": input_tokens, "block_selection": block_selection}  # fmt: skip
@@ -476,9 +476,9 @@ def profile(
         raise typer.Exit(130) from None
     _print_results(spec, result.run_dir)
     results_path = write_results(preset, result.run_dir)
-    run = load_run(result.run_dir)
+    run = load_run(result.run_dir, with_samples=True)
     _, figure = preset_files(preset, result.run_dir)
-    profile_figure(run.table, knob, info.layout, figure, f"Exp{info.number}: {info.description} ({model})")
+    profile_figure(run.samples, knob, info.layout, figure, f"Exp{info.number}: {info.description} ({model})")
     out.print(f"wrote {results_path}\nwrote {figure}")
     if info.stem == "flops_scaling":
         rows = flops_table(run.table[run.table["status"] == "done"], knob)

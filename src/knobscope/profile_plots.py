@@ -1,11 +1,15 @@
 """Seed 002's stacked-bar latency figures for the profiling presets (300 DPI PNG).
 
-``phases`` layout (Exp1-3, 5): two subplots, prefill and decode, each a stacked bar per knob
-value of the mean time per sample in attention, feed-forward (MoE) and the rest of the phase
-(embedding, norms, LM head, sampling), when the run timed those modules (``breakdown``);
-else one bar per phase. ``stacked_log`` layout (Exp4): tokenize + prefill + decode + other
-per value, log scale, as the seed draws output-token scaling. Error bars: the std over samples
-of the phase (or total) time.
+Both layouts aggregate the run's per-sample records (a stage missing from a sample, such as
+decode when the first token was EOS, counts as 0 there):
+
+``phases`` (Exp1-3, 5): prefill and decode subplots. Prefill: mean time to first token per
+sample; decode: time per generated token (summed decode time over summed decode steps, so an
+early EOS does not blur the comparison). Each bar stacks attention, feed-forward (MoE) and the
+rest of the phase (embedding, norms, LM head, sampling) when the run timed those modules
+(``breakdown``). Another knob that varies (``block_selection``) gets a row of subplots per
+value. ``stacked_log`` (Exp4): tokenize + prefill + decode + other per value on a log scale,
+as the seed draws output-token scaling. Error bars: the std over samples.
 """
 
 from __future__ import annotations
@@ -19,69 +23,98 @@ import pandas as pd
 
 from knobscope.plots import FIGURE_DPI, plt
 
-__all__ = ["profile_figure", "flops_figure"]
+__all__ = ["profile_figure", "flops_figure", "phase_bars"]
 
 _PARTS = (("attention", "#4C72B0"), ("ffn", "#DD8452"))
 _REST = "#8C8C8C"
+_KNOBS = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens")
 
 
-def _value(row: pd.Series, column: str) -> float:
-    value = row.get(column, np.nan)
-    return float(value) if value == value else 0.0
+def _col(group: pd.DataFrame, name: str) -> pd.Series:
+    return group[name].fillna(0.0).astype(float) if name in group.columns else pd.Series(0.0, index=group.index)
 
 
-def _phase_panel(ax: Any, rows: pd.DataFrame, knob: str, phase: str) -> None:
-    x = np.arange(len(rows))
-    labels = [str(v) for v in rows[knob]]
-    bottom = np.zeros(len(rows))
-    total = np.array([_value(r, f"{phase}_ms_mean") for _, r in rows.iterrows()])
+def phase_bars(samples: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per configuration: prefill and per-token decode time, split into attention / ffn / rest."""
+    rows = []
+    for key, group in samples.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        steps = (_col(group, "tokens_out") - 1).clip(lower=0)
+        row: dict[str, Any] = dict(zip(by, key))
+        row["prefill"] = _col(group, "prefill_ms").mean()
+        row["prefill_std"] = _col(group, "prefill_ms").std(ddof=1) if len(group) > 1 else 0.0
+        per_token = _col(group, "decode_ms")[steps > 0] / steps[steps > 0]
+        row["decode"] = _col(group, "decode_ms").sum() / steps.sum() if steps.sum() else 0.0
+        row["decode_std"] = per_token.std(ddof=1) if len(per_token) > 1 else 0.0
+        for part, _ in _PARTS:
+            row[f"prefill_{part}"] = _col(group, f"prefill_{part}_ms").mean()
+            row[f"decode_{part}"] = _col(group, f"decode_{part}_ms").sum() / steps.sum() if steps.sum() else 0.0
+        for stage in ("tokenize", "decode", "other", "total"):
+            row[f"{stage}_per_sample"] = _col(group, f"{stage}_ms").mean()
+        row["total_std"] = _col(group, "total_ms").std(ddof=1) if len(group) > 1 else 0.0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _phase_panel(ax: Any, bars: pd.DataFrame, knob: str, phase: str) -> None:
+    x = np.arange(len(bars))
+    bottom = np.zeros(len(bars))
     for part, colour in _PARTS:
-        column = f"{phase}_{part}_ms_mean"
-        if column in rows.columns:
-            heights = np.array([_value(r, column) for _, r in rows.iterrows()])
+        heights = bars[f"{phase}_{part}"].to_numpy(dtype=float)
+        if heights.any():
             ax.bar(x, heights, bottom=bottom, color=colour, label=part)
             bottom += heights
-    rest_label = "rest of phase" if bottom.any() else phase
-    ax.bar(x, np.clip(total - bottom, 0, None), bottom=bottom, color=_REST if bottom.any() else "#55A868", label=rest_label)
-    std_col = f"{phase}_ms_std"
-    if std_col in rows.columns:
-        ax.errorbar(x, total, yerr=rows[std_col].fillna(0).to_numpy(), fmt="none", ecolor="black", capsize=2, lw=0.8)
-    ax.set_xticks(x, labels, rotation=45 if len(rows) > 12 else 0, fontsize=7 if len(rows) > 12 else 9)
+    total = bars[phase].to_numpy(dtype=float)
+    split = bottom.any()
+    ax.bar(x, np.clip(total - bottom, 0, None), bottom=bottom, color=_REST if split else "#55A868",
+           label="rest of phase" if split else phase)  # fmt: skip
+    ax.errorbar(x, total, yerr=bars[f"{phase}_std"].fillna(0).to_numpy(), fmt="none", ecolor="black", capsize=2, lw=0.8)
+    many = len(bars) > 12
+    ax.set_xticks(x, [str(v) for v in bars[knob]], rotation=45 if many else 0, fontsize=7 if many else 9)
     ax.set_xlabel(knob)
-    ax.set_ylabel(f"{phase} time per sample [ms]")
-    title = {"prefill": "Prefill (time to first token)", "decode": "Decode (all generated tokens after the first)"}[phase]
-    ax.set_title(title)
+    ax.set_ylabel("prefill time [ms]" if phase == "prefill" else "decode time per token [ms]")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
 
 
-def profile_figure(table: pd.DataFrame, knob: str, layout: str, path: Path, title: str) -> Path:
-    """Draw the preset's figure from the run's summary table; returns ``path``."""
-    rows = table[table["status"] == "done"].sort_values(knob) if "status" in table else table.sort_values(knob)
+def profile_figure(samples: pd.DataFrame, knob: str, layout: str, path: Path, title: str) -> Path:
+    """Draw a preset's figure from the run's per-sample records; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    others = [c for c in _KNOBS if c != knob and c in samples.columns and samples[c].nunique() > 1]
+    bars = phase_bars(samples, others + [knob])
+    groups = list(bars.groupby(others, sort=True)) if others else [((), bars)]
     if layout == "phases":
-        fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.45 * len(rows) * 2), 4.5))
-        for ax, phase in zip(axes, ("prefill", "decode")):
-            _phase_panel(ax, rows, knob, phase)
+        count = bars[knob].nunique()
+        fig, axes = plt.subplots(len(groups), 2, figsize=(max(10, count), 3.6 * len(groups) + 0.8), squeeze=False)
+        for (key, group), row_axes in zip(groups, axes):
+            key = key if isinstance(key, tuple) else (key,)
+            where = ", ".join(f"{k} = {v}" for k, v in zip(others, key))
+            for ax, phase in zip(row_axes, ("prefill", "decode")):
+                _phase_panel(ax, group.sort_values(knob), knob, phase)
+                name = "Prefill (time to first token)" if phase == "prefill" else "Decode (per generated token)"
+                ax.set_title(f"{name}{f' | {where}' if where else ''}", fontsize=10)
     else:
-        fig, ax = plt.subplots(figsize=(8, 4.8))
-        x = np.arange(len(rows))
-        bottom = np.zeros(len(rows))
-        for stage, colour in (("tokenize", "#937860"), ("prefill", "#4C72B0"), ("decode", "#DD8452"), ("other", _REST)):
-            column = f"{stage}_ms_mean"
-            if column in rows.columns:
-                heights = rows[column].fillna(0).to_numpy(dtype=float)
+        fig, axes = plt.subplots(len(groups), 1, figsize=(8, 4.4 * len(groups) + 0.6), squeeze=False)
+        for (key, group), (ax,) in zip(groups, axes):
+            group = group.sort_values(knob)
+            x = np.arange(len(group))
+            bottom = np.zeros(len(group))
+            for stage, colour in (("tokenize", "#937860"), ("prefill", "#4C72B0"), ("decode", "#DD8452"), ("other", _REST)):
+                heights = group[stage if stage == "prefill" else f"{stage}_per_sample"].to_numpy(dtype=float)
                 ax.bar(x, heights, bottom=bottom, color=colour, label=stage)
                 bottom += heights
-        if "total_ms_std" in rows.columns:
-            ax.errorbar(x, rows["total_ms_mean"], yerr=rows["total_ms_std"].fillna(0), fmt="none", ecolor="black", capsize=2, lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xticks(x, [str(v) for v in rows[knob]])
-        ax.set_xlabel(knob)
-        ax.set_ylabel("time per sample [ms] (log scale)")
-        ax.grid(axis="y", alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.suptitle(textwrap.fill(title, 100), fontsize=10)
+            ax.errorbar(x, group["total_per_sample"], yerr=group["total_std"].fillna(0), fmt="none", ecolor="black",
+                        capsize=2, lw=0.8)  # fmt: skip
+            ax.set_yscale("log")
+            ax.set_xticks(x, [str(v) for v in group[knob]])
+            ax.set_xlabel(knob)
+            ax.set_ylabel("time per sample [ms] (log scale)")
+            ax.grid(axis="y", alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+            if others:
+                key = key if isinstance(key, tuple) else (key,)
+                ax.set_title(", ".join(f"{k} = {v}" for k, v in zip(others, key)), fontsize=10)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)

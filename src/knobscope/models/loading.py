@@ -179,8 +179,13 @@ def load_causal_lm(
     device: str = "cpu",
     seed: int = 0,
     log: Any = None,
+    structure_only: bool = False,
 ) -> LoadedModel:
-    """Load ``model`` (see the module docstring for the sources) in eval mode on ``device``."""
+    """Load ``model`` (see the module docstring for the sources) in eval mode on ``device``.
+
+    ``structure_only=True`` builds the model from its config on the ``meta`` device: its
+    modules and shapes without any weights in memory (for inspecting a 70B model's layout).
+    """
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -194,14 +199,18 @@ def load_causal_lm(
         tokenizer = _load_pretrained(DEFAULT_MODEL, None, torch_dtype, "cpu", log, tokenizer_only=True).tokenizer
         torch.manual_seed(seed)
         config = random_config(family, options, tokenizer)
+        if structure_only:
+            with torch.device("meta"):
+                return LoadedModel(AutoModelForCausalLM.from_config(config), tokenizer, model, "")
         net = AutoModelForCausalLM.from_config(config, dtype=torch_dtype).to(device).eval()
         return LoadedModel(net, tokenizer, model, identity_hash([model, seed, dtype]))
-    return _load_pretrained(model, gguf_file, torch_dtype, device, log)
+    return _load_pretrained(model, gguf_file, torch_dtype, device, log, structure_only=structure_only)
 
 
 def _load_pretrained(model: str, gguf_file: str | None, torch_dtype: Any, device: str, log: Any,
-                     tokenizer_only: bool = False) -> LoadedModel:  # fmt: skip
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+                     tokenizer_only: bool = False, structure_only: bool = False) -> LoadedModel:  # fmt: skip
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source, gguf = resolve_model(model, gguf_file)
     if gguf is not None:
@@ -213,7 +222,13 @@ def _load_pretrained(model: str, gguf_file: str | None, torch_dtype: Any, device
         log.info("loading %s (%s) on %s", source, torch_dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        net = None if tokenizer_only else AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(device).eval()
+        if structure_only:
+            with torch.device("meta"):
+                net = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source))
+        elif tokenizer_only:
+            net = None
+        else:
+            net = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(device).eval()
     except (OSError, ValueError) as exc:
         raise WorkloadError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
     path = Path(source)
