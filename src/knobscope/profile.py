@@ -97,7 +97,7 @@ PRESETS: dict[str, Preset] = {
         description="forced output tokens vs decode and total latency",
     ),
     "flops-scaling": Preset(
-        5, "flops_scaling", "top_k", _flops_defaults, {"count_flops": True},
+        5, "flops_scaling", "top_k", _flops_defaults, {"count_flops": True, "ignore_eos": True},
         description="theoretical vs counted FLOPs vs measured latency (top_k 1 vs 8 on MoE models)",
     ),
 }  # fmt: skip

@@ -347,7 +347,10 @@ class LMWorkload(Workload):
         return out
 
     def count_flops(self, sample: Mapping[str, Any]) -> dict[str, float]:
-        """FLOPs of one sample per phase (``torch.utils.flop_counter``), and the estimate."""
+        """FLOPs of one sample per phase (``torch.utils.flop_counter``), and the estimate.
+
+        The sample generates exactly ``max_new_tokens`` tokens (EOS ignored), so the counts of
+        two configurations describe the same work."""
         import torch
 
         from knobscope.flops import flop_counter_mode
@@ -361,7 +364,8 @@ class LMWorkload(Workload):
             phases[name] += counter.get_total_flops()
 
         input_ids = torch.tensor([self._encode(sample["question"], self.input_tokens)], device=self.device)
-        generated = self._greedy(input_ids, counted, self.max_new_tokens, self.args.ignore_eos)
+        # Always max_new_tokens tokens, so configurations are compared on the same work.
+        generated = self._greedy(input_ids, counted, self.max_new_tokens, ignore_eos=True)
         theory = self.theoretical_flops(int(input_ids.shape[1]), len(generated))
         return {
             "gflops_prefill": phases["prefill"] / 1e9,
