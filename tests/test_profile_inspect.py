@@ -89,3 +89,21 @@ def test_bad_profile_and_inspect_input_is_one_line_and_exit_2(tmp_path: Path, ar
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_phase_bars_count_missing_stages_as_zero_and_decode_per_token() -> None:
+    import pandas as pd
+
+    from knobscope.profile_plots import phase_bars
+
+    samples = pd.DataFrame([
+        # two samples: one stopped at the first token (no decode stage at all), one decoded 4 tokens
+        {"top_k": 1, "prefill_ms": 10.0, "prefill_attention_ms": 4.0, "tokens_out": 1, "total_ms": 11.0},
+        {"top_k": 1, "prefill_ms": 20.0, "prefill_attention_ms": 6.0, "decode_ms": 40.0, "decode_attention_ms": 8.0,
+         "tokens_out": 5, "total_ms": 61.0},
+    ])  # fmt: skip
+    bars = phase_bars(samples, ["top_k"]).iloc[0]
+    assert bars["prefill"] == 15.0 and bars["prefill_attention"] == 5.0
+    assert bars["decode"] == 10.0  # 40 ms over 4 decode steps, not 40 / 2 samples
+    assert bars["decode_attention"] == 2.0 and bars["decode_ffn"] == 0.0
+    assert bars["total_per_sample"] == 36.0

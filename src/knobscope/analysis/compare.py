@@ -138,8 +138,11 @@ def illustrative_cases(
             "budget": _tightest(budgets, policies["budgets"]["within"]),
         })  # fmt: skip
     interior = []
+    # Only numeric knobs have extremes; the order of a categorical knob's values means nothing.
+    ordinal = [k for k in knobs if len(space_values.get(k, ())) > 2
+               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in space_values[k])]  # fmt: skip
     for _, row in frontier.iterrows():
-        inside = [k for k in knobs if len(space_values.get(k, ())) > 2 and row[k] not in (space_values[k][0], space_values[k][-1])]
+        inside = [k for k in ordinal if row[k] not in (space_values[k][0], space_values[k][-1])]
         if inside:
             interior.append((dict(zip(knobs, _key(row, knobs))), inside))
     if interior:
