@@ -1,0 +1,265 @@
+"""SketchWalk: sketch-based block-sparse attention, computed block-sparse for real.
+
+"Scout Before You Attend: Sketch-and-Walk Sparse Attention for Efficient LLM Inference"
+(ICML 2026). Per layer, for a causal prefill of ``n`` tokens in blocks of ``B``:
+
+1. *Sketch.* Queries and keys are averaged over heads and mean-pooled per block (the last
+   block may be partial), then projected from ``head_dim`` to ``k`` dimensions with a
+   subsampled randomized Hadamard transform (random signs, normalised fast Walsh-Hadamard
+   transform, ``k`` coordinates kept, scaled by ``sqrt(d/k)``; ``use_srht=False``: a Gaussian
+   projection). Block scores are ``softmax(Q~ K~^T / sqrt(k))`` under a block-causal mask,
+   raised to the power ``s`` and renormalised per row.
+2. *Walk.* A walk state carried from layer to layer: the previous state times this layer's
+   block-score matrix, renormalised per row (so it cannot underflow over many layers).
+3. *Attend.* Each query block attends to ``tau`` key blocks: the sink block 0 and its own
+   (diagonal) block always, then the highest walk-state scores. Only those key/value blocks
+   are gathered and multiplied, so the work is ``~ tau * B / n`` of dense attention; inside
+   the diagonal block attention is token-level causal.
+
+The first ``skip_layers`` layers stay dense and do not touch the walk state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "SketchWalkConfig",
+    "sketch_projection",
+    "fwht",
+    "block_scores",
+    "select_blocks",
+    "block_sparse_attention",
+    "SketchWalk",
+    "dense_causal_attention",
+]
+
+
+@dataclass(frozen=True)
+class SketchWalkConfig:
+    """Hyperparameters (seed 004's names in brackets)."""
+
+    block_size: int = 64  # B
+    sketch_dim: int = 64  # k
+    top_blocks: int = 16  # tau
+    sparsity_exponent: float = 8  # s
+    skip_layers: int = 2  # N
+    hadamard_seed: int = 42
+    walk_state_dtype: Literal["fp32", "fp16"] = "fp32"
+    use_srht: bool = True
+    query_chunk_blocks: int = 16  # query blocks per batched matmul (bounds memory, not the result)
+
+    def check(self, seq_len: int | None = None) -> None:
+        """Raise ``ValueError`` naming the rule a configuration breaks (seed 004's checklist)."""
+        if self.block_size < 1:
+            raise ValueError(f"block_size B = {self.block_size} breaks B >= 1")
+        if self.sketch_dim < 1:
+            raise ValueError(f"sketch_dim k = {self.sketch_dim} breaks k >= 1")
+        if self.top_blocks < 1:
+            raise ValueError(f"top_blocks tau = {self.top_blocks} breaks tau >= 1")
+        if self.sparsity_exponent < 1:
+            raise ValueError(f"sparsity_exponent s = {self.sparsity_exponent} breaks s >= 1")
+        if self.skip_layers < 0:
+            raise ValueError(f"skip_layers N = {self.skip_layers} breaks N >= 0")
+        if self.walk_state_dtype not in ("fp32", "fp16"):
+            raise ValueError(f"walk_state_dtype {self.walk_state_dtype!r} is not fp32 or fp16")
+        if seq_len is not None:
+            blocks = math.ceil(seq_len / self.block_size)
+            if blocks > 1 and self.sketch_dim < math.log2(blocks):
+                raise ValueError(
+                    f"sketch_dim k = {self.sketch_dim} breaks k >= log2(b) = log2(ceil({seq_len}/{self.block_size})) "
+                    f"= {math.log2(blocks):.2f}"
+                )
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        return torch.float32 if self.walk_state_dtype == "fp32" else torch.float16
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Normalised fast Walsh-Hadamard transform along the last dimension (a power of 2)."""
+    n = x.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"fwht needs a power-of-2 length, got {n}")
+    shape = x.shape
+    y = x.reshape(-1, n)
+    h = 1
+    while h < n:
+        y = y.view(-1, n // (2 * h), 2, h)
+        a, b = y[:, :, 0, :], y[:, :, 1, :]
+        y = torch.stack((a + b, a - b), dim=2)
+        h *= 2
+    return (y.reshape(shape) / math.sqrt(n)).to(x.dtype)
+
+
+def sketch_projection(head_dim: int, sketch_dim: int, *, seed: int, use_srht: bool = True) -> torch.Tensor:
+    """The ``(head_dim, sketch_dim)`` matrix that maps a block representative to its sketch.
+
+    SRHT: ``x -> sqrt(d'/k) * (FWHT(pad(x) * signs))[idx]`` with ``d' = next power of 2 >=
+    max(head_dim, k)``; it preserves inner products in expectation. Built once per
+    configuration by transforming the identity, so applying it is one small matmul.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    if not use_srht:
+        return torch.randn(head_dim, sketch_dim, generator=gen) / math.sqrt(sketch_dim)
+    width = 1 << (max(head_dim, sketch_dim) - 1).bit_length()  # next power of 2
+    signs = torch.randint(0, 2, (width,), generator=gen).float() * 2 - 1
+    keep = torch.randperm(width, generator=gen)[:sketch_dim]
+    basis = torch.eye(width)[:head_dim] * signs  # rows: the padded unit vectors with signs
+    return fwht(basis)[:, keep] * math.sqrt(width / sketch_dim)
+
+
+def _pool_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """(batch, n, d) -> (batch, b, d): the mean of each block's tokens (last block partial)."""
+    batch, n, d = x.shape
+    blocks = math.ceil(n / block)
+    padded = F.pad(x, (0, 0, 0, blocks * block - n))
+    sums = padded.view(batch, blocks, block, d).sum(dim=2)
+    counts = torch.full((blocks,), float(block), device=x.device, dtype=x.dtype)
+    counts[-1] = n - (blocks - 1) * block
+    return sums / counts[None, :, None]
+
+
+def block_scores(query: torch.Tensor, key: torch.Tensor, config: SketchWalkConfig, projection: torch.Tensor) -> torch.Tensor:
+    """Sketched block attention ``(batch, b, b)``, rows summing to 1, block-causal.
+
+    ``query``: (batch, heads, n, d); ``key``: (batch, kv_heads, n, d).
+    """
+    q = _pool_blocks(query.float().mean(dim=1), config.block_size)  # (batch, b, d)
+    k = _pool_blocks(key.float().mean(dim=1), config.block_size)
+    proj = projection.to(q.device)
+    logits = (q @ proj) @ (k @ proj).transpose(1, 2) / math.sqrt(config.sketch_dim)  # (batch, b, b)
+    blocks = logits.shape[-1]
+    future = torch.ones(blocks, blocks, dtype=torch.bool, device=logits.device).triu(1)
+    probs = torch.softmax(logits.masked_fill(future, float("-inf")), dim=-1)
+    sharpened = probs.pow(config.sparsity_exponent)
+    return sharpened / sharpened.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(sharpened.dtype).tiny)
+
+
+def select_blocks(walk: torch.Tensor, top_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query block, the ``tau`` key blocks to attend: sink and diagonal first, then the best.
+
+    Returns ``(indices, valid)``, both ``(batch, b, min(tau, b))``; ``valid`` is False where a
+    query block has fewer than ``tau`` causal key blocks (those slots are masked out).
+    """
+    batch, blocks, _ = walk.shape
+    tau = min(top_blocks, blocks)
+    scores = walk.float().clone()
+    rows = torch.arange(blocks, device=walk.device)
+    future = rows[None, :] > rows[:, None]
+    scores = scores.masked_fill(future, float("-inf"))
+    scores[:, :, 0] = float("inf")  # the sink block
+    scores[:, rows, rows] = float("inf")  # the diagonal block
+    top, indices = torch.topk(scores, tau, dim=-1)
+    return indices, top > float("-inf")
+
+
+def block_sparse_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    indices: torch.Tensor,
+    valid: torch.Tensor,
+    block: int,
+    *,
+    scale: float | None = None,
+    chunk: int = 16,
+) -> torch.Tensor:
+    """Causal attention of each query block to its selected key blocks only.
+
+    ``query``: (batch, heads, n, d); ``key``/``value``: (batch, kv_heads, n, d) with heads a
+    multiple of kv_heads (grouped-query attention); ``indices``/``valid``: (batch, b, tau).
+    Returns (batch, heads, n, d). Work and memory per chunk of query blocks: ``tau * B`` keys
+    per query instead of up to ``n``.
+    """
+    batch, heads, n, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    blocks = math.ceil(n / block)
+    pad = blocks * block - n
+    scale = 1.0 / math.sqrt(dim) if scale is None else scale
+    q = F.pad(query, (0, 0, 0, pad)).view(batch, kv_heads, group, blocks, block, dim)
+    k = F.pad(key, (0, 0, 0, pad)).view(batch, kv_heads, blocks, block, dim)
+    v = F.pad(value, (0, 0, 0, pad)).view(batch, kv_heads, blocks, block, dim)
+    tau = indices.shape[-1]
+    out = torch.empty(batch, kv_heads, blocks, group, block, dim, dtype=query.dtype, device=query.device)
+    # Query blocks become the "heads" axis of one fused SDPA call per chunk; the query heads
+    # sharing a key/value head are stacked along the query length, so each selected key block
+    # is gathered once per key/value head.
+    q = q.permute(0, 1, 3, 2, 4, 5)  # (batch, kv_heads, blocks, group, B, d)
+    offsets = torch.arange(block, device=query.device)
+    k_rows, v_rows = k.view(batch, kv_heads, blocks, block * dim), v.view(batch, kv_heads, blocks, block * dim)
+    for start in range(0, blocks, chunk):
+        stop = min(start + chunk, blocks)
+        c = stop - start
+        idx = indices[:, start:stop]  # (batch, c, tau)
+        # index_select copies whole (B x d) blocks; a gather with an expanded index would read
+        # one index per element and costs more than the attention itself.
+        if batch == 1:  # the usual case: no extra copy through torch.stack
+            ks = k_rows[0].index_select(1, idx[0].reshape(-1))
+            vs = v_rows[0].index_select(1, idx[0].reshape(-1))
+        else:
+            ks = torch.stack([k_rows[i].index_select(1, idx[i].reshape(-1)) for i in range(batch)])
+            vs = torch.stack([v_rows[i].index_select(1, idx[i].reshape(-1)) for i in range(batch)])
+        ks = ks.view(batch * kv_heads, c, tau * block, dim)
+        vs = vs.view(batch * kv_heads, c, tau * block, dim)
+        qs = q[:, :, start:stop].reshape(batch * kv_heads, c, group * block, dim)
+        key_pos = (idx[..., None] * block + offsets).view(batch, c, 1, tau * block)
+        query_pos = (torch.arange(start, stop, device=query.device)[:, None] * block + offsets).view(1, c, block, 1)
+        allowed = (key_pos <= query_pos) & (key_pos < n)  # causal inside the diagonal block; no padding keys
+        allowed &= valid[:, start:stop].repeat_interleave(block, dim=-1)[:, :, None, :]
+        # An additive float mask, built once and broadcast over the key/value heads (SDPA would
+        # otherwise convert a boolean mask at full size on every call).
+        bias = torch.zeros(allowed.shape, dtype=qs.dtype, device=qs.device).masked_fill_(~allowed, float("-inf"))
+        bias = bias.repeat(1, 1, group, 1) if group > 1 else bias  # (batch, c, group*B, tau*B)
+        if batch > 1:
+            bias = bias.repeat_interleave(kv_heads, dim=0)
+        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, scale=scale)
+        out[:, :, start:stop] = o.view(batch, kv_heads, c, group, block, dim)
+    out = out.permute(0, 1, 3, 2, 4, 5)  # (batch, kv_heads, group, blocks, B, d)
+    return out.reshape(batch, heads, blocks * block, dim)[:, :, :n]
+
+
+def dense_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The reference: ``scaled_dot_product_attention`` (causal), with grouped-query heads."""
+    return F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=query.shape[1] != key.shape[1])
+
+
+class SketchWalk:
+    """SketchWalk over the layers of one forward pass.
+
+    Call :meth:`reset` at the start of a forward pass, then :meth:`attend` once per layer in
+    order. Layers below ``skip_layers`` run dense; the walk state starts at the first sparse
+    layer. ``last_selection`` keeps the indices chosen by the latest sparse layer.
+    """
+
+    def __init__(self, config: SketchWalkConfig, head_dim: int) -> None:
+        config.check()
+        self.config = config
+        self.projection = sketch_projection(head_dim, config.sketch_dim, seed=config.hadamard_seed, use_srht=config.use_srht)
+        self.walk: torch.Tensor | None = None
+        self.last_selection: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def reset(self) -> None:
+        self.walk = None
+        self.last_selection = None
+
+    def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if layer < cfg.skip_layers:
+            return dense_causal_attention(query, key, value)
+        scores = block_scores(query, key, cfg, self.projection).to(cfg.state_dtype)
+        if self.walk is None or self.walk.shape != scores.shape:
+            walk = scores
+        else:
+            walk = torch.bmm(self.walk, scores)
+            walk = walk / walk.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(walk.dtype).tiny)
+        self.walk = walk
+        indices, valid = select_blocks(walk, cfg.top_blocks)
+        self.last_selection = (indices, valid)
+        return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, chunk=cfg.query_chunk_blocks)

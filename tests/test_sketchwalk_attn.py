@@ -1,0 +1,103 @@
+"""SketchWalk attention: exactness when every block is selected, selection rules, validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from knobscope.models.sketchwalk_attn import (
+    SketchWalk,
+    SketchWalkConfig,
+    block_scores,
+    dense_causal_attention,
+    fwht,
+    select_blocks,
+    sketch_projection,
+)
+
+
+def _qkv(n: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, kv_heads, n, dim, generator=gen),
+            torch.randn(1, kv_heads, n, dim, generator=gen))  # fmt: skip
+
+
+@pytest.mark.parametrize(("n", "block"), [(256, 64), (300, 64), (97, 16), (130, 128), (5, 8)])
+@pytest.mark.parametrize(("sketch_dim", "exponent", "srht"), [(16, 1, True), (64, 8, True), (128, 16, True), (32, 4, False)])
+def test_equals_dense_attention_when_tau_covers_every_block(n, block, sketch_dim, exponent, srht) -> None:
+    q, k, v = _qkv(n)
+    cfg = SketchWalkConfig(block_size=block, sketch_dim=sketch_dim, top_blocks=math.ceil(n / block),
+                           sparsity_exponent=exponent, skip_layers=1, use_srht=srht)  # fmt: skip
+    walk = SketchWalk(cfg, 64)
+    walk.reset()
+    reference = dense_causal_attention(q, k, v)
+    for layer in range(3):  # a dense layer, then two that carry the walk state
+        out = walk.attend(layer, q, k, v)
+        assert out.shape == reference.shape
+        torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_fewer_blocks_change_the_output_and_keep_sink_and_diagonal() -> None:
+    n, block = 1024, 64
+    q, k, v = _qkv(n)
+    walk = SketchWalk(SketchWalkConfig(block_size=block, top_blocks=4, skip_layers=0), 64)
+    walk.reset()
+    out = walk.attend(0, q, k, v)
+    indices, valid = walk.last_selection
+    assert indices.shape == (1, n // block, 4)
+    for i in range(n // block):
+        chosen = set(indices[0, i][valid[0, i]].tolist())
+        assert 0 in chosen and i in chosen and max(chosen) <= i  # sink, diagonal, nothing from the future
+        assert len(chosen) == min(4, i + 1)
+    cos = torch.nn.functional.cosine_similarity(out.flatten(), dense_causal_attention(q, k, v).flatten(), dim=0)
+    assert cos < 0.999  # it really is sparse on unstructured data
+
+
+def test_walk_state_stays_normalised_over_many_layers() -> None:
+    q, k, v = _qkv(512)
+    for dtype in ("fp32", "fp16"):
+        walk = SketchWalk(SketchWalkConfig(block_size=32, top_blocks=4, skip_layers=0, walk_state_dtype=dtype), 64)
+        walk.reset()
+        for layer in range(30):
+            walk.attend(layer, q, k, v)
+        rows = walk.walk.float().sum(dim=-1)
+        assert torch.isfinite(walk.walk.float()).all(), dtype
+        torch.testing.assert_close(rows, torch.ones_like(rows), rtol=1e-2, atol=1e-2)
+
+
+def test_block_scores_are_block_causal_distributions() -> None:
+    q, k, _ = _qkv(200)
+    cfg = SketchWalkConfig(block_size=32, sketch_dim=16)
+    scores = block_scores(q, k, cfg, sketch_projection(64, 16, seed=cfg.hadamard_seed))
+    assert scores.shape == (1, 7, 7)
+    assert torch.all(scores.triu(1) == 0)
+    torch.testing.assert_close(scores.sum(-1), torch.ones(1, 7))
+    idx, valid = select_blocks(scores, 3)
+    assert valid[0, 0].tolist() == [True, False, False]  # block 0 sees only itself
+
+
+def test_hadamard_sketch_preserves_norms_and_is_reproducible() -> None:
+    x = torch.randn(8, 64)
+    torch.testing.assert_close(fwht(fwht(x)), x, rtol=1e-5, atol=1e-5)
+    full = sketch_projection(64, 64, seed=3)
+    torch.testing.assert_close(full.T @ full, torch.eye(64), rtol=1e-4, atol=1e-4)  # k = d: orthogonal
+    assert torch.equal(sketch_projection(64, 32, seed=3), sketch_projection(64, 32, seed=3))
+    assert not torch.equal(sketch_projection(64, 32, seed=3), sketch_projection(64, 32, seed=4))
+    assert sketch_projection(64, 128, seed=3).shape == (64, 128)  # k > d pads the transform
+
+
+@pytest.mark.parametrize(
+    ("config", "seq_len", "rule"),
+    [
+        (SketchWalkConfig(sketch_dim=4), 4096, r"k >= log2\(b\)"),
+        (SketchWalkConfig(top_blocks=0), None, "tau >= 1"),
+        (SketchWalkConfig(sparsity_exponent=0.5), None, "s >= 1"),
+        (SketchWalkConfig(block_size=0), None, "B >= 1"),
+        (SketchWalkConfig(skip_layers=-1), None, "N >= 0"),
+    ],
+)
+def test_bad_configurations_are_rejected_with_the_rule(config, seq_len, rule) -> None:
+    with pytest.raises(ValueError, match=rule):
+        config.check(seq_len)
