@@ -101,3 +101,33 @@ def test_hadamard_sketch_preserves_norms_and_is_reproducible() -> None:
 def test_bad_configurations_are_rejected_with_the_rule(config, seq_len, rule) -> None:
     with pytest.raises(ValueError, match=rule):
         config.check(seq_len)
+
+
+@pytest.mark.model
+def test_inside_smollm2_through_the_attention_interface() -> None:
+    from knobscope.datasets import load_text
+    from knobscope.models.loading import load_causal_lm
+    from knobscope.models.sketchwalk_hf import install_sketchwalk, uninstall_sketchwalk
+
+    loaded = load_causal_lm("smollm2")
+    model = loaded.model
+    ids = torch.tensor([loaded.tokenizer(load_text("builtin:text"))["input_ids"][:700]])  # 11 blocks, the last partial
+
+    def logits() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(input_ids=ids, use_cache=False).logits[0].float()
+
+    dense = logits()
+    runner = install_sketchwalk(model, SketchWalkConfig(block_size=64, top_blocks=11))
+    assert model.config._attn_implementation == "sketchwalk"
+    every_block = logits()
+    assert (runner.sparse_calls, runner.dense_calls) == (28, 0)  # 30 layers, the first 2 dense
+    uninstall_sketchwalk(model, runner)
+    runner = install_sketchwalk(model, SketchWalkConfig(block_size=64, top_blocks=3))
+    sparse = logits()
+    uninstall_sketchwalk(model, runner)
+    assert model.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(every_block, dense, rtol=1e-3, atol=2e-4)
+    nll = lambda out: torch.nn.functional.cross_entropy(out[:-1], ids[0, 1:]).item()  # noqa: E731
+    assert nll(dense) < nll(sparse) < nll(dense) + 1.0  # sparse costs some perplexity, not all of it
+    torch.testing.assert_close(logits(), dense)  # uninstalled: the model is dense again

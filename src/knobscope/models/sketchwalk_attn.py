@@ -183,9 +183,9 @@ def block_sparse_attention(
     blocks = math.ceil(n / block)
     pad = blocks * block - n
     scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    q = F.pad(query, (0, 0, 0, pad)).view(batch, kv_heads, group, blocks, block, dim)
-    k = F.pad(key, (0, 0, 0, pad)).view(batch, kv_heads, blocks, block, dim)
-    v = F.pad(value, (0, 0, 0, pad)).view(batch, kv_heads, blocks, block, dim)
+    q = F.pad(query, (0, 0, 0, pad)).reshape(batch, kv_heads, group, blocks, block, dim)
+    k = F.pad(key, (0, 0, 0, pad)).contiguous().view(batch, kv_heads, blocks, block, dim)
+    v = F.pad(value, (0, 0, 0, pad)).contiguous().view(batch, kv_heads, blocks, block, dim)
     tau = indices.shape[-1]
     out = torch.empty(batch, kv_heads, blocks, group, block, dim, dtype=query.dtype, device=query.device)
     # Query blocks become the "heads" axis of one fused SDPA call per chunk; the query heads
@@ -225,9 +225,10 @@ def block_sparse_attention(
     return out.reshape(batch, heads, blocks * block, dim)[:, :, :n]
 
 
-def dense_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def dense_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, scale: float | None = None) -> torch.Tensor:
     """The reference: ``scaled_dot_product_attention`` (causal), with grouped-query heads."""
-    return F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=query.shape[1] != key.shape[1])
+    return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
+                                          enable_gqa=query.shape[1] != key.shape[1])  # fmt: skip
 
 
 class SketchWalk:
@@ -249,10 +250,11 @@ class SketchWalk:
         self.walk = None
         self.last_selection = None
 
-    def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
+               scale: float | None = None) -> torch.Tensor:  # fmt: skip
         cfg = self.config
         if layer < cfg.skip_layers:
-            return dense_causal_attention(query, key, value)
+            return dense_causal_attention(query, key, value, scale=scale)
         scores = block_scores(query, key, cfg, self.projection).to(cfg.state_dtype)
         if self.walk is None or self.walk.shape != scores.shape:
             walk = scores
@@ -262,4 +264,5 @@ class SketchWalk:
         self.walk = walk
         indices, valid = select_blocks(walk, cfg.top_blocks)
         self.last_selection = (indices, valid)
-        return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, chunk=cfg.query_chunk_blocks)
+        return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale,
+                                      chunk=cfg.query_chunk_blocks)  # fmt: skip
