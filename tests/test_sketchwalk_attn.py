@@ -25,11 +25,12 @@ def _qkv(n: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, seed: int = 0
 
 
 @pytest.mark.parametrize(("n", "block"), [(256, 64), (300, 64), (97, 16), (130, 128), (5, 8)])
-@pytest.mark.parametrize(("sketch_dim", "exponent", "srht"), [(16, 1, True), (64, 8, True), (128, 16, True), (32, 4, False)])
-def test_equals_dense_attention_when_tau_covers_every_block(n, block, sketch_dim, exponent, srht) -> None:
+@pytest.mark.parametrize(("sketch_dim", "exponent", "srht", "heads"),
+                         [(16, 1, True, "shared"), (64, 8, True, "per_kv_head"), (128, 16, True, "shared"), (32, 4, False, "per_kv_head")])  # fmt: skip
+def test_equals_dense_attention_when_tau_covers_every_block(n, block, sketch_dim, exponent, srht, heads) -> None:
     q, k, v = _qkv(n)
     cfg = SketchWalkConfig(block_size=block, sketch_dim=sketch_dim, top_blocks=math.ceil(n / block),
-                           sparsity_exponent=exponent, skip_layers=1, use_srht=srht)  # fmt: skip
+                           sparsity_exponent=exponent, skip_layers=1, use_srht=srht, head_selection=heads)  # fmt: skip
     walk = SketchWalk(cfg, 64)
     walk.reset()
     reference = dense_causal_attention(q, k, v)
@@ -46,9 +47,9 @@ def test_fewer_blocks_change_the_output_and_keep_sink_and_diagonal() -> None:
     walk.reset()
     out = walk.attend(0, q, k, v)
     indices, valid = walk.last_selection
-    assert indices.shape == (1, n // block, 4)
+    assert indices.shape == (1, 1, n // block, 4)  # (batch, one selection for all heads, query blocks, tau)
     for i in range(n // block):
-        chosen = set(indices[0, i][valid[0, i]].tolist())
+        chosen = set(indices[0, 0, i][valid[0, 0, i]].tolist())
         assert 0 in chosen and i in chosen and max(chosen) <= i  # sink, diagonal, nothing from the future
         assert len(chosen) == min(4, i + 1)
     cos = torch.nn.functional.cosine_similarity(out.flatten(), dense_causal_attention(q, k, v).flatten(), dim=0)

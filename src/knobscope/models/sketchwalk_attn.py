@@ -52,6 +52,7 @@ class SketchWalkConfig:
     hadamard_seed: int = 42
     walk_state_dtype: Literal["fp32", "fp16"] = "fp32"
     use_srht: bool = True
+    head_selection: Literal["shared", "per_kv_head"] = "shared"  # one block selection for all heads, or one per KV head
     query_chunk_blocks: int = 16  # query blocks per batched matmul (bounds memory, not the result)
 
     def check(self, seq_len: int | None = None) -> None:
@@ -66,6 +67,8 @@ class SketchWalkConfig:
             raise ValueError(f"sparsity_exponent s = {self.sparsity_exponent} breaks s >= 1")
         if self.skip_layers < 0:
             raise ValueError(f"skip_layers N = {self.skip_layers} breaks N >= 0")
+        if self.head_selection not in ("shared", "per_kv_head"):
+            raise ValueError(f"head_selection {self.head_selection!r} is not shared or per_kv_head")
         if self.walk_state_dtype not in ("fp32", "fp16"):
             raise ValueError(f"walk_state_dtype {self.walk_state_dtype!r} is not fp32 or fp16")
         if seq_len is not None:
@@ -126,12 +129,21 @@ def _pool_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def block_scores(query: torch.Tensor, key: torch.Tensor, config: SketchWalkConfig, projection: torch.Tensor) -> torch.Tensor:
-    """Sketched block attention ``(batch, b, b)``, rows summing to 1, block-causal.
+    """Sketched block attention ``(batch * S, b, b)``, rows summing to 1, block-causal.
 
-    ``query``: (batch, heads, n, d); ``key``: (batch, kv_heads, n, d).
+    ``query``: (batch, heads, n, d); ``key``: (batch, kv_heads, n, d). ``S`` is 1 with
+    ``head_selection="shared"`` (queries and keys averaged over all heads, as in the paper) or
+    kv_heads with ``"per_kv_head"`` (queries averaged within each key/value head's group).
     """
-    q = _pool_blocks(query.float().mean(dim=1), config.block_size)  # (batch, b, d)
-    k = _pool_blocks(key.float().mean(dim=1), config.block_size)
+    batch, heads, n, dim = query.shape
+    kv_heads = key.shape[1]
+    if config.head_selection == "per_kv_head":
+        q_avg = query.float().view(batch, kv_heads, heads // kv_heads, n, dim).mean(dim=2).reshape(-1, n, dim)
+        k_avg = key.float().reshape(-1, n, dim)
+    else:
+        q_avg, k_avg = query.float().mean(dim=1), key.float().mean(dim=1)
+    q = _pool_blocks(q_avg, config.block_size)  # (batch*S, b, d)
+    k = _pool_blocks(k_avg, config.block_size)
     proj = projection.to(q.device)
     logits = (q @ proj) @ (k @ proj).transpose(1, 2) / math.sqrt(config.sketch_dim)  # (batch, b, b)
     blocks = logits.shape[-1]
@@ -173,7 +185,8 @@ def block_sparse_attention(
     """Causal attention of each query block to its selected key blocks only.
 
     ``query``: (batch, heads, n, d); ``key``/``value``: (batch, kv_heads, n, d) with heads a
-    multiple of kv_heads (grouped-query attention); ``indices``/``valid``: (batch, b, tau).
+    multiple of kv_heads (grouped-query attention); ``indices``/``valid``: (batch, b, tau) for
+    one selection shared by all heads, or (batch, kv_heads, b, tau) for one per key/value head.
     Returns (batch, heads, n, d). Work and memory per chunk of query blocks: ``tau * B`` keys
     per query instead of up to ``n``.
     """
@@ -194,31 +207,37 @@ def block_sparse_attention(
     q = q.permute(0, 1, 3, 2, 4, 5)  # (batch, kv_heads, blocks, group, B, d)
     offsets = torch.arange(block, device=query.device)
     k_rows, v_rows = k.view(batch, kv_heads, blocks, block * dim), v.view(batch, kv_heads, blocks, block * dim)
+    # indices/valid: (batch, S, b, tau) with S = 1 (one selection for all heads) or kv_heads.
+    if indices.ndim == 3:
+        indices, valid = indices[:, None], valid[:, None]
+    shared = indices.shape[1] == 1
     for start in range(0, blocks, chunk):
         stop = min(start + chunk, blocks)
         c = stop - start
-        idx = indices[:, start:stop]  # (batch, c, tau)
+        idx = indices[:, :, start:stop]  # (batch, S, c, tau)
         # index_select copies whole (B x d) blocks; a gather with an expanded index would read
         # one index per element and costs more than the attention itself.
-        if batch == 1:  # the usual case: no extra copy through torch.stack
-            ks = k_rows[0].index_select(1, idx[0].reshape(-1))
-            vs = v_rows[0].index_select(1, idx[0].reshape(-1))
+        if shared and batch == 1:  # the usual case: one copy, no torch.stack
+            ks = k_rows[0].index_select(1, idx[0, 0].reshape(-1))
+            vs = v_rows[0].index_select(1, idx[0, 0].reshape(-1))
         else:
-            ks = torch.stack([k_rows[i].index_select(1, idx[i].reshape(-1)) for i in range(batch)])
-            vs = torch.stack([v_rows[i].index_select(1, idx[i].reshape(-1)) for i in range(batch)])
+            pick = [(i, h, 0 if shared else h) for i in range(batch) for h in range(kv_heads)]
+            ks = torch.stack([k_rows[i, h].index_select(0, idx[i, s].reshape(-1)) for i, h, s in pick])
+            vs = torch.stack([v_rows[i, h].index_select(0, idx[i, s].reshape(-1)) for i, h, s in pick])
         ks = ks.view(batch * kv_heads, c, tau * block, dim)
         vs = vs.view(batch * kv_heads, c, tau * block, dim)
         qs = q[:, :, start:stop].reshape(batch * kv_heads, c, group * block, dim)
-        key_pos = (idx[..., None] * block + offsets).view(batch, c, 1, tau * block)
-        query_pos = (torch.arange(start, stop, device=query.device)[:, None] * block + offsets).view(1, c, block, 1)
+        key_pos = (idx[..., None] * block + offsets).view(batch, idx.shape[1], c, 1, tau * block)
+        query_pos = (torch.arange(start, stop, device=query.device)[:, None] * block + offsets).view(1, 1, c, block, 1)
         allowed = (key_pos <= query_pos) & (key_pos < n)  # causal inside the diagonal block; no padding keys
-        allowed &= valid[:, start:stop].repeat_interleave(block, dim=-1)[:, :, None, :]
+        allowed &= valid[:, :, start:stop].repeat_interleave(block, dim=-1)[:, :, :, None, :]
         # An additive float mask, built once and broadcast over the key/value heads (SDPA would
         # otherwise convert a boolean mask at full size on every call).
         bias = torch.zeros(allowed.shape, dtype=qs.dtype, device=qs.device).masked_fill_(~allowed, float("-inf"))
-        bias = bias.repeat(1, 1, group, 1) if group > 1 else bias  # (batch, c, group*B, tau*B)
-        if batch > 1:
-            bias = bias.repeat_interleave(kv_heads, dim=0)
+        bias = bias.repeat(1, 1, 1, group, 1) if group > 1 else bias  # (batch, S, c, group*B, tau*B)
+        if shared and batch > 1:
+            bias = bias.expand(batch, kv_heads, *bias.shape[2:])
+        bias = bias.reshape(-1, *bias.shape[2:])  # (batch*S, ...): broadcasts when batch*S == 1
         o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, scale=scale)
         out[:, :, start:stop] = o.view(batch, kv_heads, c, group, block, dim)
     out = out.permute(0, 1, 3, 2, 4, 5)  # (batch, kv_heads, group, blocks, B, d)
@@ -263,6 +282,9 @@ class SketchWalk:
             walk = walk / walk.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(walk.dtype).tiny)
         self.walk = walk
         indices, valid = select_blocks(walk, cfg.top_blocks)
+        groups = 1 if cfg.head_selection == "shared" else key.shape[1]
+        indices = indices.view(query.shape[0], groups, *indices.shape[1:])
+        valid = valid.view(query.shape[0], groups, *valid.shape[1:])
         self.last_selection = (indices, valid)
         return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale,
                                       chunk=cfg.query_chunk_blocks)  # fmt: skip
