@@ -132,3 +132,21 @@ def test_inside_smollm2_through_the_attention_interface() -> None:
     nll = lambda out: torch.nn.functional.cross_entropy(out[:-1], ids[0, 1:]).item()  # noqa: E731
     assert nll(dense) < nll(sparse) < nll(dense) + 1.0  # sparse costs some perplexity, not all of it
     torch.testing.assert_close(logits(), dense)  # uninstalled: the model is dense again
+
+
+def test_capture_qkv_returns_every_layers_attention_inputs() -> None:
+    from knobscope.models.loading import load_causal_lm
+    from knobscope.models.sketchwalk_hf import capture_qkv
+
+    model = load_causal_lm("random:llama:layers=3").model
+    ids = torch.randint(0, 1000, (1, 40))
+    captured = capture_qkv(model, ids)
+    assert sorted(captured) == [0, 1, 2]
+    q, k, v = captured[1]
+    assert q.shape == (1, 4, 40, 16) and k.shape == v.shape == (1, 2, 40, 16)  # hidden 64, 4 heads, 2 KV heads
+    assert model.config._attn_implementation == "sdpa"  # put back
+    # Dense attention on the captured tensors reproduces what the model computed: SketchWalk with
+    # every block selected agrees with it too.
+    walk = SketchWalk(SketchWalkConfig(block_size=8, sketch_dim=8, top_blocks=5, skip_layers=0), 16)
+    walk.reset()
+    torch.testing.assert_close(walk.attend(1, q, k, v), dense_causal_attention(q, k, v), rtol=1e-4, atol=1e-5)

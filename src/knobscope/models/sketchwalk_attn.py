@@ -53,6 +53,7 @@ class SketchWalkConfig:
     walk_state_dtype: Literal["fp32", "fp16"] = "fp32"
     use_srht: bool = True
     head_selection: Literal["shared", "per_kv_head"] = "shared"  # one block selection for all heads, or one per KV head
+    use_walk: bool = True  # False: select from each layer's own block scores (an ablation of the walk)
     query_chunk_blocks: int = 16  # query blocks per batched matmul (bounds memory, not the result)
 
     def check(self, seq_len: int | None = None) -> None:
@@ -275,7 +276,7 @@ class SketchWalk:
         if layer < cfg.skip_layers:
             return dense_causal_attention(query, key, value, scale=scale)
         scores = block_scores(query, key, cfg, self.projection).to(cfg.state_dtype)
-        if self.walk is None or self.walk.shape != scores.shape:
+        if self.walk is None or self.walk.shape != scores.shape or not cfg.use_walk:
             walk = scores
         else:
             walk = torch.bmm(self.walk, scores)

@@ -21,7 +21,7 @@ import torch
 
 from knobscope.models.sketchwalk_attn import SketchWalk, SketchWalkConfig
 
-__all__ = ["install_sketchwalk", "uninstall_sketchwalk", "SketchWalkRunner"]
+__all__ = ["install_sketchwalk", "uninstall_sketchwalk", "SketchWalkRunner", "capture_qkv"]
 
 NAME = "sketchwalk"
 
@@ -88,3 +88,32 @@ def uninstall_sketchwalk(model: Any, runner: SketchWalkRunner) -> None:
         if getattr(module, "_knobscope_sketchwalk", None) is runner:
             del module._knobscope_sketchwalk
     model.set_attn_implementation(runner.previous_implementation)
+
+
+def capture_qkv(model: Any, input_ids: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Run one forward pass and keep every layer's post-RoPE query, key and value.
+
+    Returns ``{layer: (query, key, value)}`` with shapes (batch, heads, n, d) and
+    (batch, kv_heads, n, d), as the attention function receives them.
+    """
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    captured: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def capture(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        captured[int(getattr(module, "layer_idx", len(captured)))] = (query.clone(), key.clone(), value.clone())
+        return sdpa_attention_forward(module, query, key, value, *args, **kwargs)
+
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("knobscope_capture", capture)
+    AttentionMaskInterface.register("knobscope_capture", sdpa_mask)
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("knobscope_capture")
+    try:
+        with torch.inference_mode():
+            model(input_ids=input_ids, use_cache=False)
+    finally:
+        model.set_attn_implementation(previous)
+    return captured
