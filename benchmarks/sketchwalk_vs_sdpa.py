@@ -3,7 +3,7 @@
 1. Speed: one attention layer with SmolLM2's shape (9 query heads, 3 key/value heads, 64
    dimensions) at n = 4096, 8192, 16384 on random data, the two arms alternated call by call;
    printed beside the bound: query-key pairs dense causal attention computes, n(n+1)/2,
-   divided by the pairs SketchWalk computes (tau * B per query; fewer for early blocks).
+   divided by the causal pairs SketchWalk attends (its selected blocks; fewer for early blocks).
 2. Quality: real post-RoPE Q/K/V captured from SmolLM2 on the shipped text at --real-n tokens;
    SketchWalk runs layer by layer from layer N with its walk state, and the cosine similarity
    of each layer's output against dense attention on the same Q/K/V is reported.
@@ -20,15 +20,7 @@ import time
 
 import torch
 
-from knobscope.models.sketchwalk_attn import SketchWalk, SketchWalkConfig, dense_causal_attention
-
-
-def _pairs(n: int, block: int, indices: torch.Tensor, valid: torch.Tensor) -> float:
-    """Query-key pairs SketchWalk computes: every query row against every selected key block."""
-    rows = torch.full((math.ceil(n / block),), float(block))
-    rows[-1] = n - (len(rows) - 1) * block
-    selected = valid[0, 0].sum(dim=-1).float()  # key blocks per query block
-    return float((rows * selected * block).sum())
+from knobscope.models.sketchwalk_attn import SketchWalk, SketchWalkConfig, dense_causal_attention, selection_pairs
 
 
 def main() -> None:
@@ -38,8 +30,8 @@ def main() -> None:
     parser.add_argument("--tau", type=int, default=16)
     parser.add_argument("--heads", choices=("shared", "per_kv_head"), default="shared")
     args = parser.parse_args()
-    cfg = SketchWalkConfig(top_blocks=args.tau, head_selection=args.heads)  # B=64, k=64, s=8, N=2 by default
-    print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_blocks} s={cfg.sparsity_exponent} "
+    cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads)  # B=64, k=64, s=8, N=2 by default
+    print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
           f"N={cfg.skip_layers} heads={cfg.head_selection}; torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"{'n':>6} {'dense ms':>9} {'sketchwalk ms':>14} {'speedup':>8} {'bound':>6} {'share of bound':>15}")
     gen = torch.Generator().manual_seed(0)
@@ -60,7 +52,7 @@ def main() -> None:
                     dense_ms.append((mid - start) * 1e3)
                     sparse_ms.append((end - mid) * 1e3)
         indices, valid = walk.last_selection
-        bound = n * (n + 1) / 2 / _pairs(n, cfg.block_size, indices, valid)
+        bound = n * (n + 1) / 2 / selection_pairs(indices, valid, n, cfg.block_size)[0]
         d, s = statistics.median(dense_ms), statistics.median(sparse_ms)
         print(f"{n:>6} {d:>9.0f} {s:>14.0f} {d / s:>8.2f} {bound:>6.2f} {d / s / bound:>15.2f}")
 

@@ -29,7 +29,7 @@ def _qkv(n: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, seed: int = 0
                          [(16, 1, True, "shared"), (64, 8, True, "per_kv_head"), (128, 16, True, "shared"), (32, 4, False, "per_kv_head")])  # fmt: skip
 def test_equals_dense_attention_when_tau_covers_every_block(n, block, sketch_dim, exponent, srht, heads) -> None:
     q, k, v = _qkv(n)
-    cfg = SketchWalkConfig(block_size=block, sketch_dim=sketch_dim, top_blocks=math.ceil(n / block),
+    cfg = SketchWalkConfig(block_size=block, sketch_dim=sketch_dim, top_k_blocks=math.ceil(n / block),
                            sparsity_exponent=exponent, skip_layers=1, use_srht=srht, head_selection=heads)  # fmt: skip
     walk = SketchWalk(cfg, 64)
     walk.reset()
@@ -43,7 +43,7 @@ def test_equals_dense_attention_when_tau_covers_every_block(n, block, sketch_dim
 def test_fewer_blocks_change_the_output_and_keep_sink_and_diagonal() -> None:
     n, block = 1024, 64
     q, k, v = _qkv(n)
-    walk = SketchWalk(SketchWalkConfig(block_size=block, top_blocks=4, skip_layers=0), 64)
+    walk = SketchWalk(SketchWalkConfig(block_size=block, top_k_blocks=4, skip_layers=0), 64)
     walk.reset()
     out = walk.attend(0, q, k, v)
     indices, valid = walk.last_selection
@@ -59,7 +59,7 @@ def test_fewer_blocks_change_the_output_and_keep_sink_and_diagonal() -> None:
 def test_walk_state_stays_normalised_over_many_layers() -> None:
     q, k, v = _qkv(512)
     for dtype in ("fp32", "fp16"):
-        walk = SketchWalk(SketchWalkConfig(block_size=32, top_blocks=4, skip_layers=0, walk_state_dtype=dtype), 64)
+        walk = SketchWalk(SketchWalkConfig(block_size=32, top_k_blocks=4, skip_layers=0, walk_state_dtype=dtype), 64)
         walk.reset()
         for layer in range(30):
             walk.attend(layer, q, k, v)
@@ -93,7 +93,7 @@ def test_hadamard_sketch_preserves_norms_and_is_reproducible() -> None:
     ("config", "seq_len", "rule"),
     [
         (SketchWalkConfig(sketch_dim=4), 4096, r"k >= log2\(b\)"),
-        (SketchWalkConfig(top_blocks=0), None, "tau >= 1"),
+        (SketchWalkConfig(top_k_blocks=0), None, "tau >= 1"),
         (SketchWalkConfig(sparsity_exponent=0.5), None, "s >= 1"),
         (SketchWalkConfig(block_size=0), None, "B >= 1"),
         (SketchWalkConfig(skip_layers=-1), None, "N >= 0"),
@@ -119,12 +119,12 @@ def test_inside_smollm2_through_the_attention_interface() -> None:
             return model(input_ids=ids, use_cache=False).logits[0].float()
 
     dense = logits()
-    runner = install_sketchwalk(model, SketchWalkConfig(block_size=64, top_blocks=11))
+    runner = install_sketchwalk(model, SketchWalkConfig(block_size=64, top_k_blocks=11))
     assert model.config._attn_implementation == "sketchwalk"
     every_block = logits()
     assert (runner.sparse_calls, runner.dense_calls) == (28, 0)  # 30 layers, the first 2 dense
     uninstall_sketchwalk(model, runner)
-    runner = install_sketchwalk(model, SketchWalkConfig(block_size=64, top_blocks=3))
+    runner = install_sketchwalk(model, SketchWalkConfig(block_size=64, top_k_blocks=3))
     sparse = logits()
     uninstall_sketchwalk(model, runner)
     assert model.config._attn_implementation == "sdpa"
@@ -147,6 +147,6 @@ def test_capture_qkv_returns_every_layers_attention_inputs() -> None:
     assert model.config._attn_implementation == "sdpa"  # put back
     # Dense attention on the captured tensors reproduces what the model computed: SketchWalk with
     # every block selected agrees with it too.
-    walk = SketchWalk(SketchWalkConfig(block_size=8, sketch_dim=8, top_blocks=5, skip_layers=0), 16)
+    walk = SketchWalk(SketchWalkConfig(block_size=8, sketch_dim=8, top_k_blocks=5, skip_layers=0), 16)
     walk.reset()
     torch.testing.assert_close(walk.attend(1, q, k, v), dense_causal_attention(q, k, v), rtol=1e-4, atol=1e-5)

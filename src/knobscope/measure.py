@@ -164,6 +164,12 @@ class StageTimer:
         finally:
             self._exit()
 
+    def stage_ms(self, name: str) -> float:
+        """Milliseconds stage ``name`` has taken so far in the open sample (NaN outside one)."""
+        if self._current is None:
+            return float("nan")
+        return self._current.stages_ms.get(name, 0.0)
+
     @contextlib.contextmanager
     def sample(self) -> Iterator[SampleTiming]:
         """Time one sample; the yielded :class:`SampleTiming` is complete after the block."""

@@ -21,7 +21,10 @@ The first ``skip_layers`` layers stay dense and do not touch the walk state.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,6 +40,7 @@ __all__ = [
     "block_sparse_attention",
     "SketchWalk",
     "dense_causal_attention",
+    "selection_pairs",
 ]
 
 
@@ -46,7 +50,7 @@ class SketchWalkConfig:
 
     block_size: int = 64  # B
     sketch_dim: int = 64  # k
-    top_blocks: int = 16  # tau
+    top_k_blocks: int = 16  # tau
     sparsity_exponent: float = 8  # s
     skip_layers: int = 2  # N
     hadamard_seed: int = 42
@@ -62,8 +66,8 @@ class SketchWalkConfig:
             raise ValueError(f"block_size B = {self.block_size} breaks B >= 1")
         if self.sketch_dim < 1:
             raise ValueError(f"sketch_dim k = {self.sketch_dim} breaks k >= 1")
-        if self.top_blocks < 1:
-            raise ValueError(f"top_blocks tau = {self.top_blocks} breaks tau >= 1")
+        if self.top_k_blocks < 1:
+            raise ValueError(f"top_k_blocks tau = {self.top_k_blocks} breaks tau >= 1")
         if self.sparsity_exponent < 1:
             raise ValueError(f"sparsity_exponent s = {self.sparsity_exponent} breaks s >= 1")
         if self.skip_layers < 0:
@@ -154,14 +158,14 @@ def block_scores(query: torch.Tensor, key: torch.Tensor, config: SketchWalkConfi
     return sharpened / sharpened.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(sharpened.dtype).tiny)
 
 
-def select_blocks(walk: torch.Tensor, top_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_blocks(walk: torch.Tensor, top_k_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per query block, the ``tau`` key blocks to attend: sink and diagonal first, then the best.
 
     Returns ``(indices, valid)``, both ``(batch, b, min(tau, b))``; ``valid`` is False where a
     query block has fewer than ``tau`` causal key blocks (those slots are masked out).
     """
     batch, blocks, _ = walk.shape
-    tau = min(top_blocks, blocks)
+    tau = min(top_k_blocks, blocks)
     scores = walk.float().clone()
     rows = torch.arange(blocks, device=walk.device)
     future = rows[None, :] > rows[:, None]
@@ -212,35 +216,45 @@ def block_sparse_attention(
     if indices.ndim == 3:
         indices, valid = indices[:, None], valid[:, None]
     shared = indices.shape[1] == 1
-    for start in range(0, blocks, chunk):
+    # Query blocks that selected every causal key block (the first tau ones, with SketchWalk's
+    # selection) are plain causal attention on a prefix: one dense causal SDPA computes them
+    # without the masked-out padding slots a fixed tau-wide gather would multiply.
+    expected = torch.arange(1, min(tau, blocks) + 1, device=valid.device)  # causal key blocks of query block j
+    full = (valid[:, :, : len(expected)].sum(dim=-1) == expected).all(dim=0).all(dim=0)
+    first = int(full.long().cumprod(0).sum())  # the leading run of such blocks
+    if first:
+        prefix = min(first * block, n)
+        head = dense_causal_attention(query[:, :, :prefix], key[:, :, :prefix], value[:, :, :prefix], scale=scale)
+        head = F.pad(head, (0, 0, 0, first * block - prefix)).view(batch, kv_heads, group, first, block, dim)
+        out[:, :, :first] = head.permute(0, 1, 3, 2, 4, 5)
+    for start in range(first, blocks, chunk):
         stop = min(start + chunk, blocks)
         c = stop - start
-        idx = indices[:, :, start:stop]  # (batch, S, c, tau)
-        # index_select copies whole (B x d) blocks; a gather with an expanded index would read
-        # one index per element and costs more than the attention itself.
-        if shared and batch == 1:  # the usual case: one copy, no torch.stack
-            ks = k_rows[0].index_select(1, idx[0, 0].reshape(-1))
-            vs = v_rows[0].index_select(1, idx[0, 0].reshape(-1))
-        else:
-            pick = [(i, h, 0 if shared else h) for i in range(batch) for h in range(kv_heads)]
-            ks = torch.stack([k_rows[i, h].index_select(0, idx[i, s].reshape(-1)) for i, h, s in pick])
-            vs = torch.stack([v_rows[i, h].index_select(0, idx[i, s].reshape(-1)) for i, h, s in pick])
-        ks = ks.view(batch * kv_heads, c, tau * block, dim)
-        vs = vs.view(batch * kv_heads, c, tau * block, dim)
-        qs = q[:, :, start:stop].reshape(batch * kv_heads, c, group * block, dim)
-        key_pos = (idx[..., None] * block + offsets).view(batch, idx.shape[1], c, 1, tau * block)
-        query_pos = (torch.arange(start, stop, device=query.device)[:, None] * block + offsets).view(1, 1, c, block, 1)
-        allowed = (key_pos <= query_pos) & (key_pos < n)  # causal inside the diagonal block; no padding keys
-        allowed &= valid[:, :, start:stop].repeat_interleave(block, dim=-1)[:, :, :, None, :]
-        # An additive float mask, built once and broadcast over the key/value heads (SDPA would
-        # otherwise convert a boolean mask at full size on every call).
-        bias = torch.zeros(allowed.shape, dtype=qs.dtype, device=qs.device).masked_fill_(~allowed, float("-inf"))
-        bias = bias.repeat(1, 1, 1, group, 1) if group > 1 else bias  # (batch, S, c, group*B, tau*B)
-        if shared and batch > 1:
-            bias = bias.expand(batch, kv_heads, *bias.shape[2:])
-        bias = bias.reshape(-1, *bias.shape[2:])  # (batch*S, ...): broadcasts when batch*S == 1
-        o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, scale=scale)
-        out[:, :, start:stop] = o.view(batch, kv_heads, c, group, block, dim)
+        query_pos = (torch.arange(start, stop, device=query.device)[:, None] * block + offsets).view(1, c, block, 1)
+        # One batch element at a time: a selection (and so a mask) belongs to one element, and
+        # a mask shared by all heads broadcasts over them instead of being copied per head.
+        for i in range(batch):
+            idx = indices[i, :, start:stop]  # (S, c, tau)
+            # index_select copies whole (B x d) blocks; a gather with an expanded index would
+            # read one index per element and costs more than the attention itself.
+            if shared:
+                ks = k_rows[i].index_select(1, idx[0].reshape(-1))
+                vs = v_rows[i].index_select(1, idx[0].reshape(-1))
+            else:
+                ks = torch.stack([k_rows[i, h].index_select(0, idx[h].reshape(-1)) for h in range(kv_heads)])
+                vs = torch.stack([v_rows[i, h].index_select(0, idx[h].reshape(-1)) for h in range(kv_heads)])
+            ks = ks.view(kv_heads, c, tau * block, dim)
+            vs = vs.view(kv_heads, c, tau * block, dim)
+            qs = q[i, :, start:stop].reshape(kv_heads, c, group * block, dim)
+            key_pos = (idx[..., None] * block + offsets).view(idx.shape[0], c, 1, tau * block)
+            allowed = (key_pos <= query_pos) & (key_pos < n)  # causal inside the diagonal block; no padding keys
+            allowed &= valid[i, :, start:stop].repeat_interleave(block, dim=-1)[:, :, None, :]
+            # An additive float mask, built once and broadcast over the key/value heads (SDPA
+            # would otherwise convert a boolean mask at full size on every call).
+            bias = torch.zeros(allowed.shape, dtype=qs.dtype, device=qs.device).masked_fill_(~allowed, float("-inf"))
+            bias = bias.repeat(1, 1, group, 1) if group > 1 else bias  # (S, c, group*B, tau*B)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=bias, scale=scale)
+            out[i, :, start:stop] = o.view(kv_heads, c, group, block, dim)
     out = out.permute(0, 1, 3, 2, 4, 5)  # (batch, kv_heads, group, blocks, B, d)
     return out.reshape(batch, heads, blocks * block, dim)[:, :, :n]
 
@@ -271,21 +285,47 @@ class SketchWalk:
         self.last_selection = None
 
     def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
-               scale: float | None = None) -> torch.Tensor:  # fmt: skip
+               scale: float | None = None,
+               stage: Callable[[str], AbstractContextManager[None]] | None = None) -> torch.Tensor:  # fmt: skip
+        """One layer's attention output ``(batch, heads, n, d)``.
+
+        ``stage(name)``, when given, wraps the two steps of a sparse layer: ``sketch`` (block
+        scores, walk, selection) and ``sparse_attention`` (the block-sparse product), so a
+        :class:`~knobscope.measure.StageTimer` can time them separately.
+        """
         cfg = self.config
         if layer < cfg.skip_layers:
             return dense_causal_attention(query, key, value, scale=scale)
-        scores = block_scores(query, key, cfg, self.projection).to(cfg.state_dtype)
-        if self.walk is None or self.walk.shape != scores.shape or not cfg.use_walk:
-            walk = scores
-        else:
-            walk = torch.bmm(self.walk, scores)
-            walk = walk / walk.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(walk.dtype).tiny)
-        self.walk = walk
-        indices, valid = select_blocks(walk, cfg.top_blocks)
-        groups = 1 if cfg.head_selection == "shared" else key.shape[1]
-        indices = indices.view(query.shape[0], groups, *indices.shape[1:])
-        valid = valid.view(query.shape[0], groups, *valid.shape[1:])
+        stage = stage or (lambda name: contextlib.nullcontext())
+        with stage("sketch"):
+            scores = block_scores(query, key, cfg, self.projection).to(cfg.state_dtype)
+            if self.walk is None or self.walk.shape != scores.shape or not cfg.use_walk:
+                walk = scores
+            else:
+                walk = torch.bmm(self.walk, scores)
+                walk = walk / walk.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(walk.dtype).tiny)
+            self.walk = walk
+            indices, valid = select_blocks(walk, cfg.top_k_blocks)
+            groups = 1 if cfg.head_selection == "shared" else key.shape[1]
+            indices = indices.view(query.shape[0], groups, *indices.shape[1:])
+            valid = valid.view(query.shape[0], groups, *valid.shape[1:])
         self.last_selection = (indices, valid)
-        return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale,
-                                      chunk=cfg.query_chunk_blocks)  # fmt: skip
+        with stage("sparse_attention"):
+            return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale,
+                                          chunk=cfg.query_chunk_blocks)  # fmt: skip
+
+
+def selection_pairs(indices: torch.Tensor, valid: torch.Tensor, seq_len: int, block: int) -> tuple[float, float]:
+    """(causal query-key pairs a selection attends, selected (query block, key block) pairs),
+    averaged over batch and selection groups: every query of a block against every key of
+    each selected earlier block, and the causal half of its own (diagonal) block. When the
+    selection covers every causal block this is dense causal attention's ``n(n+1)/2``."""
+    blocks = indices.shape[-2]
+    rows = torch.full((blocks,), float(block), device=valid.device)
+    rows[-1] = seq_len - (blocks - 1) * block
+    own = torch.arange(blocks, device=valid.device)[:, None]
+    diagonal = valid & (indices == own)
+    earlier = valid & ~diagonal
+    widths = torch.where(earlier, rows[indices.clamp_max(blocks - 1)], torch.zeros((), device=valid.device))
+    pairs = (rows * widths.sum(dim=-1) + diagonal.any(dim=-1) * rows * (rows + 1) / 2).sum(dim=-1)
+    return float(pairs.mean()), float(valid.float().sum(dim=(-1, -2)).mean())

@@ -16,6 +16,7 @@ __all__ = ["WORKLOADS", "Metric", "Workload", "WorkloadContext", "resolve_worklo
 WORKLOADS: Registry[str] = Registry("workload")
 # Built-ins are registered by import path, so that listing them imports no model code.
 WORKLOADS.add("lm", "knobscope.workloads.lm:LMWorkload")
+WORKLOADS.add("sketchwalk", "knobscope.workloads.sketchwalk:SketchWalkWorkload")
 
 
 def register_workload(name: str, target: str) -> None:
