@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from knobscope.errors import SpecError
-from knobscope.runner import SweepResult, _progress, plan, run_sweep
+from knobscope.runner import SweepResult, _progress, plan, run_sweep, search_history
 from knobscope.spec import ExperimentSpec
 from knobscope.store import Store
 
@@ -36,21 +36,28 @@ def run_device_pool(
     if not devices:
         raise SpecError("--devices needs at least one device, e.g. cuda:0,cuda:1")
     the_plan = plan(spec, shard=kwargs.get("shard", (0, 1)))
+    adaptive = spec.strategy().adaptive
+
+    def trial_ids(store: Store) -> list[str]:
+        # An adaptive search's trials appear one at a time: read them from the store.
+        return [o.trial_id for o in search_history(store, spec)] if adaptive else the_plan.ids
+
     done_before = 0
     if (the_plan.run_dir / "results.db").exists():
         with Store.open(the_plan.run_dir) as store:
-            done_before = store.status_counts(the_plan.ids)["done"]
+            done_before = store.status_counts(trial_ids(store))["done"]
     ctx = mp.get_context("spawn")  # CUDA cannot be re-initialised in a forked child
     procs = [ctx.Process(target=_worker, args=(spec, d, kwargs), daemon=False) for d in devices]
     for p in procs:
         p.start()
     try:
-        with _progress(len(the_plan.trials), enabled=progress, console=console) as update:
+        with _progress(the_plan.total_selected if adaptive else len(the_plan.trials), enabled=progress,
+                       console=console) as update:  # fmt: skip
             while any(p.is_alive() for p in procs):
                 time.sleep(1.0)  # polling the store for the progress bar, not a measurement
                 try:
                     with Store.open(the_plan.run_dir) as store:
-                        update(store.status_counts(the_plan.ids), None)
+                        update(store.status_counts(trial_ids(store)), None)
                 except Exception:  # noqa: BLE001 - store not created yet
                     pass
     except KeyboardInterrupt:
@@ -61,6 +68,7 @@ def run_device_pool(
         for p in procs:
             p.join()
     with Store.open(the_plan.run_dir) as store:
-        counts = store.status_counts(the_plan.ids)
-        failed = [(t.config, t.error or "") for t in store.trials(status="failed", ids=the_plan.ids)]
+        ids = trial_ids(store)
+        counts = store.status_counts(ids)
+        failed = [(t.config, t.error or "") for t in store.trials(status="failed", ids=ids)]
     return SweepResult(run_dir=the_plan.run_dir, counts=counts, ran=counts["done"] - done_before, failed=failed)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from knobscope.errors import SpecError, WorkloadError
+from knobscope.search import Observation
 from knobscope.measure import PeakMemory, StageTimer, provenance, resolve_device, summarize
 from knobscope.space import Config, canonical_json, identity_hash
 from knobscope.spec import ExperimentSpec
@@ -82,7 +83,16 @@ def plan(spec: ExperimentSpec, *, shard: tuple[int, int] = (0, 1)) -> Plan:
     """Select the configurations and compute their identities (touches no store)."""
     if spec.workload is None:
         raise SpecError(f"{spec.source}: the spec has no 'workload'; 'run' needs one")
-    configs = spec.strategy().select(spec.space)
+    strategy = spec.strategy()
+    if strategy.adaptive:
+        if shard[1] > 1:
+            raise SpecError(
+                f"--shard does not apply to the adaptive strategy {strategy.name!r}: start several processes on the same "
+                "run directory instead; they share the search through the store"
+            )
+        strategy.goal(spec.objectives)  # raises now if there is nothing to optimise
+        return Plan(spec=spec, trials=(), run_dir=spec.output_dir, total_selected=strategy.budget(spec.space))
+    configs = strategy.select(spec.space)
     if not configs:
         raise SpecError(
             f"{spec.source}: no configuration satisfies the constraints {[c.source for c in spec.space.constraints]}"
@@ -229,13 +239,17 @@ def work(
     timer: StageTimer,
     device: str,
     on_progress: Callable[[dict[str, int], Config | None], None] = lambda counts, cfg: None,
+    proposals: Iterator[Trial] | None = None,
+    ids: list[str] | None = None,
 ) -> SweepResult:
     """Claim and run this plan's pending trials until none is left for this process.
 
     ``workload`` must be set up (see :func:`prepare_workload`) with ``timer`` on ``device``.
+    An adaptive strategy passes ``proposals`` (trials added to the store one at a time, each
+    after the previous one finished) and ``ids``, the list of its trials, which grows as it goes.
     """
     spec = the_plan.spec
-    ids = the_plan.ids
+    ids = the_plan.ids if ids is None else ids
     result = SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
     owner = owner_id()
     seeds = {"measure": spec.measure.seed, **{k: v for k, v in spec.strategy_options.items() if k == "seed"}}
@@ -251,7 +265,7 @@ def work(
         # then spreads over all configurations as noise instead of posing as a knob effect or a
         # knob interaction, as it would in grid order.
         order = random.Random(spec.measure.seed).sample(list(the_plan.trials), len(the_plan.trials))
-        for trial in order:
+        for trial in order if proposals is None else proposals:
             if not store.claim(trial.trial_id, owner):
                 continue
             on_progress(store.status_counts(ids), trial.config)
@@ -288,6 +302,58 @@ def work(
     return result
 
 
+def search_history(store: Store, spec: ExperimentSpec) -> list[Observation]:
+    """The store's trials that belong to this spec's search: same workload and arguments, and
+    a configuration of the spec's space (every knob, values from its lists), in store order."""
+    from knobscope.results import flatten_summary
+
+    wl = spec.workload
+    assert wl is not None
+    args = canonical_json(dict(wl.args))
+    space = spec.space
+    out = []
+    for t in store.trials():
+        if t.workload != wl.name or canonical_json(t.workload_args) != args or set(t.config) != set(space.names):
+            continue
+        if any(t.config[k.name] not in k.values for k in space.knobs):
+            continue
+        config = Config((name, t.config[name]) for name in space.names)
+        out.append(Observation(config, t.status, flatten_summary(t.summary), trial_id=t.trial_id))
+    return out
+
+
+def adaptive_trials(spec: ExperimentSpec, store: Store, ids: list[str]) -> Iterator[Trial]:
+    """Trials of an adaptive strategy, one at a time: unfinished ones of the search first (a
+    resumed or retried search), then the strategy's proposals given every result so far,
+    until ``n_trials`` configurations exist or the strategy has nothing more to propose."""
+    strategy = spec.strategy()
+    goal = strategy.goal(spec.objectives)
+    budget = strategy.budget(spec.space)
+    wl = spec.workload
+    assert wl is not None
+    log.info("%s search: %s, %d configurations", strategy.name, goal.description, budget)
+    tried: set[str] = set()  # pending trials already handed out by this process
+    while True:
+        history = search_history(store, spec)
+        waiting = [o for o in history if o.status == "pending" and o.trial_id not in tried]
+        if waiting:
+            tried.add(waiting[0].trial_id)
+            yield Trial(waiting[0].trial_id, waiting[0].config)
+            continue
+        if len(history) >= budget:
+            return
+        config = strategy.propose(spec.space, history, goal)
+        if config is None:
+            log.info("%s search: nothing left to propose after %d configurations", strategy.name, len(history))
+            return
+        trial = Trial(trial_id(config, wl.name, wl.args), config)
+        store.add_trials([(trial.trial_id, config.canonical, wl.name, canonical_json(dict(wl.args)))])
+        ids.append(trial.trial_id)
+        tried.add(trial.trial_id)
+        log.info("%s proposes %s", strategy.name, canonical_json(config.to_dict()))
+        yield trial
+
+
 def _free_device_memory(device: str) -> None:
     if device.startswith("cuda"):
         import torch
@@ -313,13 +379,23 @@ def run_sweep(
     the_plan = plan(spec, shard=shard)
     workload = build_workload(spec)  # validates the workload's arguments before touching the run directory
     device = resolve_device(device if device != "auto" else spec.measure.device)
+    strategy = spec.strategy()
     ids = the_plan.ids
     handler = _setup_logging(the_plan.run_dir)
     try:
         with Store.open(the_plan.run_dir, create=True) as store:
-            known = store.statuses(ids)
-            todo = [i for i in ids if known.get(i, "pending") in ("pending", "running")
-                    or (retry_failed and known.get(i) == "failed")]  # fmt: skip
+            if strategy.adaptive:
+                history = search_history(store, spec)
+                ids = [o.trial_id for o in history]
+                if retry_failed:
+                    store.retry_failed(ids)
+                known = {o.trial_id: o.status for o in search_history(store, spec)}
+                todo = [] if len(known) >= the_plan.total_selected and all(
+                    v in ("done", "failed") for v in known.values()) else ["more"]  # fmt: skip
+            else:
+                known = store.statuses(ids)
+                todo = [i for i in ids if known.get(i, "pending") in ("pending", "running")
+                        or (retry_failed and known.get(i) == "failed")]  # fmt: skip
             if not todo:
                 log.info("nothing to run: all %d trials finished", len(ids))
                 return SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
@@ -334,9 +410,11 @@ def run_sweep(
                 store.recover_stale(lease_s=lease_s)
                 if retry_failed:
                     store.retry_failed(ids)
-                with _progress(len(ids), enabled=progress, console=console) as update, _sigterm_as_interrupt():
+                proposals = adaptive_trials(spec, store, ids) if strategy.adaptive else None
+                total = the_plan.total_selected if strategy.adaptive else len(ids)
+                with _progress(total, enabled=progress, console=console) as update, _sigterm_as_interrupt():
                     return work(the_plan, store=store, workload=workload, timer=timer, device=device,
-                                on_progress=update)  # fmt: skip
+                                on_progress=update, proposals=proposals, ids=ids)  # fmt: skip
             finally:
                 timer.detach_all()
                 workload.teardown()

@@ -292,3 +292,7 @@ def describe_selection(space: Space, configs: Sequence[Config]) -> dict[str, Any
         counts = [sum(1 for c in configs if c[k.name] == v) for v in k.values]
         per_knob[k.name] = {"values": used, "covered": len(used), "of": len(k.values), "counts": counts}
     return {"combinations": len(configs), "knobs": per_knob}
+
+
+# The adaptive strategies (bayesian, nsga2, refine) register themselves on import.
+from knobscope import search as _search  # noqa: E402,F401

@@ -1,0 +1,366 @@
+"""Adaptive strategies: the next configuration depends on the results so far.
+
+==========  ==============================================================================
+``bayesian``  Bayesian optimisation with Optuna's ask-and-tell interface (seed 004 §3.3, with
+              Optuna in place of scikit-optimize): ``sampler: gp`` (Gaussian process, default)
+              or ``tpe``. One objective, or a composite ``score`` expression to maximise
+              (seed 004's ``cosine + 0.5*log(1/time) + 0.3*sparsity``), or several objectives
+              (multi-objective GP/TPE).
+``nsga2``     Multi-objective search with Optuna's NSGA-II (seed 004 §3.4): a population
+              evolves towards the Pareto front of the spec's objectives.
+``refine``    Dense sampling around the frontier (seed 001): an initial fixed design
+              (``initial: lhs`` by default), then, round after round, the unmeasured neighbours
+              (one value step along one knob, ``radius`` steps at most) of the current
+              Pareto-optimal configurations, until none is left or ``n_trials`` is reached.
+==========  ==============================================================================
+
+The runner drives them (:func:`knobscope.runner.run_sweep`): before each trial it asks the
+strategy for one configuration given every finished trial in the run directory, adds it to the
+store, measures it, and asks again. Every measurement lives in the store, so an interrupted
+search resumes from its results (they are told to a new study), several processes can share
+one search (a configuration another process is measuring is never proposed twice), and the
+results feed ``knobscope analyze`` like any other run. Results already in the run directory
+for the same workload and knobs (e.g. from a grid run) warm-start the search and count
+towards ``n_trials``.
+
+Knobs map to Optuna parameters by position in their ordered value list (an integer
+parameter, so ``{32, 64, 128}`` is ordinal) when their values are numbers, and to categorical
+parameters otherwise. A proposal that breaks a constraint is told to the study as failed and
+another is asked for; a proposal already measured is told its stored result. When the sampler
+keeps proposing such configurations (three times in a row; typical near convergence on a
+finite grid), the unmeasured feasible configuration nearest to its last proposal is run
+instead, so the budget is always spent on new measurements.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from knobscope.errors import SpecError
+from knobscope.expressions import Expression
+from knobscope.space import Config, Space, Value
+from knobscope.strategies import STRATEGIES, Strategy, get_strategy
+
+__all__ = ["AdaptiveStrategy", "Observation", "Goal", "Bayesian", "NSGA2", "Refine"]
+
+log = logging.getLogger("knobscope")
+MAX_ASKS = 3  # proposals per trial before moving to the nearest unmeasured configuration
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One configuration of the search and what is known of it.
+
+    ``row`` holds the trial's flattened results (empty while unfinished); ``status`` is the
+    store's (pending, running, done, failed)."""
+
+    config: Config
+    status: str
+    row: Mapping[str, Any] = field(default_factory=dict)
+    trial_id: str = ""
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What an adaptive strategy optimises: objectives with directions, or a score to maximise."""
+
+    objectives: tuple[tuple[str, Literal["min", "max"]], ...] = ()
+    score: Expression | None = None
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] if self.score is not None else ["maximize" if d == "max" else "minimize" for _, d in self.objectives]
+
+    @property
+    def description(self) -> str:
+        if self.score is not None:
+            return f"maximise {self.score.source}"
+        return ", ".join(f"{c} ({d})" for c, d in self.objectives)
+
+    def values(self, obs: Observation) -> list[float] | None:
+        """The objective values of a finished trial; None when failed or not finite."""
+        if obs.status != "done":
+            return None
+        row = obs.row
+        if self.score is not None:
+            missing = sorted(n for n in self.score.names if n not in row and n not in obs.config)
+            if missing:
+                raise SpecError(f"score {self.score.source!r} names {missing[0]!r}, which is not a result column or knob; "
+                                f"columns: {', '.join(sorted(k for k in row if not k.endswith('_std')))}")  # fmt: skip
+            try:
+                value = float(self.score.evaluate({**obs.config, **row}))  # type: ignore[arg-type]
+            except (ValueError, ZeroDivisionError, TypeError, OverflowError):
+                return None
+            return [value] if math.isfinite(value) else None
+        out = []
+        for column, _ in self.objectives:
+            name = column if column in row else f"{column}_mean" if f"{column}_mean" in row else None
+            if name is None:
+                raise SpecError(f"objective {column!r} is not a result column; columns: "
+                                f"{', '.join(sorted(k for k in row if not k.endswith('_std')))}")  # fmt: skip
+            value = row[name]
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return None
+            out.append(float(value))
+        return out
+
+
+class _AdaptiveOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n_trials: int = Field(30, ge=1, description="configurations to measure in all (results already in the run count)")
+    seed: int = Field(42, description="seed of the sampler and of the fallback draws")
+    objectives: dict[str, Literal["min", "max"]] | None = Field(
+        None, description="what to optimise (default: the spec's objectives)"
+    )
+
+
+class AdaptiveStrategy(Strategy):
+    """A strategy that proposes one configuration at a time from the results so far."""
+
+    adaptive: ClassVar[bool] = True
+    Options = _AdaptiveOptions
+
+    def select(self, space: Space) -> list[Config]:
+        raise SpecError(
+            f"strategy {self.name!r} is adaptive: it picks each configuration from the results so far, so it "
+            "cannot list them in advance; 'knobscope run' drives it"
+        )
+
+    def budget(self, space: Space) -> int:
+        return self.options.n_trials  # type: ignore[attr-defined]
+
+    def goal(self, spec_objectives: Mapping[str, str]) -> Goal:
+        """The objectives from the strategy's options or the spec; raises if there are none."""
+        objectives = self.options.objectives or spec_objectives  # type: ignore[attr-defined]
+        if not objectives:
+            raise SpecError(
+                f"strategy {self.name!r} needs something to optimise: give the spec 'objectives' (e.g. "
+                "{cosine: max, sketchwalk_ms: min}) or the strategy option 'objectives'"
+            )
+        return Goal(tuple((str(c), d) for c, d in objectives.items()))  # type: ignore[misc]
+
+    def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
+        """The next configuration to measure (not in ``history``), or None when the search is over."""
+        raise NotImplementedError
+
+
+def _ordinal(values: Sequence[Value]) -> bool:
+    """Numbers are searched by their position in the ordered list; anything else is categorical."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _nearest_unmeasured(space: Space, near: Config | None, taken: set[str], rng: np.random.Generator) -> Config | None:
+    """The feasible configuration not in ``taken`` closest to ``near`` (value positions scaled
+    to [0, 1] per knob, a categorical difference counts 1); ties drawn at random."""
+    spare = [c for c in space.product() if c.canonical not in taken]
+    if not spare:
+        return None
+    if near is None:
+        return spare[int(rng.integers(len(spare)))]
+
+    def position(knob: Any, value: Value) -> float:
+        return knob.values.index(value) / max(len(knob.values) - 1, 1)
+
+    def distance(c: Config) -> float:
+        return sum(abs(position(k, c[k.name]) - position(k, near[k.name])) if _ordinal(k.values)
+                   else float(c[k.name] != near[k.name]) for k in space.knobs)  # fmt: skip
+
+    d = np.array([distance(c) for c in spare])
+    ties = np.flatnonzero(d <= d.min() + 1e-12)
+    return spare[int(ties[rng.integers(len(ties))])]
+
+
+class _OptunaOptions(_AdaptiveOptions):
+    n_startup_trials: int = Field(10, ge=1, description="random proposals before the model guides the search")
+
+
+class _OptunaStrategy(AdaptiveStrategy):
+    """Ask-and-tell with an Optuna sampler; the study is rebuilt from the store's results."""
+
+    Options = _OptunaOptions
+
+    def sampler(self, goal: Goal, seed: int) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def distributions(space: Space) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        return {k.name: IntDistribution(0, len(k.values) - 1) if _ordinal(k.values) else CategoricalDistribution(k.values)
+                for k in space.knobs}  # fmt: skip
+
+    @staticmethod
+    def _params(space: Space, config: Mapping[str, Value]) -> dict[str, Any]:
+        return {k.name: k.values.index(config[k.name]) if _ordinal(k.values) else config[k.name] for k in space.knobs}
+
+    @staticmethod
+    def _config(space: Space, params: Mapping[str, Any]) -> Config:
+        return Config((k.name, k.values[params[k.name]] if _ordinal(k.values) else params[k.name]) for k in space.knobs)
+
+    def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        dists = self.distributions(space)
+        known = {o.config.canonical: o for o in history}
+        study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, self.options.seed + len(history)))
+        told = []
+        for obs in history:
+            values = goal.values(obs)
+            if obs.status not in ("done", "failed"):
+                continue
+            state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+            told.append(create_trial(params=self._params(space, obs.config), distributions=dists,
+                                     values=values, state=state))  # fmt: skip
+        self.annotate(told)
+        study.add_trials(told)
+        config = None
+        for _ in range(MAX_ASKS):
+            trial = study.ask(dists)
+            config = self._config(space, trial.params)
+            obs = known.get(config.canonical)
+            if not space.is_feasible(config):
+                study.tell(trial, state=TrialState.FAIL)
+            elif obs is None:
+                return config
+            elif (values := goal.values(obs)) is not None:
+                study.tell(trial, values)  # measured already: the sampler learns, nothing runs
+            else:
+                study.tell(trial, state=TrialState.FAIL)  # failed, or another process is measuring it
+        # The sampler insists on known ground (typical near convergence on a finite grid):
+        # measure the unmeasured feasible configuration nearest to its last proposal.
+        nearest = _nearest_unmeasured(space, config, set(known), np.random.default_rng(self.options.seed + len(history)))
+        if nearest is not None:
+            log.info("%s proposed only measured or infeasible configurations %d times; measuring the nearest new one, %s",
+                     self.name, MAX_ASKS, dict(nearest))  # fmt: skip
+        return nearest
+
+    def annotate(self, trials: list[Any]) -> None:
+        """Hook for samplers that keep bookkeeping in trial attributes."""
+
+
+class _BayesianOptions(_OptunaOptions):
+    sampler: Literal["gp", "tpe"] = Field("gp", description="Optuna's GPSampler or TPESampler")
+    score: str | None = Field(None, description="expression to maximise instead of the objectives (a composite score)")
+
+
+@STRATEGIES.register("bayesian", aliases=("bo",))
+class Bayesian(_OptunaStrategy):
+    name = "bayesian"
+    summary = "Bayesian optimisation (Optuna GP or TPE, ask-and-tell) of the objectives or a score; run only"
+    Options = _BayesianOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if self.options.score is not None:
+            try:
+                self._score = Expression.parse(self.options.score)
+            except Exception as exc:  # noqa: BLE001 - report the parse error as a spec error
+                raise SpecError(f"strategy 'bayesian' option 'score': {exc}") from None
+
+    def goal(self, spec_objectives: Mapping[str, str]) -> Goal:
+        if self.options.score is not None:
+            return Goal(score=self._score)
+        return super().goal(spec_objectives)
+
+    def sampler(self, goal: Goal, seed: int) -> Any:
+        import optuna
+
+        startup = min(self.options.n_startup_trials, self.options.n_trials)
+        if self.options.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=False)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+
+
+class _NSGA2Options(_AdaptiveOptions):
+    n_trials: int = Field(40, ge=1, description="configurations to measure in all (results already in the run count)")
+    population_size: int = Field(10, ge=2, description="individuals per generation")
+
+
+@STRATEGIES.register("nsga2", aliases=("nsga-ii",))
+class NSGA2(_OptunaStrategy):
+    name = "nsga2"
+    summary = "multi-objective evolutionary search (Optuna NSGA-II) towards the Pareto front; run only"
+    Options = _NSGA2Options
+
+    def goal(self, spec_objectives: Mapping[str, str]) -> Goal:
+        goal = super().goal(spec_objectives)
+        if len(goal.objectives) < 2:
+            raise SpecError(f"strategy 'nsga2' needs at least two objectives, got {goal.description}; use 'bayesian' for one")
+        return goal
+
+    def sampler(self, goal: Goal, seed: int) -> Any:
+        import optuna
+
+        self._sampler = optuna.samplers.NSGAIISampler(population_size=self.options.population_size, seed=seed)
+        return self._sampler
+
+    def annotate(self, trials: list[Any]) -> None:
+        # NSGA-II keeps each trial's generation in its system attributes; rebuilt trials get the
+        # generation they had when measured in order (population_size per generation).
+        key = getattr(self._sampler, "_get_generation_key", None)
+        if key is None:
+            return
+        for i, t in enumerate(trials):
+            t.system_attrs[key()] = i // self.options.population_size
+
+
+class _RefineOptions(_AdaptiveOptions):
+    initial: str = Field("lhs", description="fixed strategy of the first design")
+    initial_size: int | None = Field(None, ge=1, description="its size (lhs/random; default: the strategy's)")
+    radius: int = Field(1, ge=1, description="value steps along one knob that count as a neighbour")
+
+
+@STRATEGIES.register("refine")
+class Refine(AdaptiveStrategy):
+    name = "refine"
+    summary = "an initial design, then the unmeasured neighbours of the current Pareto front (seed 001); run only"
+    Options = _RefineOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        cls = STRATEGIES.get(self.options.initial)
+        if cls.adaptive:
+            raise SpecError(f"strategy 'refine' option 'initial': {self.options.initial!r} is adaptive; use a fixed strategy")
+        sized = self.options.initial in ("lhs", "latin_hypercube", "random")
+        self._initial = get_strategy(self.options.initial, {"size": self.options.initial_size, "seed": self.options.seed}
+                                     if sized else {})  # fmt: skip
+
+    def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
+        from knobscope.analysis.pareto import pareto_mask
+
+        taken = {o.config.canonical for o in history}
+        for config in self._initial.select(space):
+            if config.canonical not in taken:
+                return config
+        scored = [(o, v) for o in history if (v := goal.values(o)) is not None]
+        if not scored:
+            return None
+        values = np.array([v for _, v in scored])
+        maximise = [d == "maximize" for d in goal.directions]
+        front = [scored[i][0] for i in np.flatnonzero(pareto_mask(values, maximise))]
+        # Best first along the first objective, so the most promising region is refined first.
+        front.sort(key=lambda o: goal.values(o)[0], reverse=maximise[0])  # type: ignore[index]
+        for obs in front:
+            for candidate in self._neighbours(space, obs.config):
+                if candidate.canonical not in taken and space.is_feasible(candidate):
+                    return candidate
+        return None
+
+    def _neighbours(self, space: Space, config: Config) -> list[Config]:
+        out = []
+        for step in range(1, self.options.radius + 1):
+            for knob in space.knobs:
+                i = knob.values.index(config[knob.name])
+                for j in (i - step, i + step):
+                    if 0 <= j < len(knob.values):
+                        out.append(Config((k.name, knob.values[j] if k.name == knob.name else config[k.name]) for k in space.knobs))
+        return out

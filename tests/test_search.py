@@ -1,0 +1,172 @@
+"""Adaptive strategies (bayesian, nsga2, refine): the search logic on known functions, and the
+runner driving them through the store (budget, resume, errors)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PLUGINS, knobscope, write_spec
+from knobscope.analysis.pareto import hypervolume, pareto_mask
+from knobscope.expressions import Expression
+from knobscope.search import Goal, Observation
+from knobscope.space import Knob, Space
+from knobscope.store import Store
+from knobscope.strategies import get_strategy
+
+VALUES = (1, 2, 3, 4, 5, 6, 7, 8)
+SPACE = Space(knobs=tuple(Knob(n, VALUES) for n in ("a", "b", "c")))
+
+
+def quality(c) -> float:
+    """A peaked function of three knobs: best at a=6, b=3, c=8 (not at a corner); runner-up c=7."""
+    return -((c["a"] - 6) ** 2) - 2 * (c["b"] - 3) ** 2 + math.log(c["c"])
+
+
+def cost(c) -> float:
+    return float(c["a"] + c["b"] + c["c"])
+
+
+def drive(strategy, goal: Goal, space: Space = SPACE, rows=lambda c: {"quality": quality(c), "cost": cost(c)}):
+    """Run a strategy's proposals against known functions, as the runner would."""
+    history: list[Observation] = []
+    while len(history) < strategy.budget(space):
+        config = strategy.propose(space, history, goal)
+        if config is None:
+            break
+        assert config.canonical not in {o.config.canonical for o in history}, "a configuration was proposed twice"
+        assert space.is_feasible(config)
+        history.append(Observation(config, "done", rows(config)))
+    return history
+
+
+@pytest.mark.parametrize("sampler", ["gp", "tpe"])
+def test_bayesian_finds_the_peak_that_random_sampling_misses(sampler: str) -> None:
+    goal = Goal(objectives=(("quality", "max"),))
+    found = drive(get_strategy("bayesian", {"sampler": sampler, "n_trials": 40, "n_startup_trials": 10, "seed": 1}), goal)
+    ranked = sorted({quality(c) for c in SPACE.product()}, reverse=True)  # 512 configurations
+    assert len(found) == 40
+    assert ranked.index(max(quality(o.config) for o in found)) <= 1  # the peak or the runner-up
+    # The same budget drawn at random (seeded) does worse.
+    randomly = get_strategy("random", {"size": 40, "seed": 1}).select(SPACE)
+    assert ranked.index(max(quality(c) for c in randomly)) > 1
+
+
+def test_bayesian_maximises_a_composite_score_and_respects_constraints() -> None:
+    space = Space(knobs=SPACE.knobs, constraints=(Expression.parse("a + b <= 9"),))
+    goal = get_strategy("bayesian", {"score": "quality - 0.1 * cost", "n_trials": 30, "n_startup_trials": 8}).goal({})
+    assert goal.score is not None and goal.directions == ["maximize"]
+    found = drive(get_strategy("bayesian", {"score": "quality - 0.1 * cost", "n_trials": 30, "n_startup_trials": 8}),
+                  goal, space)  # fmt: skip
+    assert all(o.config["a"] + o.config["b"] <= 9 for o in found)
+    best = max(found, key=lambda o: goal.values(o)[0])
+    feasible = [c for c in space.product()]
+    optimum = max(quality(c) - 0.1 * cost(c) for c in feasible)
+    assert goal.values(best)[0] >= optimum - 0.5  # within half a point of the best of 448 configurations
+
+
+def _front_hv(configs) -> float:
+    values = np.array([[quality(c), cost(c)] for c in configs])
+    front = values[pareto_mask(values, [True, False])]
+    return hypervolume(front, [True, False], reference=np.array([-100.0, 25.0]))
+
+
+def test_nsga2_generations_move_towards_the_pareto_front() -> None:
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    found = drive(get_strategy("nsga2", {"n_trials": 120, "population_size": 12, "seed": 1}), goal)
+    first, last = [o.config for o in found[:36]], [o.config for o in found[-36:]]
+    assert _front_hv(last) > 1.1 * _front_hv(first)  # the last generations beat the random first ones
+    assert _front_hv([o.config for o in found]) >= 0.9 * _front_hv(SPACE.product())
+
+
+def test_multi_objective_tpe_finds_the_front_with_a_small_budget() -> None:
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    found = drive(get_strategy("bayesian", {"sampler": "tpe", "n_trials": 60, "seed": 1}), goal)
+    random_hv = _front_hv(get_strategy("random", {"size": 60, "seed": 1}).select(SPACE))
+    tpe_hv = _front_hv([o.config for o in found])
+    assert tpe_hv >= 0.98 * _front_hv(SPACE.product()) and tpe_hv > random_hv
+
+
+def test_refine_stops_when_every_neighbour_of_the_front_is_measured() -> None:
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    strategy = get_strategy("refine", {"n_trials": 500, "initial_size": 16})
+    found = drive(strategy, goal)
+    assert 16 < len(found) < 512  # stopped by itself, long before the budget
+    measured = {o.config.canonical for o in found}
+    values = np.array([[quality(o.config), cost(o.config)] for o in found])
+    front = [found[i].config for i in np.flatnonzero(pareto_mask(values, [True, False]))]
+    for config in front:  # the stopping rule: no unmeasured neighbour of a frontier point
+        assert all(n.canonical in measured for n in strategy._neighbours(SPACE, config))
+    assert _front_hv([o.config for o in found]) >= 0.97 * _front_hv(SPACE.product())
+
+
+def test_adaptive_strategies_refuse_to_list_configurations_and_need_objectives() -> None:
+    from knobscope.errors import SpecError
+
+    with pytest.raises(SpecError, match="adaptive"):
+        get_strategy("bayesian").select(SPACE)
+    with pytest.raises(SpecError, match="needs something to optimise"):
+        get_strategy("bayesian").goal({})
+    with pytest.raises(SpecError, match="at least two objectives"):
+        get_strategy("nsga2").goal({"quality": "max"})
+    with pytest.raises(SpecError, match="is adaptive"):
+        get_strategy("refine", {"initial": "bayesian"})
+
+
+def _spec(tmp_path: Path, strategy: dict, **extra) -> Path:
+    return write_spec(
+        tmp_path / "spec.yaml",
+        workload={"name": f"{PLUGINS}:KnownQualityWorkload", "args": {"num_samples": 1}},
+        knobs={"a": [1, 2, 4, 8], "b": [1, 4, 9, 16], "c": [0, 2, 4]},
+        strategy=strategy,
+        objectives={"quality": "max", "work_ms": "min"},
+        **extra,
+    )
+
+
+def test_run_drives_a_search_through_the_store_and_resumes_it(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"name": "bayesian", "n_trials": 5, "n_startup_trials": 3, "objectives": {"quality": "max"}})
+    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    assert "5 done, 0 failed" in proc.stdout and "ran 5" in proc.stdout
+    assert "ran 0" in knobscope("run", str(spec), "--no-progress", check=True).stdout  # budget met: nothing runs
+    # A larger budget resumes the search: the 5 results are told to the sampler, not measured again.
+    spec.write_text(spec.read_text().replace("n_trials: 5", "n_trials: 8"))
+    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    assert "8 done" in proc.stdout and "ran 3" in proc.stdout
+    with Store.open(tmp_path / "run") as store:
+        trials = store.trials()
+    assert len(trials) == 8 and len({t.trial_id for t in trials}) == 8
+    log = (tmp_path / "run" / "knobscope.log").read_text()
+    assert log.count("bayesian proposes") == 8
+    # The search's trials are an ordinary run: analyze reads them.
+    proc = knobscope("analyze", str(tmp_path / "run"), "--objective", "quality:max", "--objective", "work_ms:min", check=True)
+    assert "Pareto" in proc.stdout or "frontier" in proc.stdout.lower()
+
+
+def test_run_with_nsga2_and_refine(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, {"name": "nsga2", "n_trials": 6, "population_size": 3})
+    assert "6 done" in knobscope("run", str(spec), "--no-progress", check=True).stdout
+    spec = _spec(tmp_path, {"name": "refine", "n_trials": 7, "initial_size": 4}, output=str(tmp_path / "refine"))
+    assert "7 done" in knobscope("run", str(spec), "--no-progress", check=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("strategy", "args", "message"),
+    [
+        ({"name": "bayesian"}, ["sample"], "adaptive"),
+        ({"name": "bayesian"}, ["run", "--shard", "0/2"], "--shard does not apply"),
+        ({"name": "nsga2", "objectives": {"quality": "max"}}, ["run"], "at least two objectives"),
+        ({"name": "bayesian", "sampler": "cma"}, ["run"], "sampler"),
+        ({"name": "bayesian", "score": "quality +"}, ["run"], "score"),
+    ],
+)
+def test_bad_adaptive_settings_exit_2_with_one_line(tmp_path: Path, strategy: dict, args: list, message: str) -> None:
+    spec = _spec(tmp_path, strategy)
+    verb, *rest = args
+    proc = knobscope(verb, str(spec), *rest, "--no-progress" if verb == "run" else "--format=json")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "results.db").exists()
