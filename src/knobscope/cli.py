@@ -142,7 +142,11 @@ def strategies(
         if cls.adaptive:
             continue
         options = spec.strategy_options if name == spec.strategy_name else {}
-        desc = describe_selection(spec.space, get_strategy(name, options).select(spec.space))
+        try:
+            chosen = get_strategy(name, options).select(spec.space)
+        except SpecError:  # needs options this spec does not give it (listed: its configs)
+            continue
+        desc = describe_selection(spec.space, chosen)
         cells = []
         for k in spec.space.knobs:
             info = desc["knobs"][k.name]

@@ -32,6 +32,10 @@ rounded) with a seeded generator (option ``seed``, default 42):
 ``random``  ``size`` distinct feasible configurations drawn uniformly without replacement.
 ==========  ==============================================================================
 
+``listed`` runs exactly the configurations of its option ``configs`` (a knob left out takes its
+default). The adaptive strategies (``bayesian``, ``nsga2``, ``refine``) are in
+:mod:`knobscope.search`.
+
 Constraints always remove configurations before anything runs. On seed 000's Exp5 grid
 (max_crops 2..12 step 2, top_k 4..32 step 4, num_active_blocks 8..16 step 2) these rules give
 full 240, stratified 27, boundary 45, balanced 36, custom_sparse 36, lhs 60.
@@ -277,6 +281,37 @@ class LatinHypercube(_SizedStrategy):
                 chosen.append(spare[int(i)])
         order = {c.canonical: i for i, c in enumerate(grid)}
         return sorted(chosen, key=lambda c: order[c.canonical])
+
+
+class _ListedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    configs: list[dict[str, Any]] = Field(min_length=1, description="the configurations, one mapping of knob -> value each")
+
+
+@STRATEGIES.register("listed", aliases=("configs",))
+class Listed(Strategy):
+    name = "listed"
+    summary = "exactly the configurations listed in option 'configs' (named scenarios, case studies)"
+    Options = _ListedOptions
+
+    def select(self, space: Space) -> list[Config]:
+        out: list[Config] = []
+        for i, given in enumerate(self.options.configs):
+            unknown = sorted(set(given) - set(space.names))
+            if unknown:
+                raise SpecError(f"strategy 'listed' configs[{i}] names {unknown[0]!r}, which is not a knob; knobs: {', '.join(space.names)}")
+            values = {k.name: given.get(k.name, k.default) for k in space.knobs}
+            for knob in space.knobs:
+                if values[knob.name] not in knob.values:
+                    raise SpecError(f"strategy 'listed' configs[{i}]: {knob.name}={values[knob.name]!r} is not one of the "
+                                    f"knob's values {list(knob.values)}")  # fmt: skip
+            config = Config((k.name, values[k.name]) for k in space.knobs)
+            broken = space.violated(config)
+            if broken:
+                raise SpecError(f"strategy 'listed' configs[{i}] {dict(config)} breaks the constraint {broken[0]!r}")
+            if config not in out:
+                out.append(config)
+        return out
 
 
 def get_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:

@@ -104,20 +104,22 @@ class SketchWalkArgs(BaseModel):
 
 
 def synthetic_qkv(*, batch: int, heads: int, kv_heads: int, seq_len: int, head_dim: int, layers: int,
-                  structure: float, heavy_blocks: int, seed: int, span: int = 64) -> list[tuple[Any, Any, Any]]:  # fmt: skip
+                  structure: float, heavy_blocks: int, seed: int, span: int = 64,
+                  heavy_at: Sequence[int] | None = None) -> list[tuple[Any, Any, Any]]:  # fmt: skip
     """Seed 004's synthetic attention data, one ``(query, key, value)`` per layer.
 
     Gaussian entries with planted structure of strength ``structure``: key 0 and a few heavy
     key blocks (the same in every layer, as retrieval heads agree across depth) carry a
     shared direction that every query leans towards, and queries and keys drift slowly with
     position, so nearby tokens attend to each other. ``structure=0`` is pure Gaussian. Heavy
-    spans are ``span`` tokens long, whatever the block size being tested.
+    spans are ``span`` tokens long, whatever the block size being tested; ``heavy_at`` places
+    them (span indices) instead of drawing ``heavy_blocks`` at random.
     """
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     blocks = max(1, math.ceil(seq_len / span))
-    heavy = torch.randperm(blocks, generator=gen)[: min(heavy_blocks, blocks)]
+    heavy = torch.randperm(blocks, generator=gen)[: min(heavy_blocks, blocks)] if heavy_at is None else torch.tensor(heavy_at)
     out = []
     for _ in range(layers):
         q = torch.randn(batch, heads, seq_len, head_dim, generator=gen)
