@@ -170,3 +170,22 @@ def test_bad_adaptive_settings_exit_2_with_one_line(tmp_path: Path, strategy: di
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "results.db").exists()
+
+
+def test_a_proposal_left_pending_by_a_crash_is_measured_first(tmp_path: Path) -> None:
+    from knobscope.runner import trial_id
+    from knobscope.space import canonical_json
+    from knobscope.spec import load_spec
+
+    spec_path = _spec(tmp_path, {"name": "bayesian", "n_trials": 3, "n_startup_trials": 2, "objectives": {"quality": "max"}})
+    spec = load_spec(spec_path)
+    config = spec.space.product()[5]
+    wl = spec.workload
+    pending = trial_id(config, wl.name, wl.args)
+    with Store.open(tmp_path / "run", create=True) as store:  # as if the process died right after proposing it
+        store.add_trials([(pending, config.canonical, wl.name, canonical_json(dict(wl.args)))])
+    proc = knobscope("run", str(spec_path), "--no-progress", check=True)
+    assert "3 done" in proc.stdout and "ran 3" in proc.stdout
+    with Store.open(tmp_path / "run") as store:
+        trials = store.trials()
+    assert len(trials) == 3 and trials[0].trial_id == pending and trials[0].status == "done"

@@ -116,3 +116,21 @@ def test_seq_len_beyond_the_models_context_is_refused(tmp_path: Path) -> None:
                       knobs={"seq_len": [1024, 16384]})  # fmt: skip
     proc = knobscope("run", str(spec), "--no-progress")
     assert proc.returncode == 2 and "seq_len value 16384" in proc.stderr and "8192" in proc.stderr
+
+
+def test_quickstart_table_script_reads_a_run(tmp_path: Path) -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    configs = [{"block_size": 64, "sketch_dim": 64, "top_k_blocks": 16, "sparsity_exponent": 8},
+               {"block_size": 128, "sketch_dim": 32, "top_k_blocks": 8, "sparsity_exponent": 16}]  # fmt: skip
+    _run(tmp_path, {**SYNTHETIC, "seq_len": 1536}, {"block_size": [64, 128], "sketch_dim": [32, 64],
+         "top_k_blocks": [8, 16], "sparsity_exponent": [8, 16]}, strategy={"name": "listed", "configs": configs})  # fmt: skip
+    spec = importlib.util.spec_from_file_location("table", root / "examples" / "sketchwalk" / "table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.table(tmp_path / "run")
+    rows = [line for line in text.splitlines() if line.startswith("| Default") or line.startswith("| High Speed")]
+    assert len(rows) == 2
+    default = rows[0].split("|")
+    assert default[2].strip() == "1536" and default[7].strip() == "~80%" and default[8].strip() == "33%"  # 1 - 16*64/1536

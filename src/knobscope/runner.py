@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from knobscope.errors import SpecError, WorkloadError
-from knobscope.search import Observation
 from knobscope.measure import PeakMemory, StageTimer, provenance, resolve_device, summarize
+from knobscope.search import Observation
 from knobscope.space import Config, canonical_json, identity_hash
 from knobscope.spec import ExperimentSpec
 from knobscope.store import Store, owner_id
@@ -318,7 +318,8 @@ def search_history(store: Store, spec: ExperimentSpec) -> list[Observation]:
         if any(t.config[k.name] not in k.values for k in space.knobs):
             continue
         config = Config((name, t.config[name]) for name in space.names)
-        out.append(Observation(config, t.status, flatten_summary(t.summary), trial_id=t.trial_id))
+        row = {**space.variables(config), **flatten_summary(t.summary)}  # constants and derived names too
+        out.append(Observation(config, t.status, row, trial_id=t.trial_id))
     return out
 
 
@@ -385,13 +386,10 @@ def run_sweep(
     try:
         with Store.open(the_plan.run_dir, create=True) as store:
             if strategy.adaptive:
-                history = search_history(store, spec)
-                ids = [o.trial_id for o in history]
-                if retry_failed:
-                    store.retry_failed(ids)
                 known = {o.trial_id: o.status for o in search_history(store, spec)}
-                todo = [] if len(known) >= the_plan.total_selected and all(
-                    v in ("done", "failed") for v in known.values()) else ["more"]  # fmt: skip
+                ids = list(known)
+                finished = all(v == "done" or (v == "failed" and not retry_failed) for v in known.values())
+                todo = [] if len(known) >= the_plan.total_selected and finished else ["the search goes on"]
             else:
                 known = store.statuses(ids)
                 todo = [i for i in ids if known.get(i, "pending") in ("pending", "running")

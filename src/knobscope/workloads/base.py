@@ -25,13 +25,30 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.space import Space
 
-__all__ = ["Workload", "WorkloadContext", "Metric"]
+__all__ = ["Workload", "WorkloadContext", "Metric", "parse_args"]
+
+ArgsT = TypeVar("ArgsT", bound=BaseModel)
+
+
+def parse_args(model: type[ArgsT], args: Mapping[str, Any], workload: str) -> ArgsT:
+    """Validate a workload's ``args`` with its pydantic model; one line naming the bad one."""
+    try:
+        return model(**args)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise WorkloadError(
+            f"workload {workload}: argument {where!r}: {err['msg']} (got {err.get('input')!r}); "
+            f"arguments it takes: {', '.join(model.model_fields)}"
+        ) from None
 
 
 @dataclass(frozen=True)

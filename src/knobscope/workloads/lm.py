@@ -35,7 +35,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from knobscope.datasets import load_qa, load_text
 from knobscope.errors import WorkloadError
@@ -43,7 +43,7 @@ from knobscope.measure import StageTimer
 from knobscope.metrics.qa import contains_answer, exact_match
 from knobscope.models.loading import DEFAULT_MODEL, resolve_model
 from knobscope.space import Space, identity_hash
-from knobscope.workloads.base import Metric, Workload, WorkloadContext
+from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
 __all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS"]
 
@@ -103,15 +103,7 @@ class LMWorkload(Workload):
     }
 
     def __init__(self, **args: Any) -> None:
-        try:
-            self.args = LMArgs(**args)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise WorkloadError(
-                f"workload lm: argument {where!r}: {err['msg']} (got {err.get('input')!r}); "
-                f"arguments it takes: {', '.join(LMArgs.model_fields)}"
-            ) from None
+        self.args = parse_args(LMArgs, args, "lm")
         self.items = load_qa(self.args.dataset)
         self.max_new_tokens = self.args.default_max_new_tokens
         self.input_tokens: int | None = None

@@ -22,9 +22,10 @@ Data (``data``):
 Per-sample metrics: ``dense_ms``/``sketchwalk_ms`` (and the sub-stages), ``speedup`` (dense
 time / SketchWalk time), ``cosine`` (mean over sparse layers of the cosine similarity of the
 output against dense) and ``cosine_min``, ``finite`` (1 when no output is NaN/Inf), the
-attention's peak memory per arm (``dense_peak_mb``, ``sketchwalk_peak_mb``: CUDA peak
-allocated above what was allocated before, or on CPU the RSS high-water mark above the resident
-set before, after returning freed heap to the OS) and ``memory_ratio``, and the selection's
+attention's working memory per arm (``dense_peak_mb``, ``sketchwalk_peak_mb``: the peak above
+what was in use when the arm started — CUDA peak allocated, or on CPU the RSS high-water mark
+after returning freed heap to the OS — less the layers' outputs, which both arms keep alike)
+and ``memory_ratio``, and the selection's
 actual sparsity: ``pair_sparsity`` (1 - query-key pairs computed / the n(n+1)/2 of dense causal
 attention), ``selected_block_sparsity`` (1 - selected / causal block pairs) and
 ``speedup_bound`` (the pairs ratio: the speedup if time followed the work).
@@ -50,13 +51,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.models.loading import DEFAULT_MODEL
 from knobscope.space import Space
-from knobscope.workloads.base import Metric, Workload, WorkloadContext
+from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
 __all__ = ["SketchWalkWorkload", "SketchWalkArgs", "synthetic_qkv", "KNOB_FIELDS"]
 
@@ -204,8 +205,8 @@ class SketchWalkWorkload(Workload):
         "cosine": Metric(True, "", "mean over sparse layers of cos(SketchWalk output, dense output)"),
         "cosine_min": Metric(True, "", "worst layer's cosine similarity against dense"),
         "finite": Metric(True, "", "1 when every output is finite (no NaN/Inf)"),
-        "dense_peak_mb": Metric(False, "MiB", "peak memory of the dense arm above its start"),
-        "sketchwalk_peak_mb": Metric(False, "MiB", "peak memory of the SketchWalk arm above its start"),
+        "dense_peak_mb": Metric(False, "MiB", "working memory of dense attention (peak above the start, less outputs)"),
+        "sketchwalk_peak_mb": Metric(False, "MiB", "working memory of SketchWalk (peak above the start, less outputs)"),
         "memory_ratio": Metric(False, "", "SketchWalk peak memory / dense peak memory"),
         "pair_sparsity": Metric(True, "", "1 - query-key pairs computed / n(n+1)/2"),
         "selected_block_sparsity": Metric(True, "", "1 - selected / causal (query block, key block) pairs"),
@@ -221,15 +222,7 @@ class SketchWalkWorkload(Workload):
     }
 
     def __init__(self, **args: Any) -> None:
-        try:
-            self.args = SketchWalkArgs(**args)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise WorkloadError(
-                f"workload sketchwalk: argument {where!r}: {err['msg']} (got {err.get('input')!r}); "
-                f"arguments it takes: {', '.join(SketchWalkArgs.model_fields)}"
-            ) from None
+        self.args = parse_args(SketchWalkArgs, args, "sketchwalk")
         self._qkv: dict[tuple[int, int], list[tuple[Any, Any, Any]]] = {}
         self._ppl_dense: dict[int, float] = {}
         self.loaded: Any = None
@@ -358,8 +351,8 @@ class SketchWalkWorkload(Workload):
             base = self.memory.start()
             with timer.stage("dense"):
                 dense = [dense_causal_attention(q, k, v, scale=scale) for q, k, v in layers]
-            dense_peak = self.memory.peak_above(base)
-            del base
+            outputs_mb = sum(o.numel() * o.element_size() for o in dense) / 2**20  # kept by both arms alike
+            dense_peak = self.memory.peak_above(base) - outputs_mb
             sparse: list[Any] = []
             selections: list[tuple[Any, Any]] = []
             base = self.memory.start()
@@ -369,7 +362,7 @@ class SketchWalkWorkload(Workload):
                     sparse.append(self.walk.attend(i, q, k, v, scale=scale, stage=timer.stage))
                     if i >= self.cfg.skip_layers and self.walk.last_selection is not None:
                         selections.append(self.walk.last_selection)
-            sparse_peak = self.memory.peak_above(base)
+            sparse_peak = self.memory.peak_above(base) - outputs_mb
             sparse_layers = range(self.cfg.skip_layers, len(layers))
             cosines = [float(F.cosine_similarity(sparse[i].flatten().double(), dense[i].flatten().double(), dim=0))
                        for i in sparse_layers]  # fmt: skip

@@ -1,0 +1,32 @@
+"""Every spec key a user can write is documented in docs/spec.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knobscope.strategies import STRATEGIES
+from knobscope.workloads.lm import LMArgs
+from knobscope.workloads.sketchwalk import KNOB_FIELDS, SketchWalkArgs, SketchWalkWorkload
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "spec.md").read_text()
+
+
+@pytest.mark.parametrize("model", [LMArgs, SketchWalkArgs])
+def test_every_workload_argument_is_documented(model) -> None:
+    missing = [name for name in model.model_fields if f"`{name}`" not in DOC]
+    assert not missing, f"docs/spec.md lacks {model.__name__} arguments {missing}"
+
+
+def test_every_strategy_and_option_is_documented() -> None:
+    for name in STRATEGIES.names():
+        assert f"`{name}`" in DOC, f"strategy {name} is not in docs/spec.md"
+        options = STRATEGIES.get(name).Options.model_fields
+        missing = [o for o in options if f"`{o}`" not in DOC]
+        assert not missing, f"strategy {name}'s options {missing} are not in docs/spec.md"
+
+
+def test_sketchwalk_knobs_and_metrics_are_documented() -> None:
+    for name in ("seq_len", *KNOB_FIELDS, *SketchWalkWorkload.metrics):
+        assert f"`{name}`" in DOC, f"{name} is not in docs/spec.md"
