@@ -82,7 +82,7 @@ class SketchWalkArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: Literal["smollm2", "synthetic"] = Field("synthetic", description="real SmolLM2 Q/K/V or seed 004's synthetic data")
+    data: Literal["smollm2", "synthetic"] = Field("synthetic", description="smollm2: real Q/K/V captured from `model` (SmolLM2 by default); synthetic: seed 004's")
     seq_len: int = Field(4096, ge=1, description="tokens per sample, used when seq_len is not a knob")
     windows: int = Field(2, ge=1, description="samples: text windows (smollm2) or random draws (synthetic)")
     layers: int | None = Field(None, ge=1, description="attention layers per sample (smollm2: the first L; default all 30)")
