@@ -64,7 +64,18 @@ def knob_effects(table: pd.DataFrame, knobs: Sequence[str], objective: Objective
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rank-deficient sparse designs and zero residuals warn; handled below
         main_model = smf.ols(f"y ~ {base}", data=data).fit()
-        table2 = anova_lm(main_model, typ=2)
+        try:
+            table2 = anova_lm(main_model, typ=2)
+        except (ValueError, np.linalg.LinAlgError):
+            # Knobs that only ever change together (a listed set of scenarios) cannot be told
+            # apart: their effects stay undetermined (share None) rather than guessed.
+            result["interactions"] = [
+                {"knobs": [a, b], "share": None, "p_value": None, "df": 0, "residual_df": 0, "estimable": False}
+                for a, b in itertools.combinations(varying, 2)
+            ]
+            result["strongest"] = []
+            result["confounded"] = True
+            return result
         for k in varying:
             row = table2.loc[_formula_term(k)]
             result["main"][k].update(share=float(row["sum_sq"]) / total_ss, p_value=_p(row.get("PR(>F)")), df=int(row["df"]))
