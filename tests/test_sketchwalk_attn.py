@@ -150,3 +150,38 @@ def test_capture_qkv_returns_every_layers_attention_inputs() -> None:
     walk = SketchWalk(SketchWalkConfig(block_size=8, sketch_dim=8, top_k_blocks=5, skip_layers=0), 16)
     walk.reset()
     torch.testing.assert_close(walk.attend(1, q, k, v), dense_causal_attention(q, k, v), rtol=1e-4, atol=1e-5)
+
+
+def _masked_reference(q, k, v, indices, valid, block):
+    """Dense attention restricted to the selected blocks: the definition, computed naively."""
+    batch, heads, n, dim = q.shape
+    kv_heads = k.shape[1]
+    blocks = math.ceil(n / block)
+    if indices.ndim == 3:
+        indices, valid = indices[:, None], valid[:, None]
+    allowed = torch.zeros(batch, indices.shape[1], blocks, blocks, dtype=torch.bool)
+    for b in range(batch):
+        for s in range(indices.shape[1]):
+            for row in range(blocks):
+                allowed[b, s, row, indices[b, s, row][valid[b, s, row]]] = True
+    tokens = allowed.repeat_interleave(block, dim=2).repeat_interleave(block, dim=3)[:, :, :n, :n]
+    tokens &= torch.ones(n, n, dtype=torch.bool).tril()
+    per_head = tokens.repeat_interleave(kv_heads // tokens.shape[1], dim=1).repeat_interleave(heads // kv_heads, dim=1)
+    k, v = k.repeat_interleave(heads // kv_heads, dim=1), v.repeat_interleave(heads // kv_heads, dim=1)
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(dim)).masked_fill(~per_head, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@pytest.mark.parametrize("heads", ["shared", "per_kv_head"])
+@pytest.mark.parametrize(("n", "block", "tau"), [(300, 32, 3), (512, 64, 5), (200, 16, 7)])
+def test_sparse_output_equals_attention_restricted_to_the_selected_blocks(heads: str, n: int, block: int, tau: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 6, n, 32, generator=gen)  # batch 2: selections differ per batch element
+    k, v = torch.randn(2, 2, n, 32, generator=gen), torch.randn(2, 2, n, 32, generator=gen)
+    walk = SketchWalk(SketchWalkConfig(block_size=block, sketch_dim=16, top_k_blocks=tau, skip_layers=0,
+                                       head_selection=heads, query_chunk_blocks=3), 32)  # fmt: skip
+    walk.reset()
+    out = walk.attend(0, q, k, v)
+    indices, valid = walk.last_selection
+    assert not torch.equal(indices[0], indices[1])
+    torch.testing.assert_close(out, _masked_reference(q, k, v, indices, valid, block), rtol=1e-4, atol=1e-5)

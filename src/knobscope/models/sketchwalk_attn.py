@@ -14,7 +14,8 @@
 3. *Attend.* Each query block attends to ``tau`` key blocks: the sink block 0 and its own
    (diagonal) block always, then the highest walk-state scores. Only those key/value blocks
    are gathered and multiplied, so the work is ``~ tau * B / n`` of dense attention; inside
-   the diagonal block attention is token-level causal.
+   the diagonal block attention is token-level causal. The first ``tau`` query blocks, which
+   select every earlier block, are one dense causal call.
 
 The first ``skip_layers`` layers stay dense and do not touch the walk state.
 """
@@ -193,7 +194,9 @@ def block_sparse_attention(
     multiple of kv_heads (grouped-query attention); ``indices``/``valid``: (batch, b, tau) for
     one selection shared by all heads, or (batch, kv_heads, b, tau) for one per key/value head.
     Returns (batch, heads, n, d). Work and memory per chunk of query blocks: ``tau * B`` keys
-    per query instead of up to ``n``.
+    per query instead of up to ``n``. The indices of one row are distinct (as
+    :func:`select_blocks` gives them); leading query blocks whose valid slots cover all their
+    causal key blocks are computed as one dense causal call on that prefix.
     """
     batch, heads, n, dim = query.shape
     kv_heads = key.shape[1]
