@@ -214,9 +214,9 @@ class _OptunaStrategy(AdaptiveStrategy):
         study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, self.options.seed + len(history)))
         told = []
         for obs in history:
-            values = goal.values(obs)
             if obs.status not in ("done", "failed"):
-                continue
+                continue  # pending or running elsewhere: excluded from proposals below, not told
+            values = goal.values(obs)
             state = TrialState.COMPLETE if values is not None else TrialState.FAIL
             told.append(create_trial(params=self._params(space, obs.config), distributions=dists,
                                      values=values, state=state))  # fmt: skip
