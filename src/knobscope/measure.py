@@ -219,6 +219,17 @@ class _HookPair:
         self.post.remove()
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS:``, ``VmHWM:``) in MiB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
+    return None
+
+
 class PeakMemory:
     """Peak memory over a window: CUDA peak allocated bytes, or the process RSS high-water mark.
 
@@ -242,17 +253,22 @@ class PeakMemory:
         except OSError:
             self.resettable = False
 
+    def current_mb(self) -> float | None:
+        """Memory in use now: CUDA allocated bytes, or the resident set (None where unknown)."""
+        if self.device.startswith("cuda"):
+            import torch
+
+            return torch.cuda.memory_allocated(torch.device(self.device)) / 2**20
+        return _proc_status_mb("VmRSS:")
+
     def peak_mb(self) -> float:
         if self.device.startswith("cuda"):
             import torch
 
             return torch.cuda.max_memory_allocated(torch.device(self.device)) / 2**20
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB -> MiB
-        except OSError:
-            pass
+        hwm = _proc_status_mb("VmHWM:")
+        if hwm is not None:
+            return hwm
         # ru_maxrss is kB on Linux, bytes on macOS.
         scale = 1 if sys.platform == "darwin" else 1024
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

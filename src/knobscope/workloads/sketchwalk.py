@@ -48,13 +48,12 @@ import ctypes
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from knobscope.errors import WorkloadError
-from knobscope.measure import StageTimer
+from knobscope.measure import PeakMemory, StageTimer
 from knobscope.models.loading import DEFAULT_MODEL
 from knobscope.space import Space
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
@@ -152,48 +151,32 @@ class _ArmMemory:
 
     def __init__(self, device: str) -> None:
         self.device = device
+        self.peak = PeakMemory(device)
         self._trim: Callable[[int], int] | None = None
         try:
             self._trim = ctypes.CDLL("libc.so.6").malloc_trim
         except OSError:
             pass
 
-    @staticmethod
-    def _status_kb(field: str) -> int | None:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith(field):
-                    return int(line.split()[1])
-        except OSError:
-            return None
-        return None
-
-    def start(self) -> float | None:
+    def _sync(self) -> None:
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return torch.cuda.memory_allocated(self.device) / 2**20
-        if self._trim is not None:
+
+    def start(self) -> float | None:
+        """Reset the peak; returns the memory in use now (None where the peak cannot be reset)."""
+        self._sync()
+        if self._trim is not None and not self.device.startswith("cuda"):
             self._trim(0)
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            return None
-        rss = self._status_kb("VmRSS:")
-        return None if rss is None else rss / 1024
+        self.peak.reset()
+        return self.peak.current_mb() if self.peak.resettable else None
 
     def peak_above(self, base: float | None) -> float:
         if base is None:
             return float("nan")
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / 2**20 - base
-        hwm = self._status_kb("VmHWM:")
-        return float("nan") if hwm is None else hwm / 1024 - base
+        self._sync()
+        return self.peak.peak_mb() - base
 
 
 class SketchWalkWorkload(Workload):
