@@ -138,9 +138,11 @@ def known_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_coupling_verdicts_on_known_functions(known_runs: dict[str, Path]) -> None:
+    # Both objectives are known functions of the knobs: the cost is the work done, not its
+    # measured latency, whose noise can make a small interaction real on a busy machine.
     verdicts = {}
     for form, run in known_runs.items():
-        knobscope("analyze", str(run), check=True)
+        knobscope("analyze", str(run), "--objective", "matmuls:min", "--objective", "quality:max", check=True)
         data = json.loads((run / "coupling_analysis.json").read_text())
         verdicts[form] = {tuple(p["knobs"]): p["verdict"] for p in data["pairs"]}
         assert set(data["knobs"]) == {"a", "b", "c"}
