@@ -106,3 +106,45 @@ class KnownQualityWorkload(Workload):
         else:
             quality = np.log(self.a) * np.sqrt(self.b) + self.c / 4
         return {"quality": float(quality), "matmuls": float(matmuls)}
+
+
+class NoisyKnown(Workload):
+    """Known true values plus seeded noise, per sample: the ground truth for interval coverage.
+
+    ``cost = a + b + interaction * (a - 2) * (b - 2)`` (a pure interaction on a grid centred at
+    2) and ``quality = a - b / 2``, each plus Gaussian noise
+    of standard deviation ``noise`` (cost) and ``quality_noise``, drawn from a generator seeded
+    by (seed, a, b, sample, pass), so a rerun draws the same numbers. No real work: these
+    metrics are not timings, so the analysis can be checked against the truth exactly.
+    """
+
+    knobs = ("a", "b")
+    metrics = {
+        "cost": Metric(higher_is_better=False, unit="units", description="a + b plus noise"),
+        "quality": Metric(higher_is_better=True, unit="units", description="a - b/2 plus noise"),
+    }
+
+    def __init__(self, num_samples: int = 10, noise: float = 1.0, quality_noise: float = 0.0,
+                 interaction: float = 0.0, seed: int = 0) -> None:  # fmt: skip
+        self.num, self.noise, self.quality_noise = num_samples, noise, quality_noise
+        self.interaction, self.seed = interaction, seed
+        self.calls: dict[int, int] = {}
+
+    def samples(self) -> list[int]:
+        return list(range(self.num))
+
+    def apply(self, config: Mapping[str, Any]) -> None:
+        self.a, self.b = float(config["a"]), float(config["b"])
+        self.calls = {}
+
+    @staticmethod
+    def truth(a: float, b: float, interaction: float = 0.0) -> tuple[float, float]:
+        return a + b + interaction * (a - 2) * (b - 2), a - b / 2
+
+    def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
+        n = self.calls[sample] = self.calls.get(sample, -1) + 1
+        rng = np.random.default_rng([self.seed, int(self.a * 1000), int(self.b * 1000), sample, n])
+        cost, quality = self.truth(self.a, self.b, self.interaction)
+        with timer.stage("work"):
+            pass
+        return {"cost": cost + rng.normal(0, self.noise), "quality": quality + rng.normal(0, self.quality_noise)}

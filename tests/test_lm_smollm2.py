@@ -64,7 +64,7 @@ def test_fewer_blocks_cut_decode_time_and_accuracy(lm: LMWorkload) -> None:
     per_token = lambda recs: statistics.median(c for r in recs for c in r["calls"])  # noqa: E731
     ratio = per_token(shallow) / per_token(full)
     assert ratio < 0.7, ratio  # 10/30 of the blocks; embedding and LM head stay
-    acc = lambda recs: sum(r["contains_answer"] for r in recs) / len(recs)  # noqa: E731
+    acc = lambda recs: sum(r["accuracy"] for r in recs) / len(recs)  # noqa: E731
     assert acc(full) >= 0.5 and acc(shallow) < acc(full)
     for r in full:
         assert r["tokenize_ms"] + r["prefill_ms"] + r["decode_ms"] + r["other_ms"] == pytest.approx(r["total_ms"])

@@ -49,6 +49,8 @@ def _load(spec_path: Path, sets: list[str] | None, *, strategy: str | None = Non
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "∞" if value > 0 else "-∞"
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
@@ -94,6 +96,23 @@ def run(
         err.print(f"[red]failed[/] {dict(config)}: {reason}")
 
 
+def _with_interval(row: Any, column: str) -> str:
+    value = _fmt(row[column])
+    lo, hi = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+    if lo is None or hi is None or (isinstance(lo, float) and lo != lo):
+        return value
+    return f"{value} \\[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _ci(ci: Any) -> str:
+    """`` [lo, hi]`` of a JSON interval (null: unbounded on that side), escaped for rich."""
+    if not ci or (ci[0] is None and ci[1] is None):
+        return ""
+    lo = "-∞" if ci[0] is None else _fmt(ci[0])
+    hi = "∞" if ci[1] is None else _fmt(ci[1])
+    return f" \\[{lo}, {hi}]"
+
+
 def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
     from knobscope.results import summary_table
     from knobscope.store import Store
@@ -105,8 +124,8 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
     df = df[df["workload"] == spec.workload.name] if spec.workload else df
     knob_cols = [k for k in spec.space.names if k in df.columns]
     labels = {
-        "total_ms_p50": "total p50 ms", "total_ms_p95": "total p95 ms", "prefill_ms_mean": "prefill ms",
-        "decode_per_call_ms_mean": "ms/token", "tokens_out_mean": "tokens out", "accuracy": "accuracy",
+        "total_ms_p50": "total P50 ms", "total_ms_p95": "total P95 ms", "prefill_ms_mean": "prefill mean ms",
+        "decode_per_call_ms_mean": "mean ms/token", "tokens_out_mean": "mean tokens out", "accuracy": "accuracy",
         "peak_memory_mb": "peak MiB",
     }  # fmt: skip
     objective_cols = [
@@ -114,13 +133,29 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
     ]
     metric_cols = [c for c in dict.fromkeys([*labels, *objective_cols]) if c in df.columns]
     show_status = bool((df["status"] != "done").any())
+    noisy = "noisy" in df.columns and bool((df["noisy"] == True).any())  # noqa: E712 - None means unknown
+    repeats = "repeats" in df.columns and df["repeats"].nunique(dropna=True) > 1
     cols = knob_cols + (["status"] if show_status else []) + metric_cols
-    table = Table(title=f"{spec.name}: {len(df)} configurations ({run_dir})")
+    table = Table(title=f"{spec.name}: {len(df)} configurations ({run_dir})",
+                  caption="\\[a, b]: 95% interval; P50/P95: percentiles over samples and repeats; mean: over them")  # fmt: skip
     for c in cols:
         table.add_column(labels.get(c, c), justify="left" if c == "status" else "right")
-    for _, row in df[cols].iterrows():
-        table.add_row(*[_fmt(v) for v in row.tolist()])
+    if repeats:
+        table.add_column("repeats", justify="right")
+    if noisy:
+        table.add_column("noisy")
+    for _, row in df.iterrows():
+        cells = [_fmt(row[c]) if c in knob_cols or c == "status" else _with_interval(row, c) for c in cols]
+        if repeats:
+            cells.append(_fmt(row["repeats"]))
+        if noisy:
+            cells.append("[red]yes[/]" if row["noisy"] is True else "")
+        table.add_row(*cells)
     out.print(table)
+    if noisy:
+        for _, row in df[df["noisy"] == True].iterrows():  # noqa: E712
+            config = ", ".join(f"{k}={row[k]}" for k in knob_cols)
+            out.print(f"[yellow]noisy[/] {config}: {row['noise_reason']}")
 
 
 @app.command()
@@ -281,8 +316,8 @@ def _analysis(
         goal = Goal("weights", weights=_pairs(weight, "--weight")) if kind == "weights" else Goal(kind, target)  # type: ignore[arg-type]
     options = AnalysisOptions(objectives=tuple(objective or ()), constraints=tuple(constraint or ()), goal=goal, scenario=scenario,
                               fix=tuple(fix or ()), reference=_pairs(reference, "--reference"), top=top)  # fmt: skip
-    run = load_run(run_dir)
-    others = [load_run(d) for d in compare or []]
+    run = load_run(run_dir, with_samples=True)
+    others = [load_run(d, with_samples=True) for d in compare or []]
     return run, others, analyze(run, options, compare=others)
 
 
@@ -307,13 +342,40 @@ def _print_analysis(result: dict[str, Any]) -> None:
     objs = [o["column"] for o in result["objectives"]]
     fr = result["frontier"]
     knobs = list(result["coverage"]["knobs"])
-    t = Table(title=f"Pareto frontier: {fr['size']} of {fr['n']} configurations "
-                    f"(hypervolume {_fmt(fr['hypervolume'])}, normalised {_fmt(fr['hypervolume_normalized'])})")  # fmt: skip
+    unc = fr.get("uncertainty")
+    hv = _fmt(fr["hypervolume"])
+    if fr.get("hypervolume_interval"):
+        lo, hi = fr["hypervolume_interval"]
+        hv += f" \\[{_fmt(lo)}, {_fmt(hi)}]"
+    t = Table(title=f"Pareto frontier: {fr['size']} of {fr['n']} configurations by the estimates "
+                    f"(hypervolume {hv} {fr.get('hypervolume_unit', '')}, normalised {_fmt(fr['hypervolume_normalized'])})",
+              caption="\\[a, b]: 95% interval" + (f"; P(optimal): share of {unc['resamples']} bootstrap replicates in which it is "
+                                                 "Pareto-optimal" if unc else ""))  # fmt: skip
     for c in [*knobs, *objs]:
         t.add_column(c, justify="right")
+    if unc:
+        for c in ("P(optimal)", "status", "tied with (within noise)"):
+            t.add_column(c)
     for r in fr["rows"]:
-        t.add_row(*[_fmt(v) for v in r["config"].values()], *[_fmt(r["values"][c]) for c in objs])
+        cells = [_fmt(v) for v in r["config"].values()]
+        for c in objs:
+            ci = (r.get("intervals") or {}).get(c)
+            cells.append(_fmt(r["values"][c]) + _ci(ci))
+        if unc:
+            colour = {"optimal": "green", "uncertain": "yellow"}.get(r["status"], "red")
+            ties = "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in r["tied_with"][:3])
+            more = f" (+{len(r['tied_with']) - 3})" if len(r["tied_with"]) > 3 else ""
+            cells += [f"{r['probability']:.2f}", f"[{colour}]{r['status']}[/]", ties + more]
+        t.add_row(*cells)
     out.print(t)
+    if unc:
+        c = unc["counts"]
+        out.print(f"frontier {'decided' if unc['decided'] else 'not decided'}: {c['optimal']} optimal beyond noise, "
+                  f"{c['uncertain']} uncertain, {c['dominated']} dominated beyond noise")  # fmt: skip
+        for column, how in unc["sources"].items():
+            out.print(f"  {column}: {how}")
+        for note in unc["notes"]:
+            out.print(f"  [yellow]{note}[/]")
     if fr["excluded"]:
         out.print(f"left out {len(fr['excluded'])}: " + "; ".join(f"{e['trial_id']} ({e['reason']})" for e in fr["excluded"][:5]))
     t = Table(title="Knob coupling")
@@ -348,14 +410,22 @@ def _print_analysis(result: dict[str, Any]) -> None:
         for c in ["#", *knobs, "score", *vcols]:
             t.add_column(c, justify="right")
         for i, r in enumerate(rec["top"]):
-            t.add_row(str(i + 1), *[_fmt(v) for v in r["config"].values()], _fmt(r["score"]), *[_fmt(v) for v in r["values"].values()])
+            values = [_fmt(v) + _ci(r.get("intervals", {}).get(c)) for c, v in r["values"].items()]
+            t.add_row(str(i + 1), *[_fmt(v) for v in r["config"].values()], _fmt(r["score"]), *values)
         out.print(t)
+        if rec.get("tied_with"):
+            out.print(f"  #1 is tied with {len(rec['tied_with'])} other configuration(s) within noise ({rec['tie_basis']}), "
+                      "e.g. " + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in rec["tied_with"][:3]))  # fmt: skip
+        for i, r in enumerate(rec["top"]):
+            if r.get("within_noise"):
+                out.print(f"  #{i + 1} meets {', '.join(r['within_noise'])} only within noise (its 95% interval crosses the bound)")
     comp = result.get("comparison")
     if comp:
         out.print(f"workloads {', '.join(comp['workloads'])}: {len(comp['workload_dependent'])} of {comp['common_configs']} common "
                   "configurations are Pareto-optimal on one workload and dominated on another")  # fmt: skip
     for case in result.get("cases", []):
-        out.print(f"  case ({case['kind']}): {case['text']}")
+        colour = "yellow" if case.get("supported") is False else "default"
+        out.print(f"  case ({case['kind']}): [{colour}]{case['text']}[/]")
     if result["failures"]:
         out.print(f"[red]{len(result['failures'])} failed trial(s)[/]; see the report's failures section")
 

@@ -1,4 +1,8 @@
-"""All timing lives here: stage timer, module hooks, statistics, memory, provenance.
+"""All timing lives here: stage timer, module hooks, a configuration's measurement, memory, provenance.
+
+:func:`measure_config` measures one configuration and returns a :class:`Measurement`: the raw
+per-sample records, statistics derived from them with 95% intervals
+(:mod:`knobscope.intervals`), and a noise verdict with its reason.
 
 Nothing else in knobscope calls ``time.perf_counter`` for a measurement. A sample is timed as
 a whole (``total``); inside it, a workload marks named stages (``with timer.stage("prefill")``)
@@ -22,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,12 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "Measurement",
+    "Noise",
+    "RepeatPolicy",
+    "measure_config",
+    "describe_records",
+    "noise_of",
     "StageTimer",
     "SampleTiming",
     "PeakMemory",
@@ -342,3 +352,258 @@ def provenance(*, device: str, seeds: dict[str, int] | None = None) -> dict[str,
         "seeds": seeds or {},
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+# -- a configuration's measurement -----------------------------------------------------------
+
+NOISY_SPREAD = 0.10  # repeats of one sample differing by more than this (IQR / median) is noise
+
+
+def _is_timing(name: str) -> bool:
+    return name.endswith("_ms")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Whether a measurement's timings are noisy, and why.
+
+    ``noisy`` is None when it cannot be told: with one repeat per sample, measurement noise and
+    real differences between samples look the same.
+    """
+
+    noisy: bool | None
+    reasons: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"noisy": self.noisy, "reasons": list(self.reasons)}
+
+
+def noise_of(records: Sequence[Mapping[str, Any]], metric: str = "total_ms") -> Noise:
+    """Judge noise by how much repeats of the same sample disagree on ``metric``
+    (the median over samples of IQR / median, flagged above 10% as torch.utils.benchmark does)."""
+    by_sample: dict[Any, list[float]] = defaultdict(list)
+    for r in records:
+        value = r.get(metric)
+        if isinstance(value, (int, float)):
+            by_sample[str(r.get("sample_id"))].append(float(value))
+    repeated = [np.asarray(v) for v in by_sample.values() if len(v) >= 2]
+    if not repeated:
+        return Noise(None, (f"one repeat per sample: noise in {metric} cannot be told from differences between samples; "
+                            "measure repeats >= 2 (or repeats: auto)",))  # fmt: skip
+    spreads = [float(np.subtract(*np.percentile(v, [75, 25])) / np.median(v)) for v in repeated if np.median(v) > 0]
+    spread = float(np.median(spreads)) if spreads else 0.0
+    worst = max(float(v.max() / np.median(v)) for v in repeated if np.median(v) > 0) if spreads else 1.0
+    if spread > NOISY_SPREAD:
+        return Noise(True, (f"repeats of one sample differ by {spread:.0%} in {metric} (median IQR/median; above "
+                            f"{NOISY_SPREAD:.0%}), the slowest {worst:.1f}x its median: the machine was busy or its clocks changed",))  # fmt: skip
+    return Noise(False, (f"repeats of one sample differ by {spread:.1%} in {metric} (median IQR/median)",))
+
+
+@dataclass(frozen=True)
+class RepeatPolicy:
+    """How many passes over the samples a configuration gets.
+
+    ``fixed``: exactly ``repeats``. ``auto``: at least ``min_repeats``, then one more pass at a
+    time until every target statistic's 95% interval is within ``target_ci`` of its value
+    (relative half-width), or ``max_repeats`` passes.
+    """
+
+    mode: str = "fixed"
+    repeats: int = 1
+    min_repeats: int = 2
+    max_repeats: int = 10
+    target_ci: float = 0.05
+    targets: tuple[tuple[str, str], ...] = (("total_ms", "mean"),)  # (per-sample metric, statistic)
+
+    @property
+    def first(self) -> int:
+        return self.repeats if self.mode == "fixed" else self.min_repeats
+
+    @property
+    def cap(self) -> int:
+        return self.repeats if self.mode == "fixed" else self.max_repeats
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One configuration measured: raw per-sample records and everything derived from them.
+
+    Attributes:
+        records: one per sample and pass (``sample_id``, ``repeat``, stage times, metrics).
+        metrics: per-sample metric -> statistics with 95% intervals (:func:`knobscope.intervals.describe`).
+        per_call: ``{stage}_per_call_ms`` -> statistics of every call of a repeated stage.
+        values: the workload's declared metrics at configuration level: the mean of the
+            per-sample values with its interval, or the workload's own aggregate (no interval).
+        aggregate: :meth:`Workload.summarize`'s configuration-level metrics.
+        noise: whether the timings are noisy, and why.
+        passes: passes over the samples; ``target`` says, for ``repeats: auto``, whether the
+            intervals reached their target and how wide they ended.
+    """
+
+    records: tuple[Mapping[str, Any], ...]
+    metrics: Mapping[str, Mapping[str, Any]]
+    per_call: Mapping[str, Mapping[str, Any]]
+    values: Mapping[str, Mapping[str, Any]]
+    aggregate: Mapping[str, Any]
+    top_level_stages: tuple[str, ...]
+    peak_memory_mb: float
+    memory_kind: str
+    wall_s: float
+    noise: Noise
+    passes: int
+    policy: str = "fixed"
+    target: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        declared: Sequence[str] = (),
+        aggregate: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        **fields: Any,
+    ) -> Measurement:
+        metrics, per_call = describe_records(records, seed=seed)
+        values: dict[str, dict[str, Any]] = {}
+        for name in declared:
+            if name in metrics:
+                s = metrics[name]
+                values[name] = {"value": s["mean"], "ci_low": s["mean_ci_low"], "ci_high": s["mean_ci_high"],
+                                "ci_method": s.get("ci_method")}  # fmt: skip
+        for name, value in (aggregate or {}).items():
+            values[name] = {"value": value, "ci_low": None, "ci_high": None, "ci_method": "none (one value per configuration)"}
+        fields.setdefault("noise", noise_of(records))
+        return cls(records=tuple(records), metrics=metrics, per_call=per_call, values=values,
+                   aggregate=dict(aggregate or {}), **fields)  # fmt: skip
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON the store keeps with the trial (everything but the records)."""
+        both = {**self.metrics, **self.per_call}
+        return {
+            "metrics": {k: _stats_only(v) for k, v in self.metrics.items()},
+            "per_call": {k: _stats_only(v) for k, v in self.per_call.items()},
+            # 95% intervals of the mean and the percentiles, and how they were computed
+            "intervals": {k: {s: x for s, x in v.items() if s not in STAT_NAMES} for k, v in both.items()},
+            "values": {k: dict(v) for k, v in self.values.items()},
+            "aggregate": dict(self.aggregate),
+            # Stages that ran outside any other stage: they (plus other_ms) add up to total_ms,
+            # so the latency-breakdown plots stack exactly these.
+            "top_level_stages": list(self.top_level_stages),
+            "peak_memory_mb": self.peak_memory_mb,
+            "memory_kind": self.memory_kind,
+            "num_records": len(self.records),
+            "measure_wall_s": self.wall_s,  # bookkeeping, not a measurement
+            "noise": self.noise.to_json(),
+            "repeats": {"passes": self.passes, "policy": self.policy, **(dict(self.target) if self.target else {})},
+        }
+
+
+def _stats_only(stats: Mapping[str, Any]) -> dict[str, Any]:
+    return {s: stats[s] for s in STAT_NAMES if s in stats}
+
+
+def describe_records(records: Sequence[Mapping[str, Any]], *, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-metric statistics with intervals, and per-call statistics of repeated stages."""
+    from knobscope.intervals import describe
+
+    numeric: dict[str, tuple[list[float], list[Any]]] = {}
+    calls: dict[str, tuple[list[float], list[Any]]] = {}
+    for rec in records:
+        group = str(rec.get("sample_id"))
+        for key, value in rec.items():
+            if key in ("repeat", "sample_id") or isinstance(value, str):
+                continue
+            if key == "calls":
+                for stage, times in value.items():
+                    vals, groups = calls.setdefault(stage, ([], []))
+                    vals.extend(times)
+                    groups.extend([group] * len(times))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
+                vals, groups = numeric.setdefault(key, ([], []))
+                vals.append(value)
+                groups.append(group)
+    metrics = {k: describe(v, g, timing=_is_timing(k), seed=seed, name=k) for k, (v, g) in numeric.items()}
+    per_call = {f"{stage}_per_call_ms": describe(v, g, timing=False, seed=seed, name=stage) for stage, (v, g) in calls.items()}
+    return metrics, per_call
+
+
+def _targets_met(records: Sequence[Mapping[str, Any]], policy: RepeatPolicy, seed: int) -> dict[str, float]:
+    """Relative half-width of each target statistic's interval so far."""
+    from knobscope.intervals import describe, relative_half_width
+
+    out = {}
+    for metric, stat in policy.targets:
+        pairs = [(r[metric], r.get("sample_id")) for r in records if isinstance(r.get(metric), (int, float))]
+        stats = describe([p[0] for p in pairs], [str(p[1]) for p in pairs], timing=_is_timing(metric), seed=seed, name=metric)
+        out[f"{metric}_{stat}"] = relative_half_width(stats, stat)
+    return out
+
+
+def measure_config(
+    workload: Any,
+    config: Mapping[str, Any],
+    *,
+    timer: StageTimer,
+    memory: PeakMemory,
+    warmup: int = 1,
+    num_samples: int | None = None,
+    policy: RepeatPolicy = RepeatPolicy(),
+    seed: int = 0,
+    on_sample: Callable[[], None] = lambda: None,
+) -> Measurement:
+    """Apply ``config`` to a set-up workload, warm up, and measure passes over its samples.
+
+    Each pass runs every sample once, so repeats of a sample are spread over the measurement
+    (time-correlated noise does not look like agreement). Raises what the workload raises.
+    """
+    workload.apply(config)
+    samples = list(workload.samples())
+    if num_samples is not None:
+        samples = samples[:num_samples]
+    if not samples:
+        raise ValueError("the workload returned no samples")
+    memory.reset()
+    for w in range(warmup):
+        with timer.sample():
+            workload.run(samples[w % len(samples)], timer)
+    records: list[dict[str, Any]] = []
+    top_level: set[str] = set()
+    started = time.perf_counter()
+    passes = 0
+    widths: dict[str, float] = {}
+    while passes < policy.cap:
+        for index, sample in enumerate(samples):
+            with timer.sample() as timing:
+                out = dict(workload.run(sample, timer))
+            record: dict[str, Any] = {"sample_id": _sample_id(sample, index), "repeat": passes}
+            record.update(timing.metrics())
+            top_level |= timing.top_level
+            record.update(out)
+            repeated = {s: c for s, c in timing.calls_ms.items() if len(c) > 1}
+            if repeated:
+                record["calls"] = repeated
+            records.append(record)
+            on_sample()
+        passes += 1
+        if policy.mode == "auto" and passes >= policy.first:
+            widths = _targets_met(records, policy, seed)
+            if all(w <= policy.target_ci for w in widths.values()):
+                break
+    target = None
+    if policy.mode == "auto":
+        target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
+                  "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
+    wall = time.perf_counter() - started  # bookkeeping, not a measurement
+    declared = [m for m in getattr(workload, "metrics", {}) if not _is_timing(m)]
+    return Measurement.from_records(
+        records, declared=declared, aggregate=dict(workload.summarize(records)), seed=seed,
+        top_level_stages=tuple(sorted(top_level)), peak_memory_mb=memory.peak_mb(), memory_kind=memory.kind,
+        wall_s=wall, passes=passes, policy=policy.mode, target=target,
+    )  # fmt: skip
+
+
+def _sample_id(sample: Any, index: int) -> Any:
+    if isinstance(sample, Mapping) and "id" in sample:
+        return sample["id"]
+    return index

@@ -1,9 +1,12 @@
 """Tables derived from a store, and the exports (JSON, CSV, Parquet).
 
 ``summary_table``: one row per configuration — knobs, status, and for every metric its
-``{metric}_{stat}`` columns (mean, std, min, max, p50, p90, p95, p99, n), per-call stage
-statistics (``decode_per_call_ms_mean``: inter-token latency), the workload's aggregates
-(e.g. ``accuracy``) and ``peak_memory_mb``.
+``{metric}_{stat}`` columns (mean, std, min, max, p50, p90, p95, p99, n) with 95% intervals
+``{metric}_{stat}_ci_low`` / ``_ci_high`` for the mean and the percentiles, per-call stage
+statistics (``decode_per_call_ms_mean``: inter-token latency), the workload's declared metrics
+by their bare name (``accuracy``: the mean of the per-sample values, with ``accuracy_ci_low``
+/ ``_ci_high``; or the workload's own aggregate), ``peak_memory_mb``, ``noisy`` and
+``noise_reason`` (do repeats of a sample disagree?), and ``repeats`` (passes measured).
 
 ``samples_table``: one row per measured sample — knobs, ``sample_id``, ``repeat`` and metrics.
 
@@ -36,16 +39,29 @@ def flatten_summary(summary: dict[str, Any] | None) -> dict[str, Any]:
     if not summary:
         return {}
     flat: dict[str, Any] = {}
-    for group in ("metrics", "per_call"):
+    for group in ("metrics", "per_call", "intervals"):
         for metric, stats in summary.get(group, {}).items():
             for stat, value in stats.items():
-                flat[f"{metric}_{stat}"] = value
+                if stat != "ci_method":
+                    flat[f"{metric}_{stat}"] = value
+    # Declared metrics at configuration level, by their bare name, with their interval.
+    for name, v in summary.get("values", {}).items():
+        flat[name] = v["value"]
+        if v.get("ci_low") is not None:
+            flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = v["ci_low"], v["ci_high"]
     flat.update(summary.get("aggregate", {}))
     if summary.get("top_level_stages"):
         flat["stages"] = ",".join(summary["top_level_stages"])
     for key in ("peak_memory_mb", "num_records"):
         if key in summary:
             flat[key] = summary[key]
+    if "noise" in summary:
+        flat["noisy"] = summary["noise"]["noisy"]
+        flat["noise_reason"] = "; ".join(summary["noise"]["reasons"])
+    if "repeats" in summary:
+        flat["repeats"] = summary["repeats"]["passes"]
+        if "target_met" in summary["repeats"]:
+            flat["target_met"] = summary["repeats"]["target_met"]
     return flat
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from knobscope.errors import SpecError, WorkloadError
-from knobscope.measure import PeakMemory, StageTimer, provenance, resolve_device, summarize
+from knobscope.measure import Measurement, PeakMemory, RepeatPolicy, StageTimer, measure_config, provenance, resolve_device
 from knobscope.search import Observation
 from knobscope.space import Config, canonical_json, identity_hash
-from knobscope.spec import ExperimentSpec
+from knobscope.spec import ExperimentSpec, repeat_targets
 from knobscope.store import Store, owner_id
 from knobscope.workloads import Workload, WorkloadContext, resolve_workload
 
-__all__ = ["Trial", "Plan", "SweepResult", "plan", "work", "run_sweep", "trial_id", "summarize_records", "LOG_NAME"]
+__all__ = ["Trial", "Plan", "SweepResult", "plan", "work", "run_sweep", "trial_id", "measure_trial", "repeat_policy", "LOG_NAME"]
 
 LOG_NAME = "knobscope.log"
 log = logging.getLogger("knobscope")
@@ -105,25 +105,6 @@ def plan(spec: ExperimentSpec, *, shard: tuple[int, int] = (0, 1)) -> Plan:
     return Plan(spec=spec, trials=tuple(trials), run_dir=spec.output_dir, total_selected=len(configs))
 
 
-def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per-metric statistics over records, and per-call statistics of repeated stages."""
-    numeric: dict[str, list[float]] = {}
-    calls: dict[str, list[float]] = {}
-    for rec in records:
-        for key, value in rec.items():
-            if key in ("repeat",) or isinstance(value, str):
-                continue
-            if key == "calls":
-                for stage, times in value.items():
-                    calls.setdefault(stage, []).extend(times)
-            elif isinstance(value, (int, float)):
-                numeric.setdefault(key, []).append(float(value))
-    return {
-        "metrics": {k: summarize(v) for k, v in numeric.items() if k != "sample_id"},
-        "per_call": {f"{stage}_per_call_ms": summarize(v) for stage, v in calls.items()},
-    }
-
-
 def _setup_logging(run_dir: Path) -> logging.Handler:
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / LOG_NAME)
@@ -161,10 +142,13 @@ def build_workload(spec: ExperimentSpec) -> Workload:
         raise WorkloadError(f"workload {spec.workload.name!r} rejected its args {dict(spec.workload.args)}: {exc}") from None
 
 
-def _sample_id(sample: Any, index: int) -> Any:
-    if isinstance(sample, Mapping) and "id" in sample:
-        return sample["id"]
-    return index
+def repeat_policy(spec: ExperimentSpec) -> RepeatPolicy:
+    """The spec's ``measure`` section as the number of passes each configuration gets."""
+    m = spec.measure
+    if m.adaptive:
+        return RepeatPolicy("auto", min_repeats=m.min_repeats, max_repeats=m.max_repeats, target_ci=m.target_ci,
+                            targets=repeat_targets(spec))  # fmt: skip
+    return RepeatPolicy("fixed", repeats=int(m.repeats))
 
 
 def measure_trial(
@@ -175,45 +159,16 @@ def measure_trial(
     memory: PeakMemory,
     *,
     on_sample: Callable[[], None] = lambda: None,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Apply ``config``, warm up, run every sample ``repeats`` times; return records and summary."""
+) -> Measurement:
+    """Measure ``config`` with the spec's measurement settings (see :func:`knobscope.measure.measure_config`)."""
     m = spec.measure
-    workload.apply(config)
-    samples = list(workload.samples())
-    if m.num_samples is not None:
-        samples = samples[: m.num_samples]
-    if not samples:
-        raise WorkloadError(f"workload {spec.workload.name!r} returned no samples")  # type: ignore[union-attr]
-    memory.reset()
-    for w in range(m.warmup):
-        with timer.sample():
-            workload.run(samples[w % len(samples)], timer)
-    records: list[dict[str, Any]] = []
-    top_level: set[str] = set()
-    started = time.perf_counter()
-    for index, sample in enumerate(samples):
-        for repeat in range(m.repeats):
-            with timer.sample() as timing:
-                out = dict(workload.run(sample, timer))
-            record: dict[str, Any] = {"sample_id": _sample_id(sample, index), "repeat": repeat}
-            record.update(timing.metrics())
-            top_level |= timing.top_level
-            record.update(out)
-            repeated = {s: c for s, c in timing.calls_ms.items() if len(c) > 1}
-            if repeated:
-                record["calls"] = repeated
-            records.append(record)
-        on_sample()
-    summary = summarize_records(records)
-    summary["aggregate"] = dict(workload.summarize(records))
-    # Stages that ran outside any other stage: they (plus other_ms) add up to total_ms, so the
-    # latency-breakdown plots stack exactly these.
-    summary["top_level_stages"] = sorted(top_level)
-    summary["peak_memory_mb"] = memory.peak_mb()
-    summary["memory_kind"] = memory.kind
-    summary["num_records"] = len(records)
-    summary["measure_wall_s"] = time.perf_counter() - started  # bookkeeping, not a measurement
-    return records, summary
+    try:
+        return measure_config(workload, config, timer=timer, memory=memory, warmup=m.warmup, num_samples=m.num_samples,
+                              policy=repeat_policy(spec), seed=m.seed, on_sample=on_sample)  # fmt: skip
+    except ValueError as exc:
+        if "no samples" in str(exc):
+            raise WorkloadError(f"workload {spec.workload.name!r} returned no samples") from None  # type: ignore[union-attr]
+        raise
 
 
 def prepare_workload(
@@ -271,10 +226,11 @@ def work(
             on_progress(store.status_counts(ids), trial.config)
             log.info("start %s %s", trial.trial_id, canonical_json(trial.config.to_dict()))
             try:
-                records, summary = measure_trial(
+                measurement = measure_trial(
                     workload, trial.config, spec, timer, memory,
                     on_sample=lambda: store.heartbeat(trial.trial_id, owner),
                 )  # fmt: skip
+                records, summary = list(measurement.records), measurement.summary()
             except KeyboardInterrupt:
                 store.release(trial.trial_id, owner)
                 log.info("interrupted during %s; claim released", trial.trial_id)
@@ -290,10 +246,13 @@ def work(
             if store.complete(
                 trial.trial_id, owner, records=records, summary=summary, run_id=run_id,
                 measure={"warmup": spec.measure.warmup, "repeats": spec.measure.repeats,
-                         "num_samples": spec.measure.num_samples, "device": device},
+                         "passes": measurement.passes, "num_samples": spec.measure.num_samples, "device": device},
             ):  # fmt: skip
                 result.ran += 1
-                log.info("done %s total_ms p50=%.2f", trial.trial_id, summary["metrics"]["total_ms"]["p50"])
+                total = measurement.metrics["total_ms"]
+                log.info("done %s total_ms p50=%.2f [%.2f, %.2f] passes=%d%s", trial.trial_id, total["p50"],
+                         total["p50_ci_low"], total["p50_ci_high"], measurement.passes,
+                         "; noisy: " + "; ".join(measurement.noise.reasons) if measurement.noise.noisy else "")  # fmt: skip
             else:
                 log.warning("lost the claim on %s (presumed dead and re-assigned); result discarded", trial.trial_id)
             on_progress(store.status_counts(ids), None)

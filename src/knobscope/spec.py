@@ -26,7 +26,7 @@ from knobscope.expressions import Expression
 from knobscope.space import Knob, Space, Value, range_values
 from knobscope.strategies import STRATEGIES, Strategy, get_strategy
 
-__all__ = ["ExperimentSpec", "MeasureSettings", "WorkloadSpec", "load_spec", "parse_spec", "parse_set_option"]
+__all__ = ["ExperimentSpec", "MeasureSettings", "WorkloadSpec", "load_spec", "parse_spec", "parse_set_option", "repeat_targets", "target_statistic"]
 
 Scalar = int | float | str | bool
 
@@ -53,7 +53,11 @@ class _WorkloadModel(_Model):
 
 class _MeasureModel(_Model):
     warmup: int = Field(1, ge=0, description="unrecorded runs before measuring each config")
-    repeats: int = Field(1, ge=1, description="measured runs of each sample")
+    repeats: int | Literal["auto"] = Field(1, description="measured passes over the samples, or auto")
+    target_ci: float = Field(0.05, gt=0, lt=1, description="repeats: auto stops when every target's 95% interval is this close (relative half-width)")
+    min_repeats: int = Field(2, ge=1, description="repeats: auto measures at least this many passes")
+    max_repeats: int = Field(10, ge=1, description="repeats: auto measures at most this many passes")
+    targets: list[str] = Field(default_factory=list, description="statistics repeats: auto makes precise (default: the timing objectives, else total_ms_mean)")
     num_samples: int | None = Field(None, ge=1, description="samples per config (default: the workload's all)")
     seed: int = 0
     device: str = "auto"
@@ -104,17 +108,31 @@ class MeasureSettings:
 
     Args:
         warmup: runs of the first sample before measuring, not recorded (caches, allocator, JIT).
-        repeats: measured runs of every sample; each is a separate record.
+        repeats: measured passes over the samples (each sample's run is a separate record), or
+            ``"auto"``: at least ``min_repeats`` passes, then more until every target
+            statistic's 95% interval is within ``target_ci`` of its value (relative
+            half-width), or ``max_repeats`` passes.
+        targets: the statistics ``repeats: auto`` makes precise, as result columns
+            (``total_ms_p95``; a bare metric means its mean); default: the spec's timing
+            objectives, else ``total_ms_mean``.
         num_samples: how many of the workload's samples to run (None: all of them).
         seed: seed for every random generator the workload uses.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
     warmup: int = 1
-    repeats: int = 1
+    repeats: int | Literal["auto"] = 1
     num_samples: int | None = None
     seed: int = 0
     device: str = "auto"
+    target_ci: float = 0.05
+    min_repeats: int = 2
+    max_repeats: int = 10
+    targets: tuple[str, ...] = ()
+
+    @property
+    def adaptive(self) -> bool:
+        return self.repeats == "auto"
 
 
 @dataclass(frozen=True)
@@ -246,12 +264,47 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
         strategy_options=strategy_options,
         workload=workload,
         objectives=dict(model.objectives),
-        measure=MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device),
+        measure=_measure_settings(m, dict(model.objectives), source),
         analysis=analysis,
         output=Path(model.output) if model.output else None,
         source=source,
         raw=dict(data),
     )
+
+
+def _measure_settings(m: _MeasureModel, objectives: Mapping[str, str], source: str) -> MeasureSettings:
+    if isinstance(m.repeats, int) and m.repeats < 1:
+        raise SpecError(f"{source}: measure.repeats: must be a whole number >= 1 or 'auto' (got {m.repeats!r})")
+    if m.min_repeats > m.max_repeats:
+        raise SpecError(f"{source}: measure.min_repeats ({m.min_repeats}) is above measure.max_repeats ({m.max_repeats})")
+    targets = tuple(m.targets)
+    for t in targets:
+        target_statistic(t, source=source)  # raises on a bad name now, not after loading the model
+    return MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device, m.target_ci, m.min_repeats,
+                           m.max_repeats, targets)  # fmt: skip
+
+
+_TARGET_STATS = ("mean", "p50", "p90", "p95", "p99")
+
+
+def target_statistic(column: str, *, source: str = "<spec>") -> tuple[str, str]:
+    """``total_ms_p95`` -> ``("total_ms", "p95")``; a bare metric means its mean."""
+    for stat in _TARGET_STATS:
+        if column.endswith(f"_{stat}") and len(column) > len(stat) + 1:
+            return column[: -len(stat) - 1], stat
+    if not column or not column.replace("_", "").isalnum():
+        raise SpecError(f"{source}: measure.targets: {column!r} is not a result column; write e.g. total_ms_p95 or decode_ms_mean")
+    return column, "mean"
+
+
+def repeat_targets(spec: ExperimentSpec) -> tuple[tuple[str, str], ...]:
+    """The statistics ``repeats: auto`` makes precise: measure.targets, else the spec's timing
+    objectives (measured per sample, so repeats narrow them), else the mean total latency."""
+    if spec.measure.targets:
+        return tuple(target_statistic(t, source=spec.source) for t in spec.measure.targets)
+    timing = [target_statistic(c, source=spec.source) for c in spec.objectives]
+    timing = [(m, s) for m, s in timing if m.endswith("_ms")]
+    return tuple(timing) or (("total_ms", "mean"),)
 
 
 def _check_analysis_expressions(analysis: Mapping[str, Any], source: str) -> None:

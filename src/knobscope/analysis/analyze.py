@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from knobscope.analysis.compare import compare_workloads, illustrative_cases
 from knobscope.analysis.coupling import coupling_analysis
@@ -20,6 +21,7 @@ from knobscope.analysis.objectives import Objective, default_objectives, resolve
 from knobscope.analysis.pareto import pareto_front
 from knobscope.analysis.policies import policy_comparison
 from knobscope.analysis.recommend import Goal, Scenario, recommend, scenarios_from_spec
+from knobscope.analysis.uncertainty import RESAMPLES, FrontierUncertainty, frontier_uncertainty, resample_objectives
 from knobscope.errors import AnalysisError
 from knobscope.results import RunResults
 
@@ -40,6 +42,8 @@ class AnalysisOptions:
         reference: hypervolume reference point per objective (default: worst observed).
         top: configurations listed per recommendation.
         min_share, alpha: coupling thresholds (see :mod:`knobscope.analysis.coupling`).
+        resamples, seed: bootstrap replicates of the objectives from the per-sample records
+            (:mod:`knobscope.analysis.uncertainty`); 0 judges point estimates alone.
     """
 
     objectives: tuple[str, ...] = ()
@@ -51,6 +55,8 @@ class AnalysisOptions:
     top: int | None = None
     min_share: float = 0.05
     alpha: float = 0.05
+    resamples: int = RESAMPLES
+    seed: int = 0
 
 
 def run_objectives(run: RunResults, requested: Sequence[str] = ()) -> list[Objective]:
@@ -89,12 +95,13 @@ def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, co
 
     front = pareto_front(table, objectives, reference=reference or None)
     shown = [o.column for o in objectives]
-    frontier_rows = [
-        {"trial_id": r.get("trial_id"), "config": {k: _py(r[k]) for k in knobs}, "values": {c: _py(r[c]) for c in shown}}
-        for r in front.frontier.to_dict("records")
-    ]  # fmt: skip
+    replicates = uncertainty = None
+    if run.samples is not None and len(front.table) and options.resamples > 0:
+        replicates = resample_objectives(front.table, run.samples, objectives, resamples=options.resamples, seed=options.seed)
+        uncertainty = frontier_uncertainty(replicates, reference=front.reference)
+    frontier_rows = _frontier_rows(front, knobs, shown, uncertainty)
     coupling = coupling_analysis(table, knobs, objectives, reference=reference or None,
-                                 min_share=options.min_share, alpha=options.alpha)  # fmt: skip
+                                 min_share=options.min_share, alpha=options.alpha, replicates=replicates)  # fmt: skip
     if options.fix:
         coupling["knobs"] = {k: v for k, v in coupling["knobs"].items() if k in options.fix}
         coupling["pairs"] = [p for p in coupling["pairs"] if set(p["knobs"]) & set(options.fix)]
@@ -114,7 +121,8 @@ def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, co
             names = ", ".join(s.name for s in scenarios)
             raise AnalysisError(f"scenario {options.scenario!r} is not in the spec; scenarios: {names}")
         scenarios = chosen
-    recommendations = [recommend(table, s, knobs=knobs, metrics=run.metrics, top=top, show=shown, tie_break=objectives) for s in scenarios]
+    recommendations = [recommend(table, s, knobs=knobs, metrics=run.metrics, top=top, show=shown, tie_break=objectives,
+                                 replicates=replicates) for s in scenarios]  # fmt: skip
 
     comparison = None
     if compare:
@@ -127,10 +135,14 @@ def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, co
             label = other.label if other.label not in tables else f"{other.label} ({other.run_dir})"
             tables[label] = other.table
             objs[label] = run_objectives(other, _transfer(options.objectives, objectives, other))
-        comparison = compare_workloads(tables, knobs, objs)
+        statuses = {run.label: uncertainty.status if uncertainty else None}
+        for label, other in zip(list(tables)[1:], compare):
+            statuses[label] = _statuses(other, objs[label], options)
+        comparison = compare_workloads(tables, knobs, objs, statuses=statuses)
     space_values = {k.name: list(k.values) for k in spec.space.knobs}
     cases = illustrative_cases(knobs=knobs, space_values=space_values, frontier=front.frontier,
-                               policies=policies, comparison=comparison, coupling=coupling)  # fmt: skip
+                               policies=policies, comparison=comparison, coupling=coupling,
+                               status=uncertainty.status if uncertainty else None, table=table)  # fmt: skip
     counts = table["status"].value_counts().to_dict()
     failures = [
         {"trial_id": r["trial_id"], "config": {k: _py(r[k]) for k in knobs}, "error": r.get("error") or ""}
@@ -158,7 +170,10 @@ def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, co
             "reference_source": "given" if reference else "worst observed value of each objective",
             "hypervolume": front.hypervolume,
             "hypervolume_normalized": front.hypervolume_normalized,
+            "hypervolume_interval": list(uncertainty.hypervolume_interval) if uncertainty else None,
+            "hypervolume_unit": " x ".join(o.unit or o.column for o in objectives),
             "rows": frontier_rows,
+            "uncertainty": _uncertainty_json(uncertainty),
             "excluded": [{"trial_id": r.get("trial_id"), "reason": r["reason"]} for r in front.excluded.to_dict("records")],
         },
         "coupling": coupling,
@@ -169,6 +184,55 @@ def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, co
         "cases": cases,
         "failures": failures,
     }
+
+
+def _interval(row: Mapping[str, Any], column: str) -> list[Any] | None:
+    lo, hi = row.get(f"{column}_ci_low"), row.get(f"{column}_ci_high")
+    if lo is None or hi is None:
+        return None
+    return [_py(lo), _py(hi)]
+
+
+def _frontier_rows(front: Any, knobs: Sequence[str], shown: Sequence[str], unc: FrontierUncertainty | None) -> list[dict[str, Any]]:
+    """The frontier: the point estimates' Pareto set, plus (with uncertainty) every configuration
+    that is optimal in more than 5% of replicates; most probable first, ties named."""
+    rows = front.frontier
+    if unc is not None:
+        candidates = front.table[[unc.status.get(str(t)) != "dominated" for t in front.table["trial_id"]]]
+        rows = pd.concat([rows, candidates[~candidates["trial_id"].isin(rows["trial_id"])]])
+        rows = rows.assign(_p=[unc.probability.get(str(t), 0.0) for t in rows["trial_id"]])
+        rows = rows.sort_values("_p", ascending=False, kind="stable")
+    configs = {str(r["trial_id"]): {k: _py(r[k]) for k in knobs} for r in rows.to_dict("records")}
+    out = []
+    for r in rows.to_dict("records"):
+        tid = str(r.get("trial_id"))
+        entry = {"trial_id": r.get("trial_id"), "config": configs[tid], "values": {c: _py(r[c]) for c in shown},
+                 "intervals": {c: _interval(r, c) for c in shown}, "pareto": bool(r["pareto"])}  # fmt: skip
+        if unc is not None:
+            entry.update(probability=unc.probability.get(tid), status=unc.status.get(tid),
+                         tied_with=[configs.get(t, {"trial_id": t}) for t in unc.ties.get(tid, ())])  # fmt: skip
+        out.append(entry)
+    return out
+
+
+def _uncertainty_json(unc: FrontierUncertainty | None) -> dict[str, Any] | None:
+    if unc is None:
+        return None
+    counts = {s: sum(v == s for v in unc.status.values()) for s in ("optimal", "uncertain", "dominated")}
+    data = unc.to_json()
+    data["probability"] = {k: v for k, v in unc.probability.items() if v > 0}
+    data["status"] = {k: v for k, v in unc.status.items() if v != "dominated"}
+    return {**data, "counts": counts, "decided": counts["uncertain"] == 0}
+
+
+def _statuses(run: RunResults, objectives: Sequence[Objective], options: AnalysisOptions) -> Mapping[str, str] | None:
+    if run.samples is None or options.resamples <= 0:
+        return None
+    front = pareto_front(run.table, objectives)
+    if not len(front.table):
+        return None
+    rep = resample_objectives(front.table, run.samples, objectives, resamples=options.resamples, seed=options.seed)
+    return frontier_uncertainty(rep, reference=front.reference).status
 
 
 def _transfer(requested: Sequence[str], objectives: Sequence[Objective], other: RunResults) -> list[str]:

@@ -42,8 +42,16 @@ def compare_workloads(
     tables: Mapping[str, pd.DataFrame],
     knobs: Sequence[str],
     objectives: Mapping[str, Sequence[Objective]],
+    *,
+    statuses: Mapping[str, Mapping[str, str] | None] | None = None,
 ) -> dict[str, Any]:
-    """Configurations optimal on one workload and dominated on another, with the cost there."""
+    """Configurations optimal on one workload and dominated on another, with the cost there.
+
+    ``statuses`` (per workload, trial id -> optimal / uncertain / dominated from
+    :func:`knobscope.analysis.uncertainty.frontier_uncertainty`) decide whether each case holds
+    beyond noise: not dominated beyond noise where it is optimal, dominated beyond noise where
+    it is not (``beyond_noise``: True, False, or None when a workload has no noise estimate).
+    """
     fronts = {w: pareto_front(t, objectives[w]) for w, t in tables.items()}
     status: dict[tuple, dict[str, bool]] = {}
     for w, front in fronts.items():
@@ -85,8 +93,9 @@ def compare_workloads(
             "dominated_on": dominated_on,
             "cost": costs,
             "worst_scaled_cost": max((c["scaled_cost"] for c in costs.values()), default=0.0),
+            "beyond_noise": _beyond_noise(key, knobs, fronts, optimal_on, dominated_on, statuses),
         })  # fmt: skip
-    cases.sort(key=lambda c: -c["worst_scaled_cost"])
+    cases.sort(key=lambda c: (c["beyond_noise"] is not True, -c["worst_scaled_cost"]))
     return {
         "workloads": names,
         "objectives": {w: [o.to_dict() for o in objs] for w, objs in objectives.items()},
@@ -97,6 +106,37 @@ def compare_workloads(
     }
 
 
+def _beyond_noise(key: tuple, knobs: Sequence[str], fronts: Mapping[str, Any], optimal_on: Sequence[str],
+                  dominated_on: Sequence[str], statuses: Mapping[str, Mapping[str, str] | None] | None) -> bool | None:  # fmt: skip
+    if not statuses:
+        return None
+    found = []
+    for w in [*optimal_on, *dominated_on]:
+        status = statuses.get(w)
+        if status is None:
+            return None
+        rows = fronts[w].table
+        ids = [str(r["trial_id"]) for _, r in rows.iterrows() if _key(r, knobs) == key]
+        if not ids:
+            return None
+        found.append((w, status.get(ids[0], "dominated")))
+    return all(s != "dominated" for w, s in found if w in optimal_on) and all(s == "dominated" for w, s in found if w in dominated_on)
+
+
+def _separated(table: pd.DataFrame | None, better: Any, worse: Any, objective_column: str, maximise: bool) -> bool | None:
+    """Whether ``better``'s value beats ``worse``'s beyond both 95% intervals (None: no intervals)."""
+    lo, hi = f"{objective_column}_ci_low", f"{objective_column}_ci_high"
+    if table is None or lo not in table.columns or "trial_id" not in table.columns:
+        return None
+    rows = table.set_index(table["trial_id"].astype(str))
+    if str(better) not in rows.index or str(worse) not in rows.index:
+        return None
+    b, w = rows.loc[str(better)], rows.loc[str(worse)]
+    if any(pd.isna(v) for v in (b[lo], b[hi], w[lo], w[hi])):
+        return None
+    return bool(b[lo] > w[hi]) if maximise else bool(b[hi] < w[lo])
+
+
 def illustrative_cases(
     *,
     knobs: Sequence[str],
@@ -105,51 +145,75 @@ def illustrative_cases(
     policies: Mapping[str, Any] | None = None,
     comparison: Mapping[str, Any] | None = None,
     coupling: Mapping[str, Any] | None = None,
+    status: Mapping[str, str] | None = None,
+    table: pd.DataFrame | None = None,
 ) -> list[dict[str, Any]]:
-    """Seed 001's case studies, each with a one-line text and the configurations behind it."""
+    """Seed 001's case studies, each with a one-line text and the configurations behind it.
+
+    A case the intervals cannot support is kept but says so ("within noise: ..."), with
+    ``supported`` False; ``supported`` is None where no interval was measured. ``status`` is the
+    frontier's optimal / uncertain / dominated per trial id, ``table`` the run's table (for the
+    ``*_ci_low`` / ``*_ci_high`` columns).
+    """
     cases: list[dict[str, Any]] = []
     if comparison and comparison.get("workload_dependent"):
         c = comparison["workload_dependent"][0]
         w_bad = max(c["cost"], key=lambda w: c["cost"][w]["scaled_cost"])
         cost = c["cost"][w_bad]
         better = ", ".join(f"{k} {v:+.4g}" for k, v in cost["improvement"].items())
+        text = (f"{c['config']} is Pareto-optimal for {', '.join(c['optimal_on'])} but dominated for {w_bad}: "
+                f"there {cost['dominated_by_config']} is better by {better}")  # fmt: skip
+        supported = c.get("beyond_noise")
         cases.append({
-            "kind": "workload_dependent",
-            "text": (f"{c['config']} is Pareto-optimal for {', '.join(c['optimal_on'])} but dominated for {w_bad}: "
-                     f"there {cost['dominated_by_config']} is better by {better}"),
+            "kind": "workload_dependent", "supported": supported,
+            "text": ("within noise: " + text + ", but the intervals do not separate them") if supported is False else text,
             "config": c["config"], "workloads": {"optimal": c["optimal_on"], "dominated": [w_bad]},
         })  # fmt: skip
     if policies and policies.get("available") and policies.get("largest_gap"):
         g = policies["largest_gap"]
         b = policies["budgets"]
         if g["gap"] and g["gap"] > 0:
+            maximise = next(o["direction"] == "max" for o in policies["objectives"] if o["column"] == b["quality"])
+            supported = _separated(table, g.get("multi_trial"), g.get("single_trial"), b["quality"], maximise)
+            text = (f"within {b['cost']} {b['within']} {g['budget']:.4g}, moving one knob reaches {b['quality']} "
+                    f"{g['single']:.4g}; moving several reaches {g['multi']:.4g} (gap {g['gap']:.4g})")  # fmt: skip
             cases.append({
-                "kind": "single_knob_fails",
-                "text": (f"within {b['cost']} {b['within']} {g['budget']:.4g}, moving one knob reaches {b['quality']} "
-                         f"{g['single']:.4g}; moving several reaches {g['multi']:.4g} (gap {g['gap']:.4g})"),
+                "kind": "single_knob_fails", "supported": supported,
+                "text": f"within noise: {text}; the two {b['quality']} intervals overlap" if supported is False else text,
                 "budget": g["budget"],
             })  # fmt: skip
     if policies and policies.get("budgets_single_cannot_meet"):
         budgets = policies["budgets_single_cannot_meet"]
+        b = policies["budgets"]
+        tight = _tightest(budgets, b["within"])
+        multi = next((r.get("multi_trial") for r in b["rows"] if r["budget"] == tight), None)
+        cheapest = (policies.get("cheapest_single") or {}).get("trial_id")
+        cost_max = next(o["direction"] == "max" for o in policies["objectives"] if o["column"] == b["cost"])
+        supported = _separated(table, multi, cheapest, b["cost"], cost_max)
+        text = f"no single-knob setting reaches {b['cost']} {b['within']} {tight:.4g}; a multi-knob one does"
         cases.append({
-            "kind": "single_knob_cannot_reach",
-            "text": (f"no single-knob setting reaches {policies['budgets']['cost']} {policies['budgets']['within']} "
-                     f"{_tightest(budgets, policies['budgets']['within']):.4g}; a multi-knob one does"),
-            "budget": _tightest(budgets, policies["budgets"]["within"]),
+            "kind": "single_knob_cannot_reach", "supported": supported,
+            "text": (f"within noise: {text}, but its {b['cost']} interval overlaps the cheapest single-knob setting's"
+                     if supported is False else text),
+            "budget": tight,
         })  # fmt: skip
     interior = []
     # Only numeric knobs have extremes; the order of a categorical knob's values means nothing.
     ordinal = [k for k in knobs if len(space_values.get(k, ())) > 2
                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in space_values[k])]  # fmt: skip
-    for _, row in frontier.iterrows():
+    decided = frontier
+    if status is not None and "trial_id" in frontier.columns:
+        decided = frontier[[status.get(str(t)) == "optimal" for t in frontier["trial_id"]]]
+    for _, row in decided.iterrows():
         inside = [k for k in ordinal if row[k] not in (space_values[k][0], space_values[k][-1])]
         if inside:
             interior.append((dict(zip(knobs, _key(row, knobs))), inside))
     if interior:
         config, inside = interior[0]
+        which = "Pareto-optimal beyond noise" if status is not None else "Pareto-optimal"
         cases.append({
-            "kind": "not_at_extremes",
-            "text": (f"{len(interior)} of {len(frontier)} Pareto-optimal configurations set a knob to an interior value, "
+            "kind": "not_at_extremes", "supported": True if status is not None else None,
+            "text": (f"{len(interior)} of {len(decided)} configurations {which} set a knob to an interior value, "
                      f"e.g. {config} ({', '.join(inside)} neither smallest nor largest)"),
             "config": config,
         })  # fmt: skip
@@ -161,7 +225,7 @@ def illustrative_cases(
         if len({tuple(v) for v in by_a.values()}) > 1:
             shown = "; ".join(f"{a}={k}: {b} in {v}" for k, v in list(by_a.items())[:4])
             cases.append({"kind": "coupling", "text": f"{a} and {b} are coupled: the optimal {b} depends on {a} ({shown})",
-                          "knobs": [a, b]})  # fmt: skip
+                          "knobs": [a, b], "supported": True})  # fmt: skip
             break
     return cases
 

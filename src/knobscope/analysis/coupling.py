@@ -14,6 +14,13 @@ Two views, both written to ``coupling_analysis.json``:
   interaction's share and p-value, and whether fixing A changes which values of B are optimal.
   When the measured configurations cannot separate the interaction, the verdict is
   ``undetermined`` with the reason.
+
+No verdict is drawn from noise. With bootstrap replicates of the objectives
+(:mod:`knobscope.analysis.uncertainty`), each share gets a 95% interval: *coupled* needs the
+interval's lower end at or above ``min_share``, *not coupled* its upper end below it; an
+interval across the threshold is ``undetermined: within noise``, with an estimate of how many
+records per configuration would decide it if the effect is as estimated. An objective measured
+once per configuration has no measure of its noise, so it cannot make a pair coupled.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from knobscope.analysis.effects import knob_effects
+from knobscope.analysis.effects import knob_effects, pair_effect_shares
 from knobscope.analysis.objectives import Objective, objective_matrix
 from knobscope.analysis.pareto import ideal_point, pareto_front, pareto_mask, reference_point
+from knobscope.analysis.uncertainty import Replicates
+from knobscope.intervals import CONFIDENCE
 
 __all__ = ["coupling_analysis", "fixed_knob_frontiers"]
 
@@ -126,6 +135,80 @@ def _optimal_values_of(kept: pd.DataFrame, fixed: str, moving: str, others: Sequ
     return out
 
 
+NoiseState = tuple[np.ndarray | None, np.ndarray | None, str]
+
+
+def _noise_state(replicates: Replicates | None, kept: pd.DataFrame, k: int) -> NoiseState:
+    """Replicates of objective ``k`` aligned with ``kept`` ``(C, B)``, its estimates ``(C,)``,
+    and whether its noise is known (known, single: one record per configuration, exact, unknown)."""
+    if replicates is None:
+        return None, None, "unknown"
+    column = replicates.objectives[k].column
+    if "taken as exact" in replicates.sources.get(column, "taken as exact"):
+        return None, None, "exact"
+    rows = {t: i for i, t in enumerate(replicates.trial_ids)}
+    order = [rows.get(str(t)) for t in kept["trial_id"]] if "trial_id" in kept else []
+    if any(i is None for i in order) or len(order) != len(kept):
+        return None, None, "unknown"
+    y = replicates.values[:, order, k].T  # (C, B)
+    point = replicates.point[order, k]
+    return y, point, "single" if replicates.records_per_config < 2 else "known"
+
+
+def _against_noise(kept: pd.DataFrame, varying: list[str], a: str, b: str, state: NoiseState,
+                   relative: float, material: bool, min_share: float, alpha: float) -> dict[str, Any]:  # fmt: skip
+    """Judge one objective's ``a x b`` share against its measurement noise.
+
+    The replicates' deviations from their own mean are draws of the noise in the configurations'
+    estimates (paired where the samples are shared), so the interaction sum of squares they give
+    is the interaction that noise alone produces: the observed one is significant when fewer than
+    ``alpha`` of them reach it. The share's percentile interval (biased upwards: a share is never
+    negative) can only say *not coupled*, when even its upper end is below ``min_share``.
+    """
+    y, point, how = state
+    if how == "single":
+        return {"beyond_noise": "unknown"}
+    if how == "exact" or y is None or point is None:  # no per-sample records: the values are taken as exact
+        return {"beyond_noise": "material" if material else "negligible"}
+    tail = (1 - CONFIDENCE) / 2 * 100
+    shares, _, _ = pair_effect_shares(kept, varying, a, b, y)
+    finite = shares[np.isfinite(shares)]
+    _, _, observed = pair_effect_shares(kept, varying, a, b, point[:, None])
+    _, _, null = pair_effect_shares(kept, varying, a, b, y - y.mean(axis=1, keepdims=True))
+    p_noise = float((1 + (null >= observed[0] - 1e-12 * max(observed[0], 1.0)).sum()) / (1 + len(null)))
+    out: dict[str, Any] = {"p_noise": p_noise}
+    lo, hi = (float(v) for v in np.percentile(finite, [tail, 100 - tail])) if finite.size else (relative, relative)
+    out["share_interval"] = [min(lo, relative), max(hi, relative)]
+    if not np.any(null > 0):  # the replicates do not vary: nothing but the values themselves
+        out["beyond_noise"] = "material" if material else "negligible"
+    elif material and p_noise < alpha:
+        out["beyond_noise"] = "material"
+    elif out["share_interval"][1] < min_share:
+        out["beyond_noise"] = "negligible"
+    else:
+        out["beyond_noise"] = "undetermined"
+        signal = observed[0] - float(null.mean())  # the interaction beyond what noise adds on average
+        critical = float(np.percentile(null, 100 * (1 - alpha)))
+        if relative >= min_share:
+            # noise shrinks as 1/n: significance needs signal >= critical / factor
+            out["records_factor"] = critical / signal if signal > 0 else None
+        else:
+            out["records_factor"] = _decisive_factor(relative, *out["share_interval"], min_share)
+    return out
+
+
+def _decisive_factor(point: float, lo: float, hi: float, threshold: float) -> float | None:
+    """How many times the records per configuration would put the interval on one side of
+    ``threshold`` (its width shrinks as 1/sqrt(n)), if the share is as estimated."""
+    if point >= threshold:
+        have, need = point - lo, point - threshold
+    else:
+        have, need = hi - point, threshold - point
+    if need <= 0 or have <= 0:
+        return None
+    return float((have / need) ** 2)
+
+
 def coupling_analysis(
     table: pd.DataFrame,
     knobs: Sequence[str],
@@ -134,15 +217,23 @@ def coupling_analysis(
     reference: Mapping[str, float] | None = None,
     min_share: float = 0.05,
     alpha: float = 0.05,
+    replicates: Replicates | None = None,
 ) -> dict[str, Any]:
-    """Fixed-knob frontiers and a coupled / not coupled / undetermined verdict per knob pair."""
+    """Fixed-knob frontiers and a coupled / not coupled / undetermined verdict per knob pair.
+
+    ``replicates`` (bootstrap replicates of the objectives) put an interval on every share so
+    that noise cannot make a verdict; without them the verdict rests on the point estimates
+    and p-values alone.
+    """
     values, kept, excluded = objective_matrix(table, objectives)
     varying = [k for k in knobs if k in kept and kept[k].nunique() > 1]
     effects = {o.column: knob_effects(kept, varying, o) for o in objectives}
+    noise = [_noise_state(replicates, kept, k) for k in range(len(objectives))] if replicates else []
+    per_config = replicates.records_per_config if replicates else None
     pairs = []
     for a, b in itertools.combinations(varying, 2):
         evidence = []
-        for o in objectives:
+        for k, o in enumerate(objectives):
             eff = effects[o.column]
             inter = next(r for r in eff["interactions"] if r["knobs"] == [a, b])
             main_ss = (eff["main"][a]["share"] or 0.0) + (eff["main"][b]["share"] or 0.0)
@@ -152,7 +243,7 @@ def coupling_analysis(
                 relative = inter["share"] / together if together > 0 else 0.0
             testable = inter["p_value"] is not None
             material = relative is not None and relative >= min_share and (not testable or inter["p_value"] < alpha)
-            evidence.append({
+            entry = {
                 "objective": o.column,
                 "interaction_share": inter["share"],
                 "share_of_pair_effect": relative,
@@ -160,15 +251,22 @@ def coupling_analysis(
                 "df": inter["df"],
                 "residual_df": inter["residual_df"],
                 "material": material,
-            })  # fmt: skip
+                "noise": noise[k][2] if noise else "unknown",
+            }
+            if noise and relative is not None:
+                entry.update(_against_noise(kept, varying, a, b, noise[k], relative, material, min_share, alpha))
+            evidence.append(entry)
         others = [k for k in varying if k not in (a, b)]
         optimal_b = _optimal_values_of(kept, a, b, [b, *others], objectives)
         optimal_a = _optimal_values_of(kept, b, a, [a, *others], objectives)
         estimable = [e for e in evidence if e["share_of_pair_effect"] is not None]
+        judged = [e for e in estimable if "beyond_noise" in e]
         if not estimable:
             verdict = "undetermined"
             reason = (f"the measured configurations cannot separate {a} x {b} from the main effects; "
                       f"measure more combinations of {a} and {b} (e.g. strategy full or stratified)")  # fmt: skip
+        elif judged:
+            verdict, reason = _noise_verdict(a, b, judged, min_share, per_config)
         elif any(e["material"] for e in evidence):
             verdict = "coupled"
             strongest = max((e for e in evidence if e["material"]), key=lambda e: e["share_of_pair_effect"])
@@ -180,7 +278,7 @@ def coupling_analysis(
             reason = (f"the largest {a} x {b} interaction ({top['objective']}) explains "
                       f"{top['share_of_pair_effect']:.1%} of their joint effect (threshold {min_share:.0%})"
                       + _p_text(top["p_value"]))  # fmt: skip
-        no_residual = all(e["p_value"] is None for e in estimable) and estimable
+        no_residual = all(e["p_value"] is None for e in estimable) and estimable and not judged
         pairs.append({
             "knobs": [a, b],
             "verdict": verdict,
@@ -201,6 +299,41 @@ def coupling_analysis(
         "pairs": pairs,
         "effects": effects,
     }
+
+
+def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: float, per_config: float | None) -> tuple[str, str]:
+    """A verdict only where every objective's interval (or known exactness) supports it."""
+    material = [e for e in judged if e["beyond_noise"] == "material"]
+    if material:
+        e = max(material, key=lambda e: e["share_of_pair_effect"])
+        ci = e.get("share_interval")
+        where = f" (95% interval {ci[0]:.0%}-{ci[1]:.0%})" if ci else " (exact values)"
+        return "coupled", (f"{a} x {b} explains {e['share_of_pair_effect']:.0%} of their joint effect on {e['objective']}"
+                           f"{where}" + _p_text(e["p_value"]))  # fmt: skip
+    open_ = [e for e in judged if e["beyond_noise"] != "negligible"]
+    if not open_:
+        top = max(judged, key=lambda e: e["share_of_pair_effect"])
+        ci = top.get("share_interval")
+        bound = f"at most {ci[1]:.1%} with 95% confidence" if ci else f"{top['share_of_pair_effect']:.1%}, exact values"
+        return "not coupled", (f"the largest {a} x {b} interaction ({top['objective']}) explains {bound} of their joint effect "
+                               f"(threshold {min_share:.0%})")  # fmt: skip
+    parts = []
+    for e in open_:
+        if e["beyond_noise"] == "unknown":
+            parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} from one observation per configuration, which "
+                         "cannot separate an interaction from noise; measure repeats >= 2 (or more samples)")  # fmt: skip
+            continue
+        lo, hi = e["share_interval"]
+        factor = e.get("records_factor")
+        need = ""
+        if factor is not None and per_config:
+            need = (f"; about {int(np.ceil(max(factor, 1.0) * per_config))} records per configuration (now {per_config:.0f}) "
+                    "would decide it if the effect is as estimated" if factor < 100 else "; more than 100x the records would be needed")  # fmt: skip
+        elif factor is None and e["share_of_pair_effect"] >= min_share:
+            need = "; no interaction beyond what noise alone produces"
+        parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect (95% interval {lo:.0%}-{hi:.0%}), "
+                     f"p = {e['p_noise']:.2g} that noise alone makes an interaction this large{need}")  # fmt: skip
+    return "undetermined", "within noise: " + "; ".join(parts)
 
 
 def _p_text(p: float | None) -> str:

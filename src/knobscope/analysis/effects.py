@@ -105,3 +105,56 @@ def _p(value: Any) -> float | None:
 
 def _key(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+def _dummies(frame: pd.DataFrame, knob: str) -> np.ndarray:
+    """One-hot columns of a knob's values, the first value dropped (``(n, levels - 1)``)."""
+    codes, _ = pd.factorize(frame[knob].astype(str), sort=True)
+    levels = codes.max() + 1 if len(codes) else 0
+    return np.eye(max(levels, 1))[codes][:, 1:]
+
+
+def _ssr(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Residual sums of squares of every column of ``y`` regressed on ``x``, and rank(x)."""
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    rank = int((s > s.max() * max(x.shape) * np.finfo(float).eps).sum()) if s.size else 0
+    basis = u[:, :rank]
+    fitted = basis @ (basis.T @ y)
+    return ((y - fitted) ** 2).sum(axis=0), rank
+
+
+def pair_effect_shares(
+    frame: pd.DataFrame, knobs: Sequence[str], a: str, b: str, y: np.ndarray
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """The ``a x b`` interaction's share of the pair's joint effect, for every column of ``y``.
+
+    Same quantities as :func:`knob_effects` (type-II main effects of ``a`` and ``b`` in the
+    main-effects model, the interaction as the drop in residual sum of squares when ``a:b`` is
+    added), by least squares on one design matrix for all columns at once: the bootstrap
+    replicates of an objective are judged together. Returns ``(shares, interaction df,
+    interaction sums of squares)``; shares are NaN where the pair has no effect at all, and all
+    NaN when df is 0.
+    """
+    varying = [k for k in knobs if frame[k].nunique() > 1]
+    ones = np.ones((len(frame), 1))
+    dummies = {k: _dummies(frame, k) for k in varying}
+
+    def design(skip: str | None = None, interaction: bool = False) -> np.ndarray:
+        cols = [ones] + [dummies[k] for k in varying if k != skip]
+        if interaction:
+            da, db = dummies[a], dummies[b]
+            cols.append((da[:, :, None] * db[:, None, :]).reshape(len(frame), -1))
+        return np.hstack(cols)
+
+    ssr_main, rank_main = _ssr(design(), y)
+    ssr_full, rank_full = _ssr(design(interaction=True), y)
+    df = rank_full - rank_main
+    if df <= 0:
+        return np.full(y.shape[1], np.nan), 0, np.zeros(y.shape[1])
+    ssr_no_a, _ = _ssr(design(skip=a), y)
+    ssr_no_b, _ = _ssr(design(skip=b), y)
+    inter = np.maximum(ssr_main - ssr_full, 0.0)
+    together = np.maximum(ssr_no_a - ssr_main, 0.0) + np.maximum(ssr_no_b - ssr_main, 0.0) + inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(together > 0, inter / together, np.nan)
+    return shares, df, inter

@@ -45,15 +45,21 @@ def _base(kept: pd.DataFrame, knobs: Sequence[str], defaults: Mapping[str, Any])
 
 
 def budget_curve(
-    rows: pd.DataFrame, cost: Objective, quality: Objective, budgets: Sequence[float]
-) -> list[float | None]:
-    """Best ``quality`` among ``rows`` whose ``cost`` is within each budget (None: nothing fits)."""
+    rows: pd.DataFrame, cost: Objective, quality: Objective, budgets: Sequence[float], *, with_trials: bool = False
+) -> list[Any]:
+    """Best ``quality`` among ``rows`` whose ``cost`` is within each budget (None: nothing fits);
+    with ``with_trials``, ``(quality, trial_id)`` pairs."""
     c = rows[cost.column].to_numpy(dtype=float)
     q = rows[quality.column].to_numpy(dtype=float)
-    out: list[float | None] = []
+    ids = rows["trial_id"].tolist() if "trial_id" in rows else [None] * len(rows)
+    out: list[Any] = []
     for b in budgets:
-        fits = c <= b if not cost.maximise else c >= b
-        out.append(None if not fits.any() else float(q[fits].max() if quality.maximise else q[fits].min()))
+        fits = np.flatnonzero(c <= b if not cost.maximise else c >= b)
+        if not len(fits):
+            out.append((None, None) if with_trials else None)
+            continue
+        best = fits[int(np.argmax(q[fits]) if quality.maximise else np.argmin(q[fits]))]
+        out.append((float(q[best]), ids[best]) if with_trials else float(q[best]))
     return out
 
 
@@ -119,19 +125,21 @@ def policy_comparison(
     if len(objectives) >= 2:
         cost, quality = _cost_and_quality(objectives)
         budgets = sorted({float(v) for v in multi.frontier[cost.column]}, reverse=cost.maximise)
-        q_multi = budget_curve(kept, cost, quality, budgets)
-        q_single = budget_curve(union, cost, quality, budgets)
+        q_multi = budget_curve(kept, cost, quality, budgets, with_trials=True)
+        q_single = budget_curve(union, cost, quality, budgets, with_trials=True)
         sign = 1.0 if quality.maximise else -1.0
         rows = []
-        for b, qm, qs in zip(budgets, q_multi, q_single):
+        for b, (qm, tm), (qs, ts) in zip(budgets, q_multi, q_single):
             gap = None if qm is None or qs is None else sign * (qm - qs)
-            rows.append({"budget": b, "multi": qm, "single": qs, "gap": gap})
+            rows.append({"budget": b, "multi": qm, "single": qs, "gap": gap, "multi_trial": tm, "single_trial": ts})
         result["budgets"] = {"cost": cost.column, "within": ">=" if cost.maximise else "<=", "quality": quality.column, "rows": rows}
         gaps = [r for r in rows if r["gap"] is not None]
         unreachable = [r["budget"] for r in rows if r["single"] is None]
         worst = max(gaps, key=lambda r: r["gap"]) if gaps else None
         result["largest_gap"] = worst
         result["budgets_single_cannot_meet"] = unreachable
+        cheapest = union.sort_values(cost.column, ascending=not cost.maximise).iloc[0]
+        result["cheapest_single"] = {"trial_id": cheapest.get("trial_id"), "cost": float(cheapest[cost.column])}
         result["multi_knob_wins"] = bool(unreachable) or bool(worst and worst["gap"] > 0)
     return result
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from knobscope.analysis.objectives import Objective, resolve_objective
+from knobscope.analysis.uncertainty import Replicates
 from knobscope.errors import AnalysisError, KnobscopeError
 from knobscope.expressions import Expression
 
@@ -135,11 +136,15 @@ def recommend(
     top: int = 5,
     show: Sequence[str] = (),
     tie_break: Sequence[Objective] = (),
+    replicates: Replicates | None = None,
 ) -> dict[str, Any]:
     """The ``top`` configurations for ``scenario``, best first, or the reason there are none.
 
     ``show`` names extra columns to report for each answer (e.g. the objectives); equal scores
-    are ordered by ``tie_break`` objectives (e.g. the lower latency first).
+    are ordered by ``tie_break`` objectives (e.g. the lower latency first). The best answer
+    names the feasible configurations it is statistically tied with: by paired bootstrap
+    ``replicates`` when the goal is one of their objectives, else by overlapping 95% intervals;
+    an answer whose interval straddles a constraint's bound says it meets it only within noise.
     """
     goal = scenario.goal
     usable = table[table["status"] == "done"] if "status" in table.columns else table
@@ -172,7 +177,9 @@ def recommend(
     columns = [c for c in columns if c in usable.columns and c not in knobs]
     answers = [
         {"config": _config(r, knobs), "trial_id": r.get("trial_id"), "score": float(r["_score"]),
-         "values": {c: _num(r[c]) for c in columns}}
+         "values": {c: _num(r[c]) for c in columns},
+         "intervals": {c: [_num(r[f"{c}_ci_low"]), _num(r[f"{c}_ci_high"])] for c in columns if f"{c}_ci_low" in r},
+         "within_noise": _bounds_within_noise(r, constraints)}
         for _, r in candidates.head(top).iterrows()
     ]  # fmt: skip
     result: dict[str, Any] = {
@@ -187,9 +194,64 @@ def recommend(
         "top": answers,
         "reason": None,
     }
+    if answers:
+        result["tied_with"], result["tie_basis"] = _ties(candidates, goal, score_columns, knobs, replicates)
     if not answers:
         result["reason"] = _why_empty(usable, report, met, scored, constraints, knobs, goal)
     return result
+
+
+def _bounds_within_noise(row: pd.Series, constraints: Sequence[Expression]) -> list[str]:
+    """Constraints a configuration meets by its estimate but not by its whole 95% interval."""
+    out = []
+    for expr in constraints:
+        bound = _simple_bound(expr)
+        if bound is None or f"{bound[0]}_ci_low" not in row:
+            continue
+        column, side = bound
+        # the side of the interval that is worst for this constraint
+        edge = row[f"{column}_ci_high"] if side == "min" else row[f"{column}_ci_low"]
+        if edge is None or (isinstance(edge, float) and np.isnan(edge)):
+            continue
+        try:
+            holds = bool(expr.evaluate({column: float(edge)}))
+        except (KnobscopeError, TypeError, ValueError):
+            continue
+        if not holds:
+            out.append(expr.source)
+    return out
+
+
+def _ties(candidates: pd.DataFrame, goal: Goal, score_columns: Sequence[str], knobs: Sequence[str],
+          replicates: Replicates | None) -> tuple[list[dict[str, Any]], str | None]:  # fmt: skip
+    """Feasible configurations whose goal value is within noise of the best one's."""
+    if goal.kind not in ("maximize", "minimize") or not score_columns:
+        return [], None
+    column = score_columns[0]
+    best = candidates.iloc[0]
+    others = candidates.iloc[1:]
+    if replicates is not None and column in [o.column for o in replicates.objectives]:
+        k = [o.column for o in replicates.objectives].index(column)
+        rows = {t: i for i, t in enumerate(replicates.trial_ids)}
+        if str(best.get("trial_id")) in rows and replicates.has_noise:
+            b = replicates.values[:, rows[str(best["trial_id"])], k]
+            tied = []
+            for _, r in others.iterrows():
+                j = rows.get(str(r.get("trial_id")))
+                if j is None:
+                    continue
+                lo, hi = np.percentile(b - replicates.values[:, j, k], [2.5, 97.5])
+                if lo <= 0 <= hi:
+                    tied.append(_config(r, knobs))
+            return tied, "paired bootstrap replicates of the per-sample records"
+    lo_col, hi_col = f"{column}_ci_low", f"{column}_ci_high"
+    if lo_col not in candidates.columns:
+        return [], None
+    blo, bhi = best[lo_col], best[hi_col]
+    if blo is None or bhi is None or not np.isfinite([blo, bhi]).all():
+        return [], None
+    tied = [_config(r, knobs) for _, r in others.iterrows() if r[lo_col] <= bhi and r[hi_col] >= blo]
+    return tied, "overlapping 95% intervals"
 
 
 def _num(value: Any) -> Any:

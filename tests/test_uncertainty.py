@@ -1,0 +1,247 @@
+"""Numbers with their uncertainty: interval coverage on known noise, the noise-aware frontier,
+coupling verdicts that noise cannot make, and adaptive repeats."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy.stats import norm
+
+from knobscope.analysis import AnalysisOptions, analyze
+from knobscope.analysis.objectives import Objective
+from knobscope.analysis.pareto import pareto_mask
+from knobscope.analysis.uncertainty import frontier_uncertainty, resample_objectives
+from knobscope.intervals import describe, order_statistic_interval, proportion_interval
+from knobscope.measure import Measurement, noise_of
+from knobscope.results import load_run
+from knobscope.spec import load_spec
+from knobscope.executors import run_local
+
+from conftest import PLUGINS, knobscope
+
+RUNS = 400
+
+
+def test_intervals_cover_the_truth_about_95_percent_of_the_time() -> None:
+    """Known truth (standard normal noise around 10), 400 seeded runs of 30 samples each."""
+    rng = np.random.default_rng(2026)
+    truth = {"mean": 10.0, "p50": 10.0, "p95": 10.0 + norm.ppf(0.95)}
+    covered = dict.fromkeys(truth, 0)
+    for run in range(RUNS):
+        stats = describe(10 + rng.standard_normal(30), None, timing=True, seed=run, resamples=300)
+        for stat, value in truth.items():
+            covered[stat] += stats[f"{stat}_ci_low"] <= value <= stats[f"{stat}_ci_high"]
+    coverage = {k: v / RUNS for k, v in covered.items()}
+    print("coverage of 95% intervals over", RUNS, "runs:", coverage)
+    assert 0.93 <= coverage["mean"] <= 0.975, coverage  # Student-t: exact for normal noise
+    assert 0.93 <= coverage["p50"] <= 0.995, coverage
+    assert coverage["p95"] >= 0.93, coverage  # conservative: the distribution-free bound is the wider
+
+
+def test_binary_metric_gets_an_exact_binomial_interval_over_samples() -> None:
+    values = [1.0] * 18 + [0.0] * 6
+    stats = describe(values, list(range(24)), timing=False)
+    assert stats["ci_method"] == "binary"
+    assert (stats["mean_ci_low"], stats["mean_ci_high"]) == pytest.approx(proportion_interval(18, 24))
+    assert stats["mean_ci_low"] < 0.75 < stats["mean_ci_high"]
+    # a repeat does not add evidence about a deterministic answer: still 24 samples, not 48
+    doubled = describe(values * 2, list(range(24)) * 2, timing=False)
+    assert (doubled["mean_ci_low"], doubled["mean_ci_high"]) == pytest.approx((stats["mean_ci_low"], stats["mean_ci_high"]))
+
+
+def test_few_records_cannot_bound_a_tail_quantile() -> None:
+    x = np.arange(20.0)
+    lo, hi = order_statistic_interval(x, 0.95)
+    assert np.isfinite(lo) and hi == np.inf  # 20 records: no finite 95% upper bound on a P95
+    lo, hi = order_statistic_interval(np.arange(200.0), 0.95)
+    assert np.isfinite(hi) and lo < 190 < hi
+
+
+def test_repeats_of_the_same_sample_narrow_a_timing_interval() -> None:
+    rng = np.random.default_rng(0)
+    per_sample = rng.uniform(50, 150, 10)  # samples differ a lot; noise is small
+    one = describe(per_sample + rng.normal(0, 1, 10), list(range(10)), timing=True)
+    many = np.concatenate([per_sample + rng.normal(0, 1, 10) for _ in range(4)])
+    four = describe(many, list(range(10)) * 4, timing=True)
+    assert one["ci_method"] == "samples" and four["ci_method"] == "within"
+    # with one repeat the interval holds the spread between samples; with four, only the noise
+    assert (four["mean_ci_high"] - four["mean_ci_low"]) < (one["mean_ci_high"] - one["mean_ci_low"]) / 5
+
+
+def test_noise_flag_says_why() -> None:
+    quiet = [{"sample_id": s, "total_ms": 100 + r * 0.5} for s in range(5) for r in range(3)]
+    busy = [{"sample_id": s, "total_ms": 100 * (1 + 2 * (r == 1))} for s in range(5) for r in range(3)]
+    single = [{"sample_id": s, "total_ms": 100.0} for s in range(5)]
+    assert noise_of(quiet).noisy is False
+    assert noise_of(busy).noisy is True and "busy" in noise_of(busy).reasons[0]
+    assert noise_of(single).noisy is None and "one repeat" in noise_of(single).reasons[0]
+    m = Measurement.from_records(busy, declared=(), top_level_stages=(), peak_memory_mb=0.0, memory_kind="-",
+                                 wall_s=0.0, passes=3)  # fmt: skip
+    assert m.summary()["noise"]["noisy"] is True
+
+
+# -- the noise-aware frontier on known truth ----------------------------------------------------
+
+
+def _table(truth: dict[str, tuple[float, float]], noise: float, samples: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    rows, recs = [], []
+    for tid, (cost, quality) in truth.items():
+        c = cost + rng.normal(0, noise, samples)
+        q = quality + rng.normal(0, noise, samples)
+        rows.append({"trial_id": tid, "status": "done", "cost": c.mean(), "quality": q.mean()})
+        recs += [{"trial_id": tid, "sample_id": s, "repeat": 0, "cost": c[s], "quality": q[s]} for s in range(samples)]
+    return pd.DataFrame(rows), pd.DataFrame(recs)
+
+
+OBJECTIVES = [Objective("cost", "min"), Objective("quality", "max")]
+
+
+def test_probability_of_optimality_ranks_the_truly_optimal_first() -> None:
+    # a true front of 4 trade-offs; 8 configurations each dominated by a clear margin (>= 2 noise sds)
+    front = {f"f{i}": (float(i), float(i)) for i in range(4)}
+    dominated = {f"d{i}": (i % 4 + 2.0, i % 4 - 2.0) for i in range(8)}
+    table, samples = _table({**front, **dominated}, noise=1.0, samples=16, seed=1)
+    rep = resample_objectives(table, samples, OBJECTIVES, resamples=300, seed=0)
+    values = table[["cost", "quality"]].to_numpy()
+    unc = frontier_uncertainty(rep, reference=np.array([values[:, 0].max(), values[:, 1].min()]))
+    p = unc.probability
+    assert min(p[t] for t in front) > max(p[t] for t in dominated), p
+    assert all(unc.status[t] == "dominated" for t in dominated)
+    lo, hi = unc.hypervolume_interval
+    assert lo < hi
+
+
+def test_configurations_within_noise_of_each_other_are_tied_not_ranked(tmp_path: Path) -> None:
+    """Five configurations with identical true values: none is optimal beyond noise, all are tied."""
+    same = {f"s{i}": (1.0, 1.0) for i in range(5)}
+    worse = {"w": (3.0, -3.0)}
+    table, samples = _table({**same, **worse}, noise=0.5, samples=12, seed=3)
+    rep = resample_objectives(table, samples, OBJECTIVES, resamples=300, seed=0)
+    unc = frontier_uncertainty(rep, reference=np.array([3.5, -3.5]))
+    assert unc.status["w"] == "dominated"
+    assert all(unc.status[t] != "optimal" for t in same), unc.status
+    # one tied group: every pair tested at 95% (jointly over the objectives), so a few of the 10
+    # pairs may separate by chance; the group as a whole stays connected and unranked
+    group, todo = set(), ["s0"]
+    while todo:
+        t = todo.pop()
+        if t not in group:
+            group.add(t)
+            todo += list(unc.ties[t])
+    assert group == set(same), unc.ties
+    assert all(len(unc.ties[t]) >= 3 for t in same), unc.ties
+    # with no noise the same table is decided exactly as measured
+    exact = resample_objectives(table, None, OBJECTIVES, resamples=50)
+    decided = frontier_uncertainty(exact, reference=np.array([3.5, -3.5]))
+    mask = pareto_mask(table[["cost", "quality"]].to_numpy(), [False, True])
+    assert [decided.status[t] == "optimal" for t in table["trial_id"]] == list(mask)
+
+
+# -- end to end: a run of the noisy workload ------------------------------------------------------
+
+
+def _spec(tmp_path: Path, name: str, *, knobs: dict, args: dict, measure: dict, objectives: dict | None = None) -> Path:
+    spec = {
+        "name": name,
+        "workload": {"name": f"{PLUGINS}:NoisyKnown", "args": args},
+        "knobs": knobs,
+        "strategy": "full",
+        "objectives": objectives or {"cost": "min", "quality": "max"},
+        "measure": {"warmup": 0, **measure},
+        "output": str(tmp_path / name),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _verdict(run_dir: Path) -> dict:
+    result = analyze(load_run(run_dir, with_samples=True), AnalysisOptions(resamples=200))
+    return result["coupling"]["pairs"][0]
+
+
+@pytest.mark.parametrize(
+    "name, args, measure, expected",
+    [
+        # the issue's demo: additive truth drowned in noise -> no verdict, and how to get one
+        ("noise", {"num_samples": 6, "noise": 4.0}, {"repeats": 1}, "undetermined"),
+        # the same truth, measured precisely -> not coupled
+        ("quiet", {"num_samples": 6, "noise": 0.02}, {"repeats": 1}, "not coupled"),
+        # a real interaction, measured precisely -> coupled
+        ("inter", {"num_samples": 6, "noise": 0.02, "interaction": 1.0}, {"repeats": 1}, "coupled"),
+        # one observation per configuration: never coupled, and it says why
+        ("single", {"num_samples": 1, "noise": 0.02, "interaction": 1.0}, {"repeats": 1}, "undetermined"),
+    ],
+)
+def test_coupling_verdicts_are_not_drawn_from_noise(tmp_path: Path, name: str, args: dict, measure: dict, expected: str) -> None:
+    spec = load_spec(_spec(tmp_path, name, knobs={"a": [1, 2, 3], "b": [1, 2, 3]}, args=args, measure=measure,
+                           objectives={"cost": "min"}))  # fmt: skip
+    run_local(spec, progress=False)
+    pair = _verdict(spec.output_dir)
+    assert pair["verdict"] == expected, pair["reason"]
+    if name == "noise":
+        assert pair["reason"].startswith("within noise") and "records per configuration" in pair["reason"]
+    if name == "single":
+        assert "one observation per configuration" in pair["reason"]
+
+
+def test_a_run_stores_exports_and_shows_intervals(tmp_path: Path) -> None:
+    spec_path = _spec(tmp_path, "e2e", knobs={"a": [1, 2], "b": [1, 2]}, args={"num_samples": 8, "noise": 0.5},
+                      measure={"repeats": 2})  # fmt: skip
+    knobscope("run", str(spec_path), "--no-progress", check=True)
+    run_dir = tmp_path / "e2e"
+    csv = pd.read_csv(run_dir / "results.csv")
+    for column in ("cost", "cost_ci_low", "cost_ci_high", "total_ms_p95_ci_low", "total_ms_mean_ci_high", "noisy", "repeats"):
+        assert column in csv.columns, column
+    assert (csv["cost_ci_low"] < csv["cost"]).all() and (csv["cost"] < csv["cost_ci_high"]).all()
+    truth = {(a, b): a + b for a, b in itertools.product([1, 2], [1, 2])}
+    assert all(r.cost_ci_low <= truth[(r.a, r.b)] <= r.cost_ci_high for r in csv.itertuples())
+    summary = json.loads((run_dir / "results.json").read_text())["summary"][0]
+    assert "quality_ci_low" in summary and "total_ms_p50_ci_high" in summary
+    shown = knobscope("show", str(run_dir), check=True).stdout
+    assert "95% interval" in shown and "[" in shown
+    analysed = knobscope("analyze", str(run_dir), check=True).stdout
+    assert "P(optimal)" in analysed and "bootstrap replicates" in analysed
+    frontier = json.loads((run_dir / "pareto_frontiers.json").read_text())["frontier"]
+    assert frontier["hypervolume_interval"] and frontier["uncertainty"]["resamples"] > 0
+    assert all("probability" in r and "intervals" in r for r in frontier["rows"])
+
+
+def test_auto_repeats_stop_at_the_target_or_the_cap(tmp_path: Path) -> None:
+    quiet = load_spec(_spec(tmp_path, "quiet", knobs={"a": [1], "b": [1, 2]}, args={"num_samples": 4, "noise": 0.001},
+                            measure={"repeats": "auto", "target_ci": 0.02, "min_repeats": 2, "max_repeats": 8,
+                                     "targets": ["cost_mean"]}))  # fmt: skip
+    run_local(quiet, progress=False)
+    table = load_run(quiet.output_dir).table
+    assert (table["repeats"] == 2).all() and table["target_met"].all()  # precise after the minimum
+    noisy = load_spec(_spec(tmp_path, "noisy", knobs={"a": [1], "b": [1, 2]}, args={"num_samples": 4, "noise": 5.0},
+                            measure={"repeats": "auto", "target_ci": 0.02, "min_repeats": 2, "max_repeats": 5,
+                                     "targets": ["cost_mean"]}))  # fmt: skip
+    run_local(noisy, progress=False)
+    table = load_run(noisy.output_dir).table
+    assert (table["repeats"] == 5).all() and not table["target_met"].any()  # capped, and it says so
+    assert (table["num_records"] == 20).all()
+
+
+@pytest.mark.parametrize(
+    "measure, message",
+    [
+        ({"repeats": 0}, "measure.repeats"),
+        ({"repeats": "sometimes"}, "measure.repeats"),
+        ({"repeats": "auto", "min_repeats": 5, "max_repeats": 2}, "min_repeats (5) is above measure.max_repeats (2)"),
+        ({"repeats": "auto", "target_ci": 0}, "measure.target_ci"),
+        ({"repeats": "auto", "targets": ["total ms"]}, "measure.targets"),
+    ],
+)
+def test_bad_repeat_settings_are_one_line(tmp_path: Path, measure: dict, message: str) -> None:
+    spec_path = _spec(tmp_path, "bad", knobs={"a": [1], "b": [1]}, args={}, measure=measure)
+    proc = knobscope("run", str(spec_path), "--no-progress")
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "bad").exists()
