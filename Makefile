@@ -22,4 +22,4 @@ demo: $(STAMP)
 	$(BIN)/knobscope report runs/quickstart
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs  # -rs: every skipped test is listed with its reason

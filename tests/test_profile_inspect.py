@@ -96,7 +96,7 @@ def test_bad_profile_and_inspect_input_is_one_line_and_exit_2(tmp_path: Path, ar
 def test_phase_bars_count_missing_stages_as_zero_and_decode_per_token() -> None:
     import pandas as pd
 
-    from knobscope.profile_plots import phase_bars
+    from knobscope.figures.profile import phase_bars
 
     samples = pd.DataFrame([
         # two samples: one stopped at the first token (no decode stage at all), one decoded 4 tokens

@@ -128,9 +128,9 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
         "decode_per_call_ms_mean": "mean ms/token", "tokens_out_mean": "mean tokens out", "accuracy": "accuracy",
         "peak_memory_mb": "peak MiB",
     }  # fmt: skip
-    objective_cols = [
-        c for m in spec.objectives for c in (m, f"{m}_mean") if c in df.columns and f"{m}_p50" not in labels
-    ]
+    # an objective's column: the name itself, else its mean (a declared metric has both: one is enough)
+    objective_cols = [next(c for c in (m, f"{m}_mean") if c in df.columns) for m in spec.objectives
+                      if f"{m}_p50" not in labels and (m in df.columns or f"{m}_mean" in df.columns)]  # fmt: skip
     metric_cols = [c for c in dict.fromkeys([*labels, *objective_cols]) if c in df.columns]
     show_status = bool((df["status"] != "done").any())
     noisy = "noisy" in df.columns and bool((df["noisy"] == True).any())  # noqa: E712 - None means unknown
@@ -387,16 +387,9 @@ def _print_analysis(result: dict[str, Any]) -> None:
     out.print(t)
     pol = result["policies"]
     if pol.get("available"):
-        ratio = pol["hypervolume_ratio"]
-        line = "single- vs multi-knob: the best single-knob policy reaches " + (
-            f"{ratio:.0%} of the multi-knob hypervolume" if ratio is not None else "no hypervolume (the multi-knob one is 0)")
-        b = pol.get("budgets") or {}
-        if pol.get("largest_gap") and pol["largest_gap"]["gap"]:
-            g = pol["largest_gap"]
-            line += f"; largest {b['quality']} gap {_fmt(g['gap'])} at {b['cost']} {b['within']} {_fmt(g['budget'])}"
-        if pol.get("budgets_single_cannot_meet"):
-            line += f"; at {len(pol['budgets_single_cannot_meet'])} budget(s) no single-knob setting qualifies"
-        out.print(line)
+        from knobscope.report import policy_sentence
+
+        out.print("single- vs multi-knob: " + policy_sentence(pol))
     else:
         out.print(f"single- vs multi-knob: {pol.get('reason')}")
     for rec in result["recommendations"]:
@@ -462,7 +455,7 @@ def plot(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the PNGs (default: DIR/figures).")] = None,
 ) -> None:  # fmt: skip
     """Write the figures (300 DPI PNG) under DIR/figures."""
-    from knobscope.plots import make_figures
+    from knobscope.figures import FigureContext, make_figures
 
     maps = []
     for h in heatmap or []:
@@ -478,7 +471,9 @@ def plot(
             raise SpecError(f"--xy {item!r} must look like X_METRIC,Y_METRIC")
         pairs.append((parts[0], parts[1]))
     run, others, result = _analysis(run_dir, objective=objective, fix=fix, compare=compare)
-    paths = make_figures(run, result, out_dir=out_dir, color_by=color_by, heatmaps=maps, xy=pairs, compare=others)
+    ctx = FigureContext(run, result, compare=others, color_by=color_by, heatmaps=maps, xy=pairs)
+    _check_colour_knob(ctx)
+    paths = make_figures(ctx, out_dir=out_dir)
     for p in paths:
         out.print(f"wrote {p}")
 
@@ -493,18 +488,25 @@ def report(
     figures: Annotated[bool, typer.Option(help="Also write the PNG figures under DIR/figures.")] = True,
 ) -> None:  # fmt: skip
     """Write DIR/report.html: one self-contained, interactive file that opens offline."""
-    from knobscope.plots import make_figures
+    from knobscope.figures import FigureContext, make_figures
     from knobscope.report import write_report
 
     run, others, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
                                     score=score, weight=weight, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
     _write_analysis_files(run_dir, result)
     _print_analysis(result)
+    ctx = FigureContext(run, result, compare=others, color_by=color_by)
+    _check_colour_knob(ctx)
     if figures:
-        paths = make_figures(run, result, color_by=color_by, compare=others)
+        paths = make_figures(ctx)
         out.print(f"wrote {len(paths)} figures under {paths[0].parent}" if paths else "no figures")
-    path = write_report(run, result, path=output, compare=others, color_by=color_by)
+    path = write_report(run, result, path=output, compare=others, color_by=color_by, ctx=ctx)
     out.print(f"report: {path.resolve()}")
+
+
+def _check_colour_knob(ctx: Any) -> None:
+    if ctx.colour_knob not in ctx.knobs:
+        raise SpecError(f"--color-by {ctx.colour_knob!r} is not a knob; knobs: {', '.join(ctx.knobs)}")
 
 
 IntList = Annotated[list[int] | None, typer.Option(help="Values to sweep (repeatable).")]
@@ -529,7 +531,7 @@ def profile(
     from knobscope.executors import run_local
     from knobscope.models.loading import load_causal_lm
     from knobscope.profile import PRESETS, build_spec, flops_table, model_shape, preset_files, swept_knob, write_results
-    from knobscope.profile_plots import flops_figure, profile_figure
+    from knobscope.figures import FigureContext, make_figures
     from knobscope.results import load_run
 
     if preset not in PRESETS:
@@ -552,8 +554,13 @@ def profile(
     _print_results(spec, result.run_dir)
     results_path = write_results(preset, result.run_dir)
     run = load_run(result.run_dir, with_samples=True)
+    if run.samples is None or run.samples.empty:
+        reasons = "; ".join(sorted({reason.strip().splitlines()[-1] for _, reason in result.failed})) or "no trial finished"
+        raise SpecError(f"profile {preset}: no configuration was measured, so there is nothing to draw ({reasons})")
     _, figure = preset_files(preset, result.run_dir)
-    profile_figure(run.samples, knob, info.layout, figure, f"Exp{info.number}: {info.description} ({model})")
+    options = {"profile": {"knob": knob, "layout": info.layout, "file": figure.stem,
+                           "title": f"Exp{info.number}: {info.description} ({model})"}}  # fmt: skip
+    make_figures(FigureContext(run, {}, options=options), out_dir=figure.parent, names=["profile"])
     out.print(f"wrote {results_path}\nwrote {figure}")
     if info.stem == "flops_scaling":
         rows = flops_table(run.table[run.table["status"] == "done"], knob)
@@ -568,7 +575,7 @@ def profile(
             table.add_row(_fmt(row[knob]), *(f"{_fmt(row[c])} ({row[c + '_ratio']:.2f}x)" for c in shown))
         out.print(table)
         (result.run_dir / "flops_scaling_table.json").write_text(json.dumps(rows, indent=1))
-        path = flops_figure(rows, knob, figure.with_name(figure.stem + "_ratios.png"), "FLOPs scaling")
+        (path,) = make_figures(FigureContext(run, {}, options={**options, "flops_rows": rows}), out_dir=figure.parent, names=["flops"])
         out.print(f"wrote {result.run_dir / 'flops_scaling_table.json'}\nwrote {path}")
     for config, reason in result.failed:
         err.print(f"[red]failed[/] {dict(config)}: {reason}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from knobscope.errors import RegistryError
 
@@ -47,6 +48,16 @@ class Registry(Generic[T]):
             valid = ", ".join(sorted(self._items))
             raise RegistryError(f"unknown {self.kind} {name!r}; valid names are: {valid}") from None
 
+    def load(self, name: str) -> Any:
+        """The entry, importing it on first use when it was registered lazily as ``"module:Object"``
+        (registration then needs no import, so listing names stays cheap and cycle-free)."""
+        entry = self.get(name)
+        if isinstance(entry, str) and ":" in entry:
+            module, _, attr = entry.partition(":")
+            entry = getattr(importlib.import_module(module), attr)
+            self._items[self._aliases.get(name, name)] = entry
+        return entry
+
     def __contains__(self, name: object) -> bool:
         return name in self._items or name in self._aliases
 
@@ -55,3 +66,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def in_order(self) -> list[str]:
+        """Names in the order they were registered (e.g. the order figures appear in a report)."""
+        return list(self._items)

@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 
 from knobscope.analysis.objectives import Objective
-from knobscope.plots import axis_label, breakdown_means, frontier_points
+from knobscope.figures import FIGURES, FigureContext, figure
+from knobscope.figures.base import number
 from knobscope.results import RunResults
 
 __all__ = ["build_report", "write_report", "SECTIONS"]
 
-SECTIONS = ("overview", "coverage", "frontier", "coupling", "effects", "breakdown", "policies",
+SECTIONS = ("overview", "coverage", "frontier", "configurations", "coupling", "effects", "breakdown", "policies",
             "recommendations", "comparison", "failures", "provenance")  # fmt: skip
 
 _CSS = """
@@ -48,7 +49,7 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return number(value)
     return str(value)
 
 
@@ -76,144 +77,95 @@ class _Plots:
         ) + "</div>"  # fmt: skip
 
 
-def _hover(rows: pd.DataFrame, knobs: Sequence[str], columns: Sequence[str]) -> list[str]:
-    out = []
-    for r in rows.to_dict("records"):
-        parts = [f"{k}={r[k]}" for k in knobs] + [f"{c}={_fmt(r.get(c))}" for c in columns]
-        out.append("<br>".join(parts))
-    return out
+def _pct(value: Any) -> str:
+    """A share for a person: 12%, 0.3%, < 0.1%."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    v = float(value) * 100
+    return "< 0.1%" if 0 < v < 0.1 else f"{v:.1f}%" if v < 10 else f"{v:.0f}%"
+
+
+def _p(value: Any) -> str:
+    if value is None:
+        return "–"
+    return "< 1e-6" if value < 1e-6 else f"{value:.2g}"
+
+
+def _ci(ci: Any) -> str:
+    if not ci or (ci[0] is None and ci[1] is None):
+        return ""
+    lo = "-∞" if ci[0] is None else number(ci[0])
+    hi = "∞" if ci[1] is None else number(ci[1])
+    return f" [{lo}, {hi}]"
 
 
 def _objectives(analysis: Mapping[str, Any]) -> list[Objective]:
     return [Objective(o["column"], o["direction"], o.get("unit", "")) for o in analysis["objectives"]]
 
 
-def _done(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    return table[table["status"] == "done"].dropna(subset=list(columns))
+def _configurations(run: RunResults, objectives: Sequence[Objective], analysis: Mapping[str, Any]) -> str:
+    """Every configuration with each objective's value, 95% interval and spread (std over samples)."""
+    table = run.table
+    unc = analysis["frontier"].get("uncertainty") or {}
+    probability = unc.get("probability") or {}
+    headers = [*run.knobs, "status"]
+    for o in objectives:
+        headers += [f"{o.column}{f' [{o.unit}]' if o.unit else ''}", "std"]
+    extra = [c for c in ("repeats", "noisy") if c in table.columns]
+    headers += [*(["P(optimal)"] if unc else []), *extra]
+    rows = []
+    for r in table.to_dict("records"):
+        row: list[Any] = [r[k] for k in run.knobs] + [r.get("status")]
+        for o in objectives:
+            value = r.get(o.column)
+            lo, hi = r.get(f"{o.column}_ci_low"), r.get(f"{o.column}_ci_high")
+            ci = _ci([None if _missing(lo) else lo, None if _missing(hi) else hi]) if f"{o.column}_ci_low" in r else ""
+            base = o.column[: -len("_mean")] if o.column.endswith("_mean") else o.column.rsplit("_p", 1)[0]
+            std = r.get(f"{base}_std")
+            row += [("–" if _missing(value) else number(value)) + ci, "–" if _missing(std) else number(std)]
+        if unc:
+            row.append(f"{probability.get(str(r.get('trial_id')), 0.0):.2f}" if r.get("status") == "done" else "–")
+        for c in extra:
+            v = r.get(c)
+            row.append("yes" if v is True else "" if c == "noisy" else number(v) if not _missing(v) else "–")
+        rows.append(row)
+    note = ("<p class=muted>[a, b]: 95% interval (∞: too few records to bound it); std: the spread over samples and repeats"
+            + ("; P(optimal): share of bootstrap replicates in which the configuration is Pareto-optimal" if unc else "") + ".</p>")
+    return _table(headers, rows, left=0) + note
 
 
-def _pareto_plot(plots: _Plots, run: RunResults, table: pd.DataFrame, objectives: Sequence[Objective], color_by: str, title: str) -> str:
-    import plotly.graph_objects as go
-
-    x, y = objectives[0], objectives[1]
-    rows = _done(table, [x.column, y.column])
-    shown = [o.column for o in objectives]
-    fig = go.Figure()
-    for v in [k for k in run.spec.space.knob(color_by).values if (rows[color_by] == k).any()]:
-        part = rows[rows[color_by] == v]
-        fig.add_trace(go.Scatter(x=part[x.column], y=part[y.column], mode="markers", name=f"{color_by}={v}",
-                                 text=_hover(part, run.knobs, shown), hovertemplate="%{text}<extra></extra>"))  # fmt: skip
-    fx, fy = frontier_points(rows, x, y)
-    fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines+markers", name="Pareto frontier", line=dict(shape="hv", color="black"),
-                             marker=dict(size=11, symbol="circle-open", color="black"), hoverinfo="skip"))  # fmt: skip
-    fig.update_layout(title=title, xaxis_title=axis_label(x.column, run.metrics), yaxis_title=axis_label(y.column, run.metrics), height=460)
-    return plots.div(fig)
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def _coupling_plot(plots: _Plots, run: RunResults, objectives: Sequence[Objective], knob: str) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    x, y = objectives[0], objectives[1]
-    rows = _done(run.table, [x.column, y.column])
-    values = [v for v in run.spec.space.knob(knob).values if (rows[knob] == v).any()]
-    cols = min(4, max(len(values), 1))
-    nrows = int(np.ceil(len(values) / cols)) or 1
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[f"{knob} = {v}" for v in values], shared_xaxes=True, shared_yaxes=True)
-    shown = [o.column for o in objectives]
-    for i, v in enumerate(values):
-        r, c = i // cols + 1, i % cols + 1
-        part = rows[rows[knob] == v]
-        fig.add_trace(go.Scatter(x=rows[x.column], y=rows[y.column], mode="markers", marker=dict(color="#d0d4da", size=5),
-                                 hoverinfo="skip", showlegend=False), row=r, col=c)  # fmt: skip
-        fig.add_trace(go.Scatter(x=part[x.column], y=part[y.column], mode="markers", marker=dict(color="#2c6fbb", size=7),
-                                 text=_hover(part, run.knobs, shown), hovertemplate="%{text}<extra></extra>", showlegend=False),
-                      row=r, col=c)  # fmt: skip
-        fx, fy = frontier_points(part, x, y)
-        fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", line=dict(shape="hv", color="#c0392b"), hoverinfo="skip", showlegend=False),
-                      row=r, col=c)  # fmt: skip
-    fig.update_layout(title=f"Frontier over the other knobs with {knob} fixed ({x.column} vs {y.column})", height=300 * nrows + 80)
-    return plots.div(fig)
-
-
-def _breakdown_plot(plots: _Plots, run: RunResults, knob: str, base: Mapping[str, Any] | None) -> str:
-    import plotly.graph_objects as go
-
-    means, stages, note = breakdown_means(run.table, knob, run.spec.space.knob(knob).values, base)
-    if means.empty:
-        return ""
-    fig = go.Figure()
-    for s in stages:
-        fig.add_trace(go.Bar(x=[str(v) for v in means.index], y=means[f"{s}_ms_mean"], name=s,
-                             hovertemplate=f"{knob}=%{{x}}<br>{s}: %{{y:.2f}} ms<extra></extra>"))  # fmt: skip
-    fig.update_layout(barmode="stack", title=f"Latency by stage vs {knob} ({note})", xaxis_title=knob,
-                      yaxis_title="latency per sample [ms] (mean)", height=400)  # fmt: skip
-    return plots.div(fig)
-
-
-def _effects_plot(plots: _Plots, run: RunResults, column: str, knobs: Sequence[str]) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    rows = _done(run.table, [column])
-    fig = make_subplots(rows=1, cols=len(knobs), shared_yaxes=True, subplot_titles=list(knobs))
-    for i, k in enumerate(knobs):
-        stats = rows.groupby(k)[column].agg(["mean", "std", "count"])
-        stats = stats.reindex([v for v in run.spec.space.knob(k).values if v in stats.index])
-        fig.add_trace(go.Scatter(x=[str(v) for v in stats.index], y=stats["mean"], mode="lines+markers", showlegend=False,
-                                 error_y=dict(type="data", array=stats["std"].fillna(0).to_numpy()),
-                                 hovertemplate=f"{k}=%{{x}}<br>mean {column}: %{{y:.4g}}<extra></extra>"), row=1, col=i + 1)  # fmt: skip
-    fig.update_layout(title=f"Main effect of each knob on {column} (mean ± std over the other knobs)", height=360,
-                      yaxis_title=axis_label(column, run.metrics))  # fmt: skip
-    return plots.div(fig)
-
-
-def _heatmap_plot(plots: _Plots, run: RunResults, column: str, kx: str, ky: str) -> str:
-    import plotly.graph_objects as go
-
-    rows = _done(run.table, [column])
-    grid = rows.pivot_table(index=ky, columns=kx, values=column, aggfunc="mean")
-    grid = grid.reindex(index=[v for v in run.spec.space.knob(ky).values if v in grid.index],
-                        columns=[v for v in run.spec.space.knob(kx).values if v in grid.columns])  # fmt: skip
-    fig = go.Figure(go.Heatmap(z=grid.to_numpy(dtype=float), x=[str(v) for v in grid.columns], y=[str(v) for v in grid.index],
-                               colorbar=dict(title=column), texttemplate="%{z:.3g}",
-                               hovertemplate=f"{kx}=%{{x}}<br>{ky}=%{{y}}<br>{column}=%{{z:.4g}}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=f"{column} by {kx} and {ky} (mean over the other knobs)", xaxis_title=kx, yaxis_title=ky, height=380)
-    return plots.div(fig)
-
-
-def _policy_plot(plots: _Plots, policies: Mapping[str, Any]) -> str:
-    import plotly.graph_objects as go
-
-    b = policies.get("budgets")
-    if not b:
-        return ""
-    rows = b["rows"]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[r["budget"] for r in rows], y=[r["multi"] for r in rows], mode="lines+markers",
-                             line=dict(shape="hv"), name="multi-knob"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=[r["budget"] for r in rows], y=[r["single"] for r in rows], mode="lines+markers",
-                             line=dict(shape="hv", dash="dash"), name="best single-knob"))  # fmt: skip
-    fig.update_layout(title=f"Best {b['quality']} reachable within a {b['cost']} budget", xaxis_title=f"budget: {b['cost']}",
-                      yaxis_title=b["quality"], height=380)  # fmt: skip
-    return plots.div(fig)
-
-
-def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Sequence[RunResults] = (), color_by: str | None = None) -> str:
-    """The report's HTML text (self-contained)."""
+def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Sequence[RunResults] = (), color_by: str | None = None,
+                 ctx: FigureContext | None = None) -> str:  # fmt: skip
+    """The report's HTML text (self-contained). Its plots come from the figure registry, from
+    the same data as the PNGs (``ctx``: the figures' context; built from the arguments if absent)."""
     from plotly.offline import get_plotlyjs
 
     plots = _Plots()
+    ctx = ctx or FigureContext(run, analysis, compare=compare, color_by=color_by)
+    drawn: dict[str, list[str]] = {}
+    for name in FIGURES.in_order():
+        fig = figure(name)
+        for info in fig.infos(ctx):
+            drawn.setdefault(info.section, []).append(plots.div(fig.plotly(info)))
+    figs = lambda section: "".join(drawn.get(section, []))  # noqa: E731
     objectives = _objectives(analysis)
     knobs = run.knobs
-    color_by = color_by or (run.spec.analysis or {}).get("color_by") or knobs[0]
     parts: list[str] = []
 
     # overview
     counts = analysis["counts"]
     fr = analysis["frontier"]
+    unc = fr.get("uncertainty")
+    hv_ci = fr.get("hypervolume_interval")
     cards = [("configurations", sum(counts.values())), ("done", counts.get("done", 0)), ("failed", counts.get("failed", 0)),
-             ("Pareto-optimal", fr["size"]), ("hypervolume (normalised)", _fmt(fr["hypervolume_normalized"]))]  # fmt: skip
+             ("Pareto-optimal", fr["size"]), ("normalised hypervolume", _fmt(fr["hypervolume_normalized"]))]  # fmt: skip
+    if unc:
+        cards.append(("optimal beyond noise", unc["counts"]["optimal"]))
+        cards.append(("frontier", "decided" if unc["decided"] else f"{unc['counts']['uncertain']} uncertain"))
     objs = ", ".join(f"{o.column} ({'max' if o.maximise else 'min'})" for o in objectives)
     parts.append(f"<section id='overview'><h2>Overview</h2>{''.join(f'<span class=card>{_esc(k)}<b>{_esc(v)}</b></span>' for k, v in cards)}"
                  f"<p>Workload <b>{_esc(analysis['run']['workload'])}</b>; objectives: {_esc(objs)}; knobs: {_esc(', '.join(knobs))}.</p>"
@@ -228,63 +180,69 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
                  + _table(["knob", "values", "measured values", "configurations per value"], rows, left=1) + "</section>")  # fmt: skip
 
     # frontier
-    body = ""
-    if len(objectives) >= 2:
-        body += _pareto_plot(plots, run, run.table, objectives, color_by, f"{run.label}: Pareto frontier (hover shows the configuration)")
+    body = figs("frontier")
     cols = [o.column for o in objectives]
-    body += _table(["trial", *knobs, *cols], [[r["trial_id"], *r["config"].values(), *(r["values"][c] for c in cols)] for r in fr["rows"]], left=1)
-    body += (f"<p>Hypervolume {_fmt(fr['hypervolume'])} (normalised {_fmt(fr['hypervolume_normalized'])}) with reference point "
-             f"{_esc(dict(zip(cols, (_fmt(v) for v in fr['reference']))))} ({_esc(fr['reference_source'])}).</p>")  # fmt: skip
+    headers = ["trial", *knobs, *cols] + (["P(optimal)", "status", "tied with (within noise)"] if unc else [])
+    frows = []
+    for r in fr["rows"]:
+        row = [r["trial_id"], *r["config"].values(), *(number(r["values"][c]) + _ci((r.get("intervals") or {}).get(c)) for c in cols)]
+        if unc:
+            ties = "; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in r["tied_with"])
+            row += [f"{r['probability']:.2f}", r["status"], ties]
+        frows.append(row)
+    body += _table(headers, frows, left=1)
+    unit = fr.get("hypervolume_unit") or ""
+    reference = "; ".join(f"{c} = {number(v)}" for c, v in zip(cols, fr["reference"]))
+    body += (f"<p>Hypervolume {number(fr['hypervolume'])}{_ci(hv_ci)} ({_esc(unit)}; normalised "
+             f"{number(fr['hypervolume_normalized'])}: the share of the box between the best and worst observed values) "
+             f"with reference point {_esc(reference)} ({_esc(fr['reference_source'])}).</p>")  # fmt: skip
+    if unc:
+        c = unc["counts"]
+        body += (f"<p>Given the noise ({unc['resamples']} bootstrap replicates of the per-sample records): {c['optimal']} "
+                 f"configuration(s) optimal beyond noise, {c['uncertain']} uncertain, {c['dominated']} dominated beyond noise. "
+                 "The band around the frontier is where it lies in 95% of replicates.</p><ul class=muted>"
+                 + "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in unc["sources"].items())
+                 + "".join(f"<li>{_esc(n)}</li>" for n in unc["notes"]) + "</ul>")  # fmt: skip
     if fr["excluded"]:
         body += f"<p class=muted>{len(fr['excluded'])} configuration(s) left out: " + _esc("; ".join(f"{e['trial_id']}: {e['reason']}" for e in fr["excluded"][:20])) + "</p>"
     parts.append(f"<section id='frontier'><h2>Pareto frontier</h2>{body}</section>")
 
+    # every configuration
+    parts.append(f"<section id='configurations'><h2>Every configuration</h2>{_configurations(run, objectives, analysis)}</section>")
+
     # coupling
     coup = analysis["coupling"]
-    rows = []
-    for p in coup["pairs"]:
-        rows.append([" × ".join(p["knobs"]), p["verdict"], p["reason"]])
+    rows = [[" × ".join(p["knobs"]), p["verdict"], p["reason"]] for p in coup["pairs"]]
     body = _table(["knob pair", "verdict", "evidence"], rows, left=3).replace(">coupled<", " class=coupled>coupled<").replace(">not coupled<", " class=ok>not coupled<")
     krows = [[k, _fmt(v["hypervolume_range"][0] if v["hypervolume_range"] else None), _fmt(v["hypervolume_range"][1] if v["hypervolume_range"] else None),
               {True: "yes", False: "no", None: "not comparable"}[v["optimal_settings_change"]], _fmt(v["mean_jaccard"])]
              for k, v in coup["knobs"].items()]  # fmt: skip
     body += "<h3>Fixed-knob frontiers</h3>" + _table(["fixed knob", "min HV (norm.)", "max HV (norm.)", "optimal settings of the others change", "mean Jaccard"], krows, left=1)
-    if len(objectives) >= 2:
-        for knob in coup["knobs"]:
-            body += _coupling_plot(plots, run, objectives, knob)
+    body += figs("coupling")
     parts.append(f"<section id='coupling'><h2>Knob coupling</h2>{body}</section>")
 
     # effects
     body = ""
-    varying = [k for k in knobs if run.table[k].nunique() > 1]
     for o in objectives:
         eff = analysis["effects"].get(o.column)
         if not eff:
             continue
-        rows = [[k, _fmt(v["share"]), _fmt(v["p_value"])] for k, v in eff["main"].items()]
-        rows += [[" × ".join(r["knobs"]), _fmt(r["share"]), _fmt(r["p_value"])] for r in eff["interactions"]]
+        rows = [[k, _pct(v["share"]), _p(v["p_value"])] for k, v in eff["main"].items()]
+        rows += [[" × ".join(r["knobs"]), _pct(r["share"]), _p(r["p_value"])] for r in eff["interactions"]]
         body += f"<h3>{_esc(o.column)}</h3>" + _table(["effect", "share of variance", "p-value"], rows, left=1)
-        if varying:
-            body += _effects_plot(plots, run, o.column, varying)
-    if len(varying) >= 2:
-        strongest = analysis["effects"].get(objectives[-1].column, {}).get("strongest") or []
-        kx, ky = strongest[0]["knobs"] if strongest else varying[:2]
-        for o in objectives:
-            body += _heatmap_plot(plots, run, o.column, kx, ky)
+    body += figs("effects")
     parts.append(f"<section id='effects'><h2>Knob effects</h2>{body}</section>")
 
     # breakdown
-    base = analysis["policies"].get("base")
-    body = "".join(_breakdown_plot(plots, run, k, base) for k in knobs)
+    body = figs("breakdown")
     parts.append(f"<section id='breakdown'><h2>Latency breakdown</h2>{body or '<p class=muted>No stage timings recorded.</p>'}</section>")
 
     # policies
     pol = analysis["policies"]
     if pol.get("available"):
-        rows = [[k, v["n"], _fmt(v.get("hypervolume_ratio")), "" if v.get("available") else v.get("reason", "")] for k, v in pol["single"].items()]
-        body = (f"<p>Single-knob policies start from {_esc(pol['base'])} ({_esc(pol['base_source'])}). The best single-knob policy reaches "
-                f"<b>{_fmt(pol['hypervolume_ratio'])}</b> of the multi-knob hypervolume.</p>"
-                + _table(["moved knob", "configurations", "HV ratio vs multi-knob", "note"], rows, left=1) + _policy_plot(plots, pol))  # fmt: skip
+        rows = [[k, v["n"], _pct(v.get("hypervolume_ratio")), "" if v.get("available") else v.get("reason", "")] for k, v in pol["single"].items()]
+        body = f"<p>Single-knob policies start from {_esc(pol['base'])} ({_esc(pol['base_source'])}). {_esc(policy_sentence(pol))}</p>"
+        body += _table(["moved knob", "configurations", "HV ratio vs multi-knob", "note"], rows, left=1) + figs("policies")
         if pol.get("budgets"):
             b = pol["budgets"]
             body += _table([f"{b['cost']} budget", f"multi-knob {b['quality']}", f"single-knob {b['quality']}", "gap"],
@@ -301,7 +259,15 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
         body += f"<h3>{_esc(rec['scenario'])}{desc}</h3><p>{_esc(rec['goal'] + cons)}: {rec['feasible']} of {rec['considered']} configurations qualify.</p>"
         if rec["top"]:
             vcols = list(rec["top"][0]["values"])
-            body += _table(["#", *knobs, "score", *vcols], [[i + 1, *r["config"].values(), r["score"], *r["values"].values()] for i, r in enumerate(rec["top"])])
+            body += _table(["#", *knobs, "score", *vcols],
+                           [[i + 1, *r["config"].values(), r["score"], *(number(r["values"][c]) + _ci(r.get("intervals", {}).get(c)) for c in vcols)]
+                            for i, r in enumerate(rec["top"])])  # fmt: skip
+            if rec.get("tied_with"):
+                body += (f"<p>#1 is tied within noise ({_esc(rec['tie_basis'])}) with: "
+                         + _esc("; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in rec["tied_with"])) + "</p>")  # fmt: skip
+            noisy = [f"#{i + 1} meets {', '.join(r['within_noise'])} only within noise" for i, r in enumerate(rec["top"]) if r.get("within_noise")]
+            if noisy:
+                body += f"<p class=muted>{_esc('; '.join(noisy))} (its 95% interval crosses the bound).</p>"
         else:
             body += f"<p class=coupled>No configuration: {_esc(rec['reason'])}</p>"
     parts.append(f"<section id='recommendations'><h2>Recommendations</h2>{body}</section>")
@@ -312,16 +278,15 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
     if comp:
         body += f"<p>Workloads: {_esc(', '.join(comp['workloads']))}; {comp['common_configs']} configurations measured on all.</p>"
         rows = [[c["config"], ", ".join(c["optimal_on"]), ", ".join(c["dominated_on"]),
+                 {True: "yes", False: "no: within noise", None: "–"}[c.get("beyond_noise")],
                  "; ".join(f"{w}: " + ", ".join(f"{k} {v:+.4g}" for k, v in cost["improvement"].items()) + f" by {cost['dominated_by_config']}"
                            for w, cost in c["cost"].items())] for c in comp["workload_dependent"][:30]]  # fmt: skip
-        body += _table(["configuration", "optimal on", "dominated on", "what using it there costs"], rows, left=4)
-        for other in compare:
-            objs = [Objective(o["column"], o["direction"], o.get("unit", "")) for o in comp["objectives"].get(other.label, [])]
-            if len(objs) >= 2:
-                body += _pareto_plot(plots, other, other.table, objs, color_by, f"{other.label}: Pareto frontier")
+        body += _table(["configuration", "optimal on", "dominated on", "beyond noise", "what using it there costs"], rows, left=5)
+    body += figs("comparison")
     cases = analysis.get("cases") or []
     if cases:
-        body += "<h3>Illustrative cases</h3><ul>" + "".join(f"<li><b>{_esc(c['kind'])}</b>: {_esc(c['text'])}</li>" for c in cases) + "</ul>"
+        body += "<h3>Illustrative cases</h3><ul>" + "".join(
+            f"<li{' class=muted' if c.get('supported') is False else ''}><b>{_esc(c['kind'])}</b>: {_esc(c['text'])}</li>" for c in cases) + "</ul>"
     parts.append(f"<section id='comparison'><h2>Workloads and illustrative cases</h2>{body or '<p class=muted>One workload; pass other runs to compare.</p>'}</section>")
 
     # failures
@@ -351,7 +316,26 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
 
 
 def write_report(run: RunResults, analysis: Mapping[str, Any], *, path: Path | None = None, compare: Sequence[RunResults] = (),
-                 color_by: str | None = None) -> Path:  # fmt: skip
+                 color_by: str | None = None, ctx: FigureContext | None = None) -> Path:  # fmt: skip
     path = Path(path) if path else run.run_dir / "report.html"
-    path.write_text(build_report(run, analysis, compare=compare, color_by=color_by), encoding="utf-8")
+    path.write_text(build_report(run, analysis, compare=compare, color_by=color_by, ctx=ctx), encoding="utf-8")
     return path
+
+
+def policy_sentence(pol: Mapping[str, Any]) -> str:
+    """Single- vs multi-knob in one sentence that cannot read as a contradiction: a budget that
+    only a multi-knob setting meets is often the frontier's end point, which lies on the edge of
+    the hypervolume's reference box and so adds no volume."""
+    ratio = pol.get("hypervolume_ratio")
+    text = ("The best single-knob policy reaches " + (f"{ratio:.0%} of the multi-knob hypervolume" if ratio is not None
+            else "no hypervolume (the multi-knob one is 0)"))  # fmt: skip
+    b = pol.get("budgets") or {}
+    gap = pol.get("largest_gap")
+    if gap and gap.get("gap"):
+        text += f"; its largest {b['quality']} shortfall is {number(gap['gap'])} at {b['cost']} {b['within']} {number(gap['budget'])}"
+    unmet = pol.get("budgets_single_cannot_meet") or []
+    if unmet:
+        text += (f". Yet within {b['cost']} {b['within']} {', '.join(number(v) for v in unmet[:3])} only a multi-knob setting "
+                 "qualifies at all; such a point lies on the edge of the reference box, where it adds no hypervolume, "
+                 "so the ratio cannot show it")  # fmt: skip
+    return text + "."
