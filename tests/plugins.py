@@ -114,8 +114,11 @@ class NoisyKnown(Workload):
     ``cost = a + b + interaction * (a - 2) * (b - 2)`` (a pure interaction on a grid centred at
     2) and ``quality = a - b / 2``, each plus Gaussian noise
     of standard deviation ``noise`` (cost) and ``quality_noise``, drawn from a generator seeded
-    by (seed, a, b, sample, pass), so a rerun draws the same numbers. No real work: these
-    metrics are not timings, so the analysis can be checked against the truth exactly.
+    by (seed, invocation, a, b, sample, how often that sample ran), so a rerun draws the same
+    numbers while every further measurement of a configuration (another pass, a later
+    ``refine-measurements``: the invocation is counted in the run directory) draws new noise, as
+    a real measurement would. No real work: these metrics are not timings, so the analysis can
+    be checked against the truth exactly.
     """
 
     knobs = ("a", "b")
@@ -128,23 +131,55 @@ class NoisyKnown(Workload):
                  interaction: float = 0.0, seed: int = 0) -> None:  # fmt: skip
         self.num, self.noise, self.quality_noise = num_samples, noise, quality_noise
         self.interaction, self.seed = interaction, seed
-        self.calls: dict[int, int] = {}
+        self.calls: dict[tuple[float, float, int], int] = {}
+        self.invocation = 0
+
+    def setup(self, ctx: Any) -> None:
+        marker = ctx.run_dir / ".noisy_known_invocations"
+        self.invocation = int(marker.read_text()) if marker.exists() else 0
+        marker.write_text(str(self.invocation + 1))
 
     def samples(self) -> list[int]:
         return list(range(self.num))
 
     def apply(self, config: Mapping[str, Any]) -> None:
         self.a, self.b = float(config["a"]), float(config["b"])
-        self.calls = {}
 
     @staticmethod
     def truth(a: float, b: float, interaction: float = 0.0) -> tuple[float, float]:
         return a + b + interaction * (a - 2) * (b - 2), a - b / 2
 
     def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
-        n = self.calls[sample] = self.calls.get(sample, -1) + 1
-        rng = np.random.default_rng([self.seed, int(self.a * 1000), int(self.b * 1000), sample, n])
+        key = (self.a, self.b, sample)
+        n = self.calls[key] = self.calls.get(key, -1) + 1
+        rng = np.random.default_rng([self.seed, self.invocation, int(self.a * 1000), int(self.b * 1000), sample, n])
         cost, quality = self.truth(self.a, self.b, self.interaction)
         with timer.stage("work"):
             pass
         return {"cost": cost + rng.normal(0, self.noise), "quality": quality + rng.normal(0, self.quality_noise)}
+
+
+class BusySpell(Workload):
+    """The same work for every configuration (a 2 ms sleep), but calls ``spell_start`` up to
+    ``spell_start + spell_calls`` of this process take 20 ms more: a busy spell of the machine
+    of known length, the ground truth that no configuration is faster than another."""
+
+    knobs = ("x",)
+    metrics = {"constant": Metric(higher_is_better=True, description="always 1")}
+
+    def __init__(self, num_samples: int = 4, spell_start: int = 12, spell_calls: int = 12) -> None:
+        self.num, self.start, self.length = num_samples, spell_start, spell_calls
+        self.calls = 0
+
+    def samples(self) -> list[int]:
+        return list(range(self.num))
+
+    def apply(self, config: Mapping[str, Any]) -> None:
+        pass
+
+    def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
+        busy = self.start <= self.calls < self.start + self.length
+        self.calls += 1
+        with timer.stage("work"):
+            time.sleep(0.022 if busy else 0.002)
+        return {"constant": 1.0}

@@ -245,3 +245,52 @@ def test_bad_repeat_settings_are_one_line(tmp_path: Path, measure: dict, message
     proc = knobscope("run", str(spec_path), "--no-progress")
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_refine_measurements_spends_repeats_only_where_the_frontier_is_undecided(tmp_path: Path) -> None:
+    # b = 0 truly dominates b = 0.1 by less than one noise sd; b = 3 is dominated by far
+    spec_path = _spec(tmp_path, "race", knobs={"a": [1, 2], "b": [0, 0.1, 3]},
+                      args={"num_samples": 4, "noise": 0.1, "quality_noise": 0.1}, measure={"repeats": 1})  # fmt: skip
+    knobscope("run", str(spec_path), "--no-progress", check=True)
+    run_dir = tmp_path / "race"
+    before = load_run(run_dir).table.set_index(["a", "b"])["num_records"]
+    proc = knobscope("refine-measurements", str(run_dir), "--budget", "200", "--resamples", "200", check=True)
+    after = load_run(run_dir).table.set_index(["a", "b"])
+    grown = after["num_records"] - before
+    assert (grown.xs(3, level="b") == 0).all(), grown  # in no open comparison: never measured again
+    assert grown.sum() > 0 and grown.sum() <= 200
+    assert (after["num_records"] % 4 == 0).all()  # whole passes over the 4 samples
+    assert "frontier decided" in proc.stdout, proc.stdout + proc.stderr
+    refined = after[grown > 0]
+    assert (refined["repeats"] == refined["num_records"] // 4).all()  # the summary counts the passes
+    # rerunning finds nothing left to decide and measures nothing
+    again = knobscope("refine-measurements", str(run_dir), check=True)
+    assert "frontier decided" in again.stdout and "0 samples spent" in again.stdout
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_interleaved_passes_keep_a_busy_spell_from_posing_as_a_faster_configuration(tmp_path: Path, interleave: bool) -> None:
+    """Three configurations doing the same work, three passes of four samples each; a busy spell
+    lasts exactly one configuration's twelve calls. Measured one configuration at a time, the
+    spell falls on all of one configuration's passes, its repeats agree, and it looks slower
+    beyond noise; interleaved, it falls on one pass of each, and nothing is decided."""
+    spec = {
+        "name": f"spell{interleave}", "workload": {"name": f"{PLUGINS}:BusySpell", "args": {"num_samples": 4}},
+        "knobs": {"x": [1, 2, 3]}, "strategy": "full", "objectives": {"total_ms_mean": "min"},
+        "measure": {"warmup": 0, "repeats": 3, "interleave": interleave}, "output": str(tmp_path / "run"),
+    }  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_local(load_spec(path), progress=False)
+    table = load_run(tmp_path / "run").table
+    assert (table["num_records"] == 12).all() and (table["repeats"] == 3).all()
+    result = analyze(load_run(tmp_path / "run", with_samples=True), AnalysisOptions(resamples=300))
+    status = [r["status"] for r in result["frontier"]["rows"]]
+    dominated = result["frontier"]["uncertainty"]["counts"]["dominated"]
+    if interleave:
+        assert table["noisy"].all()  # every configuration's passes disagree: the spell is seen
+        assert dominated == 0 and "optimal" not in status  # no configuration is faster beyond noise
+    else:
+        assert dominated >= 1  # the spell's configuration looks slower beyond noise: the trap
+    log = (tmp_path / "run" / "knobscope.log").read_text()
+    assert ("pass 2 of up to 3" in log) == interleave

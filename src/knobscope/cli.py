@@ -509,6 +509,36 @@ def _check_colour_knob(ctx: Any) -> None:
         raise SpecError(f"--color-by {ctx.colour_knob!r} is not a knob; knobs: {', '.join(ctx.knobs)}")
 
 
+@app.command(name="refine-measurements")
+def refine_measurements_cmd(
+    run_dir: RunDirArg, objective: ObjectiveOpt = None,
+    budget: Annotated[int | None, typer.Option(min=0, help="Samples to spend at most (default: as many as the run holds).")] = None,
+    resamples: Annotated[int, typer.Option(min=50, help="Bootstrap replicates per decision.")] = 200,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (default: the spec's measure.device).")] = "auto",
+) -> None:  # fmt: skip
+    """Measure more passes of the configurations whose Pareto membership is uncertain, until the
+    frontier is decided or the budget is spent (racing). Resumable: rerun the same command."""
+    from knobscope.refine import refine_measurements
+
+    def report(rnd: int, uncertain: int, spent: int) -> None:
+        err.print(f"round {rnd + 1}: {uncertain} configuration(s) uncertain; {spent} samples spent so far", markup=False)
+
+    try:
+        result = refine_measurements(run_dir, budget=budget, objectives=tuple(objective or ()), resamples=resamples,
+                                     device=device, on_round=report)  # fmt: skip
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: every finished pass is stored; run the same command again to go on.")
+        raise typer.Exit(130) from None
+    objectives = ", ".join(result.objectives)
+    if result.decided:
+        out.print(f"frontier decided over {objectives}: no configuration is uncertain "
+                  f"({result.spent} samples spent in {result.rounds} round(s))")  # fmt: skip
+    else:
+        left = ", ".join(f"{t} (P = {p:.2f})" for t, p in sorted(result.uncertain.items(), key=lambda kv: -kv[1])[:5])
+        out.print(f"frontier not decided over {objectives} after {result.spent} samples in {result.rounds} round(s): "
+                  f"{len(result.uncertain)} uncertain, e.g. {left}; raise --budget to go on")  # fmt: skip
+
+
 IntList = Annotated[list[int] | None, typer.Option(help="Values to sweep (repeatable).")]
 
 

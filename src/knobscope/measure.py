@@ -38,6 +38,8 @@ __all__ = [
     "Noise",
     "RepeatPolicy",
     "measure_config",
+    "extend_summary",
+    "needs_pass",
     "describe_records",
     "noise_of",
     "StageTimer",
@@ -497,6 +499,47 @@ class Measurement:
             "noise": self.noise.to_json(),
             "repeats": {"passes": self.passes, "policy": self.policy, **(dict(self.target) if self.target else {})},
         }
+
+
+def extend_summary(
+    old: Mapping[str, Any],
+    records: Sequence[Mapping[str, Any]],
+    new: Measurement,
+    *,
+    declared: Sequence[str],
+    seed: int,
+    policy: RepeatPolicy | None = None,
+) -> dict[str, Any]:
+    """A trial's summary after another pass: statistics over all its ``records`` (old and new);
+    configuration-level aggregates (perplexity, FLOPs) do not depend on repeats and are kept.
+    With an ``auto`` policy, whether its targets are met now."""
+    passes = int((old.get("repeats") or {}).get("passes", 1)) + new.passes
+    target = None
+    if policy is not None and policy.mode == "auto":
+        widths = _targets_met(records, policy, seed)
+        target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
+                  "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
+    merged = Measurement.from_records(
+        records, declared=declared, aggregate=old.get("aggregate", {}), seed=seed,
+        top_level_stages=tuple(sorted(set(old.get("top_level_stages", [])) | set(new.top_level_stages))),
+        peak_memory_mb=max(float(old.get("peak_memory_mb") or 0.0), new.peak_memory_mb), memory_kind=new.memory_kind,
+        wall_s=float(old.get("measure_wall_s") or 0.0) + new.wall_s, passes=passes,
+        policy=policy.mode if policy is not None else "refined", target=target,
+    )  # fmt: skip
+    return merged.summary()
+
+
+def needs_pass(summary: Mapping[str, Any] | None, policy: RepeatPolicy, round_: int) -> bool:
+    """Whether a finished trial takes pass number ``round_`` (1-based) of an interleaved measurement."""
+    if not summary:
+        return False
+    repeats = summary.get("repeats") or {}
+    passes = int(repeats.get("passes", policy.cap))
+    if passes >= round_ or passes >= policy.cap:
+        return False
+    if policy.mode == "auto" and passes >= policy.min_repeats and repeats.get("target_met"):
+        return False
+    return True
 
 
 def _stats_only(stats: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from knobscope.errors import SpecError, WorkloadError
-from knobscope.measure import Measurement, PeakMemory, RepeatPolicy, StageTimer, measure_config, provenance, resolve_device
+from knobscope.measure import (
+    Measurement, PeakMemory, RepeatPolicy, StageTimer, extend_summary, measure_config, needs_pass, provenance, resolve_device,
+)  # fmt: skip
 from knobscope.search import Observation
 from knobscope.space import Config, canonical_json, identity_hash
 from knobscope.spec import ExperimentSpec, repeat_targets
@@ -142,6 +144,11 @@ def build_workload(spec: ExperimentSpec) -> Workload:
         raise WorkloadError(f"workload {spec.workload.name!r} rejected its args {dict(spec.workload.args)}: {exc}") from None
 
 
+def interleaved(spec: ExperimentSpec) -> bool:
+    """Whether passes are measured in rounds over the configurations (``measure.interleave``)."""
+    return spec.measure.interleave and repeat_policy(spec).cap > 1
+
+
 def repeat_policy(spec: ExperimentSpec) -> RepeatPolicy:
     """The spec's ``measure`` section as the number of passes each configuration gets."""
     m = spec.measure
@@ -159,12 +166,14 @@ def measure_trial(
     memory: PeakMemory,
     *,
     on_sample: Callable[[], None] = lambda: None,
+    policy: RepeatPolicy | None = None,
 ) -> Measurement:
-    """Measure ``config`` with the spec's measurement settings (see :func:`knobscope.measure.measure_config`)."""
+    """Measure ``config`` with the spec's measurement settings (see :func:`knobscope.measure.measure_config`);
+    ``policy`` overrides the spec's passes (an interleaved measurement takes one at a time)."""
     m = spec.measure
     try:
         return measure_config(workload, config, timer=timer, memory=memory, warmup=m.warmup, num_samples=m.num_samples,
-                              policy=repeat_policy(spec), seed=m.seed, on_sample=on_sample)  # fmt: skip
+                              policy=policy or repeat_policy(spec), seed=m.seed, on_sample=on_sample)  # fmt: skip
     except ValueError as exc:
         if "no samples" in str(exc):
             raise WorkloadError(f"workload {spec.workload.name!r} returned no samples") from None  # type: ignore[union-attr]
@@ -220,6 +229,10 @@ def work(
         # then spreads over all configurations as noise instead of posing as a knob effect or a
         # knob interaction, as it would in grid order.
         order = random.Random(spec.measure.seed).sample(list(the_plan.trials), len(the_plan.trials))
+        # Interleaved passes: the first pass of every configuration here, the others in rounds
+        # below, so a busy spell of the machine lands on passes of different configurations (and
+        # shows as disagreement between passes) instead of on every pass of one configuration.
+        first = RepeatPolicy("fixed", repeats=1) if interleaved(spec) else None
         for trial in order if proposals is None else proposals:
             if not store.claim(trial.trial_id, owner):
                 continue
@@ -228,7 +241,7 @@ def work(
             try:
                 measurement = measure_trial(
                     workload, trial.config, spec, timer, memory,
-                    on_sample=lambda: store.heartbeat(trial.trial_id, owner),
+                    on_sample=lambda: store.heartbeat(trial.trial_id, owner), policy=first,
                 )  # fmt: skip
                 records, summary = list(measurement.records), measurement.summary()
             except KeyboardInterrupt:
@@ -256,9 +269,46 @@ def work(
             else:
                 log.warning("lost the claim on %s (presumed dead and re-assigned); result discarded", trial.trial_id)
             on_progress(store.status_counts(ids), None)
+        if interleaved(spec):
+            _more_passes(spec, store, workload, timer, memory, ids, result, on_progress)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        raise
     finally:
         result.counts = store.status_counts(ids)
     return result
+
+
+def _more_passes(spec: ExperimentSpec, store: Store, workload: Workload, timer: StageTimer, memory: PeakMemory,
+                 ids: list[str], result: SweepResult, on_progress: Callable[[dict[str, int], Config | None], None]) -> None:  # fmt: skip
+    """Passes 2, 3, ... of every finished trial, one round at a time, each round in a new seeded
+    order; ``repeats: auto`` stops giving passes to a configuration once its targets are met.
+    A pass is stored with the trial's new summary in one transaction, and only if no other
+    process stored that pass first, so an interrupted or shared sweep never stores one twice."""
+    policy = repeat_policy(spec)
+    declared = [m for m in type(workload).metrics if not m.endswith("_ms")]
+    wanted = set(ids)
+    for round_ in range(2, policy.cap + 1):
+        trials = [t for t in store.trials(status="done") if t.trial_id in wanted and needs_pass(t.summary, policy, round_)]
+        if not trials:
+            continue
+        log.info("pass %d of up to %d: %d configurations", round_, policy.cap, len(trials))
+        for trial in random.Random(spec.measure.seed + round_).sample(trials, len(trials)):
+            config = Config((name, trial.config[name]) for name in spec.space.names)
+            on_progress(store.status_counts(ids), config)
+            passes = int((trial.summary or {}).get("repeats", {}).get("passes", 1))
+            try:
+                new = measure_trial(workload, config, spec, timer, memory, policy=RepeatPolicy("fixed", repeats=1))
+            except Exception as exc:  # noqa: BLE001 - the trial keeps the passes it has
+                log.error("pass %d of %s failed: %s: %s", round_, trial.trial_id, type(exc).__name__, exc)
+                continue
+            old = [rec for _, rec in store.samples(trial.trial_id)]
+            added = [{**r, "repeat": passes} for r in new.records]
+            summary = extend_summary(trial.summary or {}, old + added, new, declared=declared, seed=spec.measure.seed,
+                                     policy=policy)  # fmt: skip
+            if store.add_pass(trial.trial_id, added, summary, passes_before=passes):
+                log.info("pass %d of %s stored%s", passes + 1, trial.trial_id,
+                         "; noisy: " + "; ".join(summary["noise"]["reasons"]) if summary["noise"]["noisy"] else "")  # fmt: skip
 
 
 def search_history(store: Store, spec: ExperimentSpec) -> list[Observation]:
@@ -359,6 +409,10 @@ def run_sweep(
                 known = store.statuses(ids)
                 todo = [i for i in ids if known.get(i, "pending") in ("pending", "running")
                         or (retry_failed and known.get(i) == "failed")]  # fmt: skip
+            if not todo and interleaved(spec):  # finished trials may still lack passes (an interrupted round)
+                policy = repeat_policy(spec)
+                todo = [t.trial_id for t in store.trials(status="done", ids=list(known))
+                        if any(needs_pass(t.summary, policy, r) for r in range(2, policy.cap + 1))]  # fmt: skip
             finished_before = sum(v in ("done", "failed") for v in known.values())
             if not todo:
                 log.info("nothing to run: all %d trials finished", len(ids))

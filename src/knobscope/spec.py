@@ -58,6 +58,7 @@ class _MeasureModel(_Model):
     min_repeats: int = Field(2, ge=1, description="repeats: auto measures at least this many passes")
     max_repeats: int = Field(10, ge=1, description="repeats: auto measures at most this many passes")
     targets: list[str] = Field(default_factory=list, description="statistics repeats: auto makes precise (default: the timing objectives, else total_ms_mean)")
+    interleave: bool = Field(True, description="measure passes in rounds over the configurations")
     num_samples: int | None = Field(None, ge=1, description="samples per config (default: the workload's all)")
     seed: int = 0
     device: str = "auto"
@@ -112,6 +113,10 @@ class MeasureSettings:
             ``"auto"``: at least ``min_repeats`` passes, then more until every target
             statistic's 95% interval is within ``target_ci`` of its value (relative
             half-width), or ``max_repeats`` passes.
+        interleave: measure passes in rounds over the configurations (pass 1 of every
+            configuration, then pass 2 of every one in a new seeded order, ...), so a busy spell
+            of the machine shows as disagreement between passes rather than as a slow
+            configuration; false measures all of a configuration's passes at once.
         targets: the statistics ``repeats: auto`` makes precise, as result columns
             (``total_ms_p95``; a bare metric means its mean); default: the spec's timing
             objectives, else ``total_ms_mean``.
@@ -129,6 +134,7 @@ class MeasureSettings:
     min_repeats: int = 2
     max_repeats: int = 10
     targets: tuple[str, ...] = ()
+    interleave: bool = True
 
     @property
     def adaptive(self) -> bool:
@@ -281,7 +287,7 @@ def _measure_settings(m: _MeasureModel, objectives: Mapping[str, str], source: s
     for t in targets:
         target_statistic(t, source=source)  # raises on a bad name now, not after loading the model
     return MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device, m.target_ci, m.min_repeats,
-                           m.max_repeats, targets)  # fmt: skip
+                           m.max_repeats, targets, m.interleave)  # fmt: skip
 
 
 _TARGET_STATS = ("mean", "p50", "p90", "p95", "p99")

@@ -269,6 +269,28 @@ class Store:
             )
             return True
 
+    def add_pass(self, trial_id: str, records: Sequence[dict[str, Any]], summary: dict[str, Any], *,
+                 passes_before: int | None = None) -> bool:  # fmt: skip
+        """Append another pass of records to a finished trial and replace its summary, in one
+        transaction (interleaved repeats, ``knobscope refine-measurements``). With
+        ``passes_before``, only if the stored summary still counts that many passes, so two
+        processes measuring the same pass store it once. Returns False, writing nothing, otherwise
+        or unless the trial is done."""
+        with self.transaction() as c:  # write-locked: the check and the write are one step for other processes
+            row = c.execute("SELECT status, summary FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
+            if row is None or row["status"] != "done":
+                return False
+            stored = json.loads(row["summary"]) if row["summary"] else {}
+            if passes_before is not None and int((stored.get("repeats") or {}).get("passes", 1)) != passes_before:
+                return False
+            c.execute("UPDATE trials SET summary = ?, finished = ? WHERE trial_id = ?", (json.dumps(summary), time.time(), trial_id))
+            start = c.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM samples WHERE trial_id = ?", (trial_id,)).fetchone()[0]
+            c.executemany(
+                "INSERT INTO samples (trial_id, idx, record) VALUES (?, ?, ?)",
+                [(trial_id, start + i, json.dumps(r)) for i, r in enumerate(records)],
+            )
+            return True
+
     def fail(self, trial_id: str, owner: str, error: str, *, run_id: int) -> None:
         self._conn.execute(
             "UPDATE trials SET status = 'failed', error = ?, finished = ?, run_id = ? "

@@ -189,9 +189,14 @@ def _against_noise(kept: pd.DataFrame, varying: list[str], a: str, b: str, state
         out["beyond_noise"] = "undetermined"
         signal = observed[0] - float(null.mean())  # the interaction beyond what noise adds on average
         critical = float(np.percentile(null, 100 * (1 - alpha)))
-        if relative >= min_share:
-            # noise shrinks as 1/n: significance needs signal >= critical / factor
-            out["records_factor"] = critical / signal if signal > 0 else None
+        if relative >= min_share and signal > 0:
+            # the noise's sum of squares shrinks as 1/n: significance needs signal >= critical / factor
+            out["records_factor"] = critical / signal
+        elif relative >= min_share:
+            # no interaction beyond noise: if there is none, the share (all noise) shrinks as 1/n,
+            # and its upper end must fall below the threshold
+            out["records_factor"] = out["share_interval"][1] / min_share
+            out["no_signal"] = True
         else:
             out["records_factor"] = _decisive_factor(relative, *out["share_interval"], min_share)
     return out
@@ -327,10 +332,10 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
         factor = e.get("records_factor")
         need = ""
         if factor is not None and per_config:
-            need = (f"; about {int(np.ceil(max(factor, 1.0) * per_config))} records per configuration (now {per_config:.0f}) "
-                    "would decide it if the effect is as estimated" if factor < 100 else "; more than 100x the records would be needed")  # fmt: skip
-        elif factor is None and e["share_of_pair_effect"] >= min_share:
-            need = "; no interaction beyond what noise alone produces"
+            what = ("no interaction beyond what noise alone produces; if there is none, about {n} records per configuration "
+                    f"(now {per_config:.0f}) would show it below {min_share:.0%}") if e.get("no_signal") else (
+                    "about {n} records per configuration" f" (now {per_config:.0f}) would decide it if the effect is as estimated")  # fmt: skip
+            need = "; " + what.format(n=int(np.ceil(max(factor, 1.0) * per_config))) if factor < 100 else "; more than 100x the records would be needed"
         parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect (95% interval {lo:.0%}-{hi:.0%}), "
                      f"p = {e['p_noise']:.2g} that noise alone makes an interaction this large{need}")  # fmt: skip
     return "undetermined", "within noise: " + "; ".join(parts)

@@ -180,6 +180,8 @@ class FrontierUncertainty:
         ties: per configuration that is not dominated beyond noise, the others it is
             statistically tied with (on every objective, the paired difference's 95% interval
             holds 0).
+        rivals: per uncertain configuration, the configurations that dominate it in at least 5%
+            of replicates, most often first: what it must be measured against to be decided.
         hypervolume_interval: 95% interval of the frontier's hypervolume (same reference point).
         band: for two objectives, the 2.5% and 97.5% attainment curves: ``{"x": [...],
             "low": [...], "high": [...]}`` with ``y`` reachable at each ``x`` in 95% of replicates
@@ -195,6 +197,7 @@ class FrontierUncertainty:
     band: Mapping[str, list[float]] | None = None
     has_noise: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rivals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +210,7 @@ class FrontierUncertainty:
             "ties": {k: list(v) for k, v in self.ties.items()},
             "band": dict(self.band) if self.band else None,
             "notes": list(self.notes),
+            "rivals": {k: list(v) for k, v in self.rivals.items()},
         }
 
 
@@ -246,6 +250,20 @@ def _band(rep: Replicates, flags: np.ndarray) -> dict[str, list[float]] | None:
     return {"x": xs.tolist(), "low": low.tolist(), "high": high.tolist()}
 
 
+def _rivals(rep: Replicates, flags: np.ndarray, uncertain: np.ndarray, *, limit: int = 200) -> dict[int, list[int]]:
+    """For each uncertain configuration (at most ``limit``), those dominating it in >= 5% of replicates."""
+    sign = np.where(flags, -1.0, 1.0)  # flip to "lower is better"
+    vals = rep.values * sign  # (B, C, m)
+    out = {}
+    for u in uncertain[:limit]:
+        mine = vals[:, u : u + 1, :]  # (B, 1, m)
+        dominates = (vals <= mine).all(axis=2) & (vals < mine).any(axis=2)  # (B, C)
+        share = dominates.mean(axis=0)
+        order = np.argsort(-share)
+        out[int(u)] = [int(j) for j in order if share[j] >= 1 - DECIDED and j != u]
+    return out
+
+
 def frontier_uncertainty(rep: Replicates, *, reference: np.ndarray) -> FrontierUncertainty:
     """Probability of optimality, decided and tied configurations, hypervolume interval, band."""
     flags = np.array([o.maximise for o in rep.objectives])
@@ -261,6 +279,9 @@ def frontier_uncertainty(rep: Replicates, *, reference: np.ndarray) -> FrontierU
     status = np.where(probability >= DECIDED, "optimal", np.where(probability <= 1 - DECIDED, "dominated", "uncertain"))
     candidates = np.flatnonzero(status != "dominated")
     ties = _ties(rep, candidates) if len(candidates) else {}
+    uncertain = np.flatnonzero(status == "uncertain")
+    uncertain = uncertain[np.argsort(np.abs(probability[uncertain] - 0.5))]
+    rivals = _rivals(rep, flags, uncertain) if len(uncertain) else {}
     tail = (1 - CONFIDENCE) / 2 * 100
     lo, hi = np.percentile(volumes, [tail, 100 - tail])
     ids = rep.trial_ids
@@ -278,4 +299,5 @@ def frontier_uncertainty(rep: Replicates, *, reference: np.ndarray) -> FrontierU
         band=_band(rep, flags),
         has_noise=rep.has_noise,
         notes=tuple(notes),
+        rivals={ids[i]: tuple(ids[j] for j in js) for i, js in rivals.items()},
     )
