@@ -106,11 +106,9 @@ def _with_interval(row: Any, column: str) -> str:
 
 def _ci(ci: Any) -> str:
     """`` [lo, hi]`` of a JSON interval (null: unbounded on that side), escaped for rich."""
-    if not ci or (ci[0] is None and ci[1] is None):
-        return ""
-    lo = "-∞" if ci[0] is None else _fmt(ci[0])
-    hi = "∞" if ci[1] is None else _fmt(ci[1])
-    return f" \\[{lo}, {hi}]"
+    from knobscope.figures.base import interval_text
+
+    return interval_text(ci, bracket="\\[")
 
 
 def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
@@ -129,23 +127,27 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
         "peak_memory_mb": "peak MiB",
     }  # fmt: skip
     # an objective's column: the name itself, else its mean (a declared metric has both: one is enough)
-    objective_cols = [next(c for c in (m, f"{m}_mean") if c in df.columns) for m in spec.objectives
-                      if f"{m}_p50" not in labels and (m in df.columns or f"{m}_mean" in df.columns)]  # fmt: skip
+    from knobscope.analysis.objectives import column_for
+
+    objective_cols = [c for m in spec.objectives if f"{m}_p50" not in labels and (c := column_for(m, df.columns))]
     metric_cols = [c for c in dict.fromkeys([*labels, *objective_cols]) if c in df.columns]
     show_status = bool((df["status"] != "done").any())
     noisy = "noisy" in df.columns and bool((df["noisy"] == True).any())  # noqa: E712 - None means unknown
     repeats = "repeats" in df.columns and df["repeats"].nunique(dropna=True) > 1
     cols = knob_cols + (["status"] if show_status else []) + metric_cols
+    # intervals where a reader compares configurations: the latency percentiles, quality and the objectives
+    with_ci = {"total_ms_p50", "total_ms_p95", "accuracy", *objective_cols}
     table = Table(title=f"{spec.name}: {len(df)} configurations ({run_dir})",
                   caption="\\[a, b]: 95% interval; P50/P95: percentiles over samples and repeats; mean: over them")  # fmt: skip
-    for c in cols:
-        table.add_column(labels.get(c, c), justify="left" if c == "status" else "right")
+    for c in cols:  # values never wrap; long headers fold instead
+        table.add_column(labels.get(c, c), justify="left" if c == "status" else "right", no_wrap=c in with_ci or c in knob_cols,
+                         overflow="fold")  # fmt: skip
     if repeats:
         table.add_column("repeats", justify="right")
     if noisy:
         table.add_column("noisy")
     for _, row in df.iterrows():
-        cells = [_fmt(row[c]) if c in knob_cols or c == "status" else _with_interval(row, c) for c in cols]
+        cells = [_with_interval(row, c) if c in with_ci else _fmt(row[c]) for c in cols]
         if repeats:
             cells.append(_fmt(row["repeats"]))
         if noisy:
@@ -389,7 +391,8 @@ def _print_analysis(result: dict[str, Any]) -> None:
     if pol.get("available"):
         from knobscope.report import policy_sentence
 
-        out.print("single- vs multi-knob: " + policy_sentence(pol))
+        sentence = policy_sentence(pol)
+        out.print("single- vs multi-knob: " + sentence[0].lower() + sentence[1:])
     else:
         out.print(f"single- vs multi-knob: {pol.get('reason')}")
     for rec in result["recommendations"]:

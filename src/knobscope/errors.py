@@ -5,6 +5,9 @@ The CLI turns any :class:`KnobscopeError` into one line on stderr and exit statu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 __all__ = [
     "KnobscopeError",
     "SpecError",
@@ -13,6 +16,8 @@ __all__ = [
     "StoreError",
     "WorkloadError",
     "AnalysisError",
+    "FieldProblem",
+    "field_problem",
 ]
 
 
@@ -42,3 +47,29 @@ class WorkloadError(KnobscopeError):
 
 class AnalysisError(KnobscopeError):
     """An analysis request that the results cannot answer: unknown metric, unknown direction."""
+
+
+_SCALAR_TAGS = {"int", "float", "str", "bool", "none"}
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """The first problem of a pydantic ``ValidationError``, ready for a one-line message.
+
+    ``where`` is the dotted key path with pydantic's union-member tags (``int``, ``list[...]``,
+    ``_RangeKnob``) dropped; ``loc`` is the raw path.
+    """
+
+    where: str
+    message: str
+    got: Any
+    unknown_key: bool
+    loc: tuple[Any, ...]
+
+
+def field_problem(exc: Any) -> FieldProblem:
+    """The first error of a pydantic ``ValidationError`` (the one place that reads its format)."""
+    err = exc.errors()[0]
+    parts = [str(p) for p in err["loc"]
+             if not (isinstance(p, str) and (p in _SCALAR_TAGS or "[" in p or p.startswith("_")))]  # fmt: skip
+    return FieldProblem(".".join(parts), err["msg"], err.get("input"), err["type"] == "extra_forbidden", tuple(err["loc"]))

@@ -516,7 +516,7 @@ def extend_summary(
     passes = int((old.get("repeats") or {}).get("passes", 1)) + new.passes
     target = None
     if policy is not None and policy.mode == "auto":
-        widths = _targets_met(records, policy, seed)
+        widths = _target_widths(records, policy, seed)
         target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
                   "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
     merged = Measurement.from_records(
@@ -571,7 +571,7 @@ def describe_records(records: Sequence[Mapping[str, Any]], *, seed: int = 0) -> 
     return metrics, per_call
 
 
-def _targets_met(records: Sequence[Mapping[str, Any]], policy: RepeatPolicy, seed: int) -> dict[str, float]:
+def _target_widths(records: Sequence[Mapping[str, Any]], policy: RepeatPolicy, seed: int) -> dict[str, float]:
     """Relative half-width of each target statistic's interval so far."""
     from knobscope.intervals import describe, relative_half_width
 
@@ -630,7 +630,7 @@ def measure_config(
             on_sample()
         passes += 1
         if policy.mode == "auto" and passes >= policy.first:
-            widths = _targets_met(records, policy, seed)
+            widths = _target_widths(records, policy, seed)
             if all(w <= policy.target_ci for w in widths.values()):
                 break
     target = None

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from knobscope.analysis.objectives import Objective
 from knobscope.figures import FIGURES, FigureContext, figure
-from knobscope.figures.base import number
+from knobscope.figures.base import interval_text, number
 from knobscope.results import RunResults
 
 __all__ = ["build_report", "write_report", "SECTIONS"]
@@ -91,12 +90,7 @@ def _p(value: Any) -> str:
     return "< 1e-6" if value < 1e-6 else f"{value:.2g}"
 
 
-def _ci(ci: Any) -> str:
-    if not ci or (ci[0] is None and ci[1] is None):
-        return ""
-    lo = "-∞" if ci[0] is None else number(ci[0])
-    hi = "∞" if ci[1] is None else number(ci[1])
-    return f" [{lo}, {hi}]"
+_ci = interval_text
 
 
 def _objectives(analysis: Mapping[str, Any]) -> list[Objective]:
@@ -127,7 +121,7 @@ def _configurations(run: RunResults, objectives: Sequence[Objective], analysis: 
             row.append(f"{probability.get(str(r.get('trial_id')), 0.0):.2f}" if r.get("status") == "done" else "–")
         for c in extra:
             v = r.get(c)
-            row.append("yes" if v is True else "" if c == "noisy" else number(v) if not _missing(v) else "–")
+            row.append("yes" if v is True else "" if c == "noisy" else str(int(v)) if not _missing(v) else "–")
         rows.append(row)
     note = ("<p class=muted>[a, b]: 95% interval (∞: too few records to bound it); std: the spread over samples and repeats"
             + ("; P(optimal): share of bootstrap replicates in which the configuration is Pareto-optimal" if unc else "") + ".</p>")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from knobscope.errors import KnobscopeError, SpecError
+from knobscope.plain import plain
 from knobscope.store import Store
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     if hasattr(value, "item"):  # numpy scalar
-        return _clean(value.item())
+        return _clean(plain(value))
     return value
 
 

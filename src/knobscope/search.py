@@ -99,9 +99,11 @@ class Goal:
             except (ValueError, ZeroDivisionError, TypeError, OverflowError):
                 return None
             return [value] if math.isfinite(value) else None
+        from knobscope.analysis.objectives import column_for
+
         out = []
         for column, _ in self.objectives:
-            name = column if column in row else f"{column}_mean" if f"{column}_mean" in row else None
+            name = column_for(column, row)
             if name is None:
                 raise SpecError(f"objective {column!r} is not a result column; columns: "
                                 f"{', '.join(sorted(k for k in row if not k.endswith('_std')))}")  # fmt: skip

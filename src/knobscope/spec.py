@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from knobscope.errors import KnobscopeError, SpecError
+from knobscope.errors import KnobscopeError, SpecError, field_problem
 from knobscope.expressions import Expression
 from knobscope.space import Knob, Space, Value, range_values
 from knobscope.strategies import STRATEGIES, Strategy, get_strategy
@@ -188,16 +188,11 @@ class ExperimentSpec:
 
 
 def _format_error(source: str, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    # pydantic reports union members as extra path parts ("list[...]", "_RangeKnob"); drop them.
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("_")))]
-    where = ".".join(loc) or "top level"
-    bad = err.get("input")
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        parent_fields = _allowed_fields(err["loc"][:-1])
-        return f"{source}: unknown key {where!r}; allowed keys here: {parent_fields}"
-    return f"{source}: {where}: {msg} (got {bad!r})"
+    problem = field_problem(exc)
+    where = problem.where or "top level"
+    if problem.unknown_key:
+        return f"{source}: unknown key {where!r}; allowed keys here: {_allowed_fields(problem.loc[:-1])}"
+    return f"{source}: {where}: {problem.message} (got {problem.got!r})"
 
 
 def _allowed_fields(loc: tuple[Any, ...]) -> str:
@@ -346,13 +341,12 @@ def _build_knob(name: str, raw: Any, source: str) -> Knob:
     try:
         body = kind.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("int", "float", "str", "bool")))
-        if err["type"] == "extra_forbidden":
+        problem = field_problem(exc)
+        if problem.unknown_key:
             raise SpecError(
-                f"knob {name!r}: unknown key {where!r}; allowed keys: {', '.join(kind.model_fields)}"
+                f"knob {name!r}: unknown key {problem.where!r}; allowed keys: {', '.join(kind.model_fields)}"
             ) from None
-        raise SpecError(f"knob {name!r}: {where}: {err['msg']} (got {err.get('input')!r})") from None
+        raise SpecError(f"knob {name!r}: {problem.where}: {problem.message} (got {problem.got!r})") from None
     if isinstance(body, _ListKnob):
         return Knob(name, tuple(body.values), body.default)
     lo, hi = body.range

@@ -53,7 +53,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.stats import qmc
 
-from knobscope.errors import SpecError
+from knobscope.errors import SpecError, field_problem
 from knobscope.registry import Registry
 from knobscope.space import Config, Space, Value
 
@@ -83,11 +83,10 @@ class Strategy(ABC):
         try:
             self.options = self.Options(**options)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "options"
+            problem = field_problem(exc)
             allowed = ", ".join(self.Options.model_fields) or "none"
             raise SpecError(
-                f"strategy {self.name!r} option {where!r}: {err['msg']} (got {err.get('input')!r}); "
+                f"strategy {self.name!r} option {problem.where or 'options'!r}: {problem.message} (got {problem.got!r}); "
                 f"options it takes: {allowed}"
             ) from None
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from knobscope.analysis.compare import compare_workloads, illustrative_cases
@@ -23,6 +22,7 @@ from knobscope.analysis.policies import policy_comparison
 from knobscope.analysis.recommend import Goal, Scenario, recommend, scenarios_from_spec
 from knobscope.analysis.uncertainty import RESAMPLES, FrontierUncertainty, frontier_uncertainty, resample_objectives
 from knobscope.errors import AnalysisError
+from knobscope.plain import plain
 from knobscope.results import RunResults
 
 __all__ = ["AnalysisOptions", "analyze", "run_objectives"]
@@ -73,8 +73,7 @@ def _default_goal(objectives: Sequence[Objective]) -> Goal:
 
 
 def _py(value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value
-    return None if isinstance(value, float) and not np.isfinite(value) else value
+    return plain(value, missing=True)
 
 
 def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, compare: Sequence[RunResults] = ()) -> dict[str, Any]:

@@ -18,12 +18,12 @@ import pandas as pd
 
 from knobscope.analysis.objectives import Objective
 from knobscope.analysis.pareto import pareto_front
+from knobscope.plain import plain_key
 
 __all__ = ["compare_workloads", "illustrative_cases"]
 
 
-def _key(row: Mapping[str, Any], knobs: Sequence[str]) -> tuple:
-    return tuple(row[k].item() if hasattr(row[k], "item") else row[k] for k in knobs)
+_key = plain_key
 
 
 def _dominators(front: pd.DataFrame, point: pd.Series, objectives: Sequence[Objective], span: np.ndarray) -> tuple[pd.Series, np.ndarray] | None:

@@ -37,6 +37,7 @@ from knobscope.analysis.objectives import Objective, objective_matrix
 from knobscope.analysis.pareto import ideal_point, pareto_front, pareto_mask, reference_point
 from knobscope.analysis.uncertainty import Replicates
 from knobscope.intervals import CONFIDENCE
+from knobscope.plain import plain
 
 __all__ = ["coupling_analysis", "fixed_knob_frontiers"]
 
@@ -45,8 +46,7 @@ def _settings(rows: pd.DataFrame, knobs: Sequence[str]) -> list[tuple]:
     return [tuple(_py(v) for v in r) for r in rows[list(knobs)].itertuples(index=False)]
 
 
-def _py(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+_py = plain
 
 
 def fixed_knob_frontiers(

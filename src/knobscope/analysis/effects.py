@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from knobscope.analysis.objectives import Objective, objective_matrix
+from knobscope.plain import plain
 
 __all__ = ["knob_effects", "marginal_means"]
 
@@ -103,8 +104,7 @@ def _p(value: Any) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _key(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+_key = plain
 
 
 def _dummies(frame: pd.DataFrame, knob: str) -> np.ndarray:

@@ -27,6 +27,7 @@ __all__ = [
     "default_objectives",
     "objective_matrix",
     "numeric_columns",
+    "column_for",
 ]
 
 DIRECTIONS = ("min", "max")
@@ -85,6 +86,16 @@ def direction_of(column: str, metrics: Mapping[str, Mapping[str, Any]]) -> tuple
     return None, ""
 
 
+def column_for(name: str, columns: Iterable[str]) -> str | None:
+    """The result column a metric name stands for: the name itself, else its mean (``accuracy``
+    -> ``accuracy_mean`` where only per-sample statistics exist); None when neither exists.
+    The one place this rule is written: the spec, the search, the analysis and the CLI use it."""
+    present = set(columns)
+    if name in present:
+        return name
+    return f"{name}_mean" if f"{name}_mean" in present else None
+
+
 def numeric_columns(table: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     skip = set(exclude) | {"trial_id", "workload", "status", "error", "attempts", "num_records"}
     return [c for c in table.columns if c not in skip and pd.api.types.is_numeric_dtype(table[c])]
@@ -98,9 +109,7 @@ def resolve_objective(
     name, direction = name.strip(), direction.strip()
     if direction and direction not in DIRECTIONS:
         raise AnalysisError(f"objective {text!r}: direction {direction!r} is not valid; use {name}:min or {name}:max")
-    column = name
-    if column not in table.columns and f"{name}_mean" in table.columns:
-        column = f"{name}_mean"
+    column = column_for(name, table.columns) or name
     available = numeric_columns(table, exclude=knobs)
     if column not in table.columns:
         close = difflib.get_close_matches(name, available, n=3)

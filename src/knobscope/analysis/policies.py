@@ -17,12 +17,12 @@ import pandas as pd
 
 from knobscope.analysis.objectives import Objective, objective_matrix
 from knobscope.analysis.pareto import ideal_point, pareto_front
+from knobscope.plain import plain
 
 __all__ = ["policy_comparison", "budget_curve"]
 
 
-def _py(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+_py = plain
 
 
 def _base(kept: pd.DataFrame, knobs: Sequence[str], defaults: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

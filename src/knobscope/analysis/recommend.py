@@ -30,6 +30,7 @@ from knobscope.analysis.objectives import Objective, resolve_objective
 from knobscope.analysis.uncertainty import Replicates
 from knobscope.errors import AnalysisError, KnobscopeError
 from knobscope.expressions import Expression
+from knobscope.plain import plain, plain_config
 
 __all__ = ["Goal", "Scenario", "recommend", "scenarios_from_spec"]
 
@@ -124,7 +125,7 @@ def _simple_bound(expr: Expression) -> tuple[str, str] | None:
 
 
 def _config(row: Mapping[str, Any], knobs: Sequence[str]) -> dict[str, Any]:
-    return {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in knobs}
+    return plain_config(row, knobs)
 
 
 def recommend(
@@ -255,7 +256,7 @@ def _ties(candidates: pd.DataFrame, goal: Goal, score_columns: Sequence[str], kn
 
 
 def _num(value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value
+    value = plain(value)
     return None if isinstance(value, float) and np.isnan(value) else value
 
 

@@ -27,7 +27,7 @@ from knobscope.analysis.objectives import Objective, direction_of  # noqa: E402
 from knobscope.analysis.pareto import pareto_mask  # noqa: E402
 from knobscope.results import RunResults  # noqa: E402
 
-__all__ = ["Figure", "FigureContext", "Info", "FIGURE_DPI", "plt", "axis_label", "number", "done_rows", "colours",
+__all__ = ["Figure", "FigureContext", "Info", "FIGURE_DPI", "plt", "axis_label", "number", "interval_text", "done_rows", "colours",
            "frontier_points", "stage_columns", "slug", "save", "interval_arrays"]  # fmt: skip
 
 FIGURE_DPI = 300
@@ -120,6 +120,15 @@ def number(value: Any) -> str:
     if abs(v) < 1e-4:
         return f"{v:.2g}"
     return f"{v:,.{digits}f}"
+
+
+def interval_text(ci: Sequence[Any] | None, *, bracket: str = "[") -> str:
+    """`` [lo, hi]`` of a stored interval (None: unbounded on that side); ``bracket`` lets rich escape it."""
+    if not ci or (ci[0] is None and ci[1] is None):
+        return ""
+    lo = "-∞" if ci[0] is None else number(ci[0])
+    hi = "∞" if ci[1] is None else number(ci[1])
+    return f" {bracket}{lo}, {hi}]"
 
 
 def done_rows(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

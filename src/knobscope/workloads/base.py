@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from knobscope.errors import WorkloadError
+from knobscope.errors import WorkloadError, field_problem
 from knobscope.measure import StageTimer
 from knobscope.space import Space
 
@@ -43,10 +43,9 @@ def parse_args(model: type[ArgsT], args: Mapping[str, Any], workload: str) -> Ar
     try:
         return model(**args)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        problem = field_problem(exc)
         raise WorkloadError(
-            f"workload {workload}: argument {where!r}: {err['msg']} (got {err.get('input')!r}); "
+            f"workload {workload}: argument {problem.where!r}: {problem.message} (got {problem.got!r}); "
             f"arguments it takes: {', '.join(model.model_fields)}"
         ) from None
 
