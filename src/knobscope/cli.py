@@ -127,9 +127,9 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
         "peak_memory_mb": "peak MiB",
     }  # fmt: skip
     # an objective's column: the name itself, else its mean (a declared metric has both: one is enough)
-    from knobscope.analysis.objectives import column_for
+    from knobscope.goals import column_for
 
-    objective_cols = [c for m in spec.objectives if f"{m}_p50" not in labels and (c := column_for(m, df.columns))]
+    objective_cols = [c for o in spec.objectives if f"{o.column}_p50" not in labels and (c := column_for(o.column, df.columns))]
     metric_cols = [c for c in dict.fromkeys([*labels, *objective_cols]) if c in df.columns]
     show_status = bool((df["status"] != "done").any())
     noisy = "noisy" in df.columns and bool((df["noisy"] == True).any())  # noqa: E712 - None means unknown
@@ -304,18 +304,14 @@ def _analysis(
     minimize: str | None = None, score: str | None = None, weight: list[str] | None = None, scenario: str | None = None,
     fix: list[str] | None = None, reference: list[str] | None = None, top: int | None = None, compare: list[Path] | None = None,
 ) -> tuple[Any, list[Any], dict[str, Any]]:  # fmt: skip
-    from knobscope.analysis import AnalysisOptions, Goal, analyze
+    from knobscope.analysis import AnalysisOptions, analyze
+    from knobscope.goals import goal_from
     from knobscope.results import load_run
 
-    goals = [g for g in (("maximize", maximize), ("minimize", minimize), ("score", score)) if g[1]]
-    if weight:
-        goals.append(("weights", "weights"))
-    if len(goals) > 1:
-        raise SpecError(f"give one of --maximize, --minimize, --score and --weight, not {' and '.join('--' + g[0] for g in goals)}")
-    goal = None
-    if goals:
-        kind, target = goals[0]
-        goal = Goal("weights", weights=_pairs(weight, "--weight")) if kind == "weights" else Goal(kind, target)  # type: ignore[arg-type]
+    # the same rules as the spec's analysis section (one goal at most)
+    flags = {"maximize": "--maximize", "minimize": "--minimize", "score": "--score", "weights": "--weight"}
+    goal = goal_from({"maximize": maximize, "minimize": minimize, "score": score,
+                      "weights": _pairs(weight, "--weight") if weight else None}, where="the command line", keys=flags)  # fmt: skip
     options = AnalysisOptions(objectives=tuple(objective or ()), constraints=tuple(constraint or ()), goal=goal, scenario=scenario,
                               fix=tuple(fix or ()), reference=_pairs(reference, "--reference"), top=top)  # fmt: skip
     run = load_run(run_dir, with_samples=True)

@@ -45,10 +45,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from knobscope.errors import SpecError
 from knobscope.expressions import Expression
+from knobscope.goals import Goal, Objective
 from knobscope.space import Config, Space, Value
 from knobscope.strategies import STRATEGIES, Strategy, get_strategy
 
-__all__ = ["AdaptiveStrategy", "Observation", "Goal", "Bayesian", "NSGA2", "Refine"]
+__all__ = ["AdaptiveStrategy", "Observation", "Goal", "Bayesian", "NSGA2", "Refine"]  # Goal: knobscope.goals
 
 log = logging.getLogger("knobscope")
 MAX_ASKS = 3  # proposals per trial before moving to the nearest unmeasured configuration
@@ -65,53 +66,6 @@ class Observation:
     status: str
     row: Mapping[str, Any] = field(default_factory=dict)
     trial_id: str = ""
-
-
-@dataclass(frozen=True)
-class Goal:
-    """What an adaptive strategy optimises: objectives with directions, or a score to maximise."""
-
-    objectives: tuple[tuple[str, Literal["min", "max"]], ...] = ()
-    score: Expression | None = None
-
-    @property
-    def directions(self) -> list[str]:
-        return ["maximize"] if self.score is not None else ["maximize" if d == "max" else "minimize" for _, d in self.objectives]
-
-    @property
-    def description(self) -> str:
-        if self.score is not None:
-            return f"maximise {self.score.source}"
-        return ", ".join(f"{c} ({d})" for c, d in self.objectives)
-
-    def values(self, obs: Observation) -> list[float] | None:
-        """The objective values of a finished trial; None when failed or not finite."""
-        if obs.status != "done":
-            return None
-        row = obs.row
-        if self.score is not None:
-            missing = sorted(n for n in self.score.names if n not in row and n not in obs.config)
-            if missing:
-                raise SpecError(f"score {self.score.source!r} names {missing[0]!r}, which is not a result column or knob; "
-                                f"columns: {', '.join(sorted(k for k in row if not k.endswith('_std')))}")  # fmt: skip
-            try:
-                value = float(self.score.evaluate({**obs.config, **row}))  # type: ignore[arg-type]
-            except (ValueError, ZeroDivisionError, TypeError, OverflowError):
-                return None
-            return [value] if math.isfinite(value) else None
-        from knobscope.analysis.objectives import column_for
-
-        out = []
-        for column, _ in self.objectives:
-            name = column_for(column, row)
-            if name is None:
-                raise SpecError(f"objective {column!r} is not a result column; columns: "
-                                f"{', '.join(sorted(k for k in row if not k.endswith('_std')))}")  # fmt: skip
-            value = row[name]
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                return None
-            out.append(float(value))
-        return out
 
 
 class _AdaptiveOptions(BaseModel):
@@ -138,19 +92,26 @@ class AdaptiveStrategy(Strategy):
     def budget(self, space: Space) -> int:
         return self.options.n_trials  # type: ignore[attr-defined]
 
-    def goal(self, spec_objectives: Mapping[str, str]) -> Goal:
+    def goal(self, spec_objectives: Sequence[Objective] | Mapping[str, str]) -> Goal:
         """The objectives from the strategy's options or the spec; raises if there are none."""
-        objectives = self.options.objectives or spec_objectives  # type: ignore[attr-defined]
+        own = self.options.objectives  # type: ignore[attr-defined]
+        objectives = [Objective(str(c), d) for c, d in own.items()] if own else list(_objectives(spec_objectives))
         if not objectives:
             raise SpecError(
                 f"strategy {self.name!r} needs something to optimise: give the spec 'objectives' (e.g. "
                 "{cosine: max, sketchwalk_ms: min}) or the strategy option 'objectives'"
             )
-        return Goal(tuple((str(c), d) for c, d in objectives.items()))  # type: ignore[misc]
+        return Goal(objectives=tuple(objectives))
 
     def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
         """The next configuration to measure (not in ``history``), or None when the search is over."""
         raise NotImplementedError
+
+
+def _objectives(given: Sequence[Objective] | Mapping[str, str]) -> list[Objective]:
+    if isinstance(given, Mapping):
+        return [Objective(str(c), d) for c, d in given.items()]  # type: ignore[arg-type]
+    return list(given)
 
 
 def _ordinal(values: Sequence[Value]) -> bool:
@@ -268,7 +229,7 @@ class Bayesian(_OptunaStrategy):
             except Exception as exc:  # noqa: BLE001 - report the parse error as a spec error
                 raise SpecError(f"strategy 'bayesian' option 'score': {exc}") from None
 
-    def goal(self, spec_objectives: Mapping[str, str]) -> Goal:
+    def goal(self, spec_objectives: Sequence[Objective] | Mapping[str, str]) -> Goal:
         if self.options.score is not None:
             return Goal(score=self._score)
         return super().goal(spec_objectives)
@@ -293,7 +254,7 @@ class NSGA2(_OptunaStrategy):
     summary = "multi-objective evolutionary search (Optuna NSGA-II) towards the Pareto front; run only"
     Options = _NSGA2Options
 
-    def goal(self, spec_objectives: Mapping[str, str]) -> Goal:
+    def goal(self, spec_objectives: Sequence[Objective] | Mapping[str, str]) -> Goal:
         goal = super().goal(spec_objectives)
         if len(goal.objectives) < 2:
             raise SpecError(f"strategy 'nsga2' needs at least two objectives, got {goal.description}; use 'bayesian' for one")

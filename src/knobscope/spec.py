@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from knobscope.errors import KnobscopeError, SpecError, field_problem
 from knobscope.expressions import Expression
+from knobscope.goals import Objective, goal_from
 from knobscope.space import Knob, Space, Value, range_values
 from knobscope.strategies import STRATEGIES, Strategy, get_strategy
 
@@ -150,7 +151,7 @@ class ExperimentSpec:
     strategy_name: str
     strategy_options: Mapping[str, Any]
     workload: WorkloadSpec | None = None
-    objectives: Mapping[str, str] = field(default_factory=dict)
+    objectives: tuple[Objective, ...] = ()
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     # The spec's ``analysis`` section as plain data (see docs/spec.md); read by knobscope.analysis.
     analysis: Mapping[str, Any] = field(default_factory=dict)
@@ -264,8 +265,8 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
         strategy_name=strategy_name,
         strategy_options=strategy_options,
         workload=workload,
-        objectives=dict(model.objectives),
-        measure=_measure_settings(m, dict(model.objectives), source),
+        objectives=tuple(Objective(c, d) for c, d in model.objectives.items()),
+        measure=_measure_settings(m, source),
         analysis=analysis,
         output=Path(model.output) if model.output else None,
         source=source,
@@ -273,7 +274,7 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
     )
 
 
-def _measure_settings(m: _MeasureModel, objectives: Mapping[str, str], source: str) -> MeasureSettings:
+def _measure_settings(m: _MeasureModel, source: str) -> MeasureSettings:
     if isinstance(m.repeats, int) and m.repeats < 1:
         raise SpecError(f"{source}: measure.repeats: must be a whole number >= 1 or 'auto' (got {m.repeats!r})")
     if m.min_repeats > m.max_repeats:
@@ -303,7 +304,7 @@ def repeat_targets(spec: ExperimentSpec) -> tuple[tuple[str, str], ...]:
     objectives (measured per sample, so repeats narrow them), else the mean total latency."""
     if spec.measure.targets:
         return tuple(target_statistic(t, source=spec.source) for t in spec.measure.targets)
-    timing = [target_statistic(c, source=spec.source) for c in spec.objectives]
+    timing = [target_statistic(o.column, source=spec.source) for o in spec.objectives]
     timing = [(m, s) for m, s in timing if m.endswith("_ms")]
     return tuple(timing) or (("total_ms", "mean"),)
 
@@ -316,8 +317,10 @@ def _check_analysis_expressions(analysis: Mapping[str, Any], source: str) -> Non
             _parse_expression(text, f"{source}: {where}.constraints[{i}]")
         if section["score"]:
             _parse_expression(section["score"], f"{source}: {where}.score")
-        if sum(bool(section[k]) for k in ("maximize", "minimize", "score")) > 1:
-            raise SpecError(f"{source}: {where} sets more than one of maximize, minimize and score; keep one")
+        try:
+            goal_from(section, where=where)  # the same rules as the command line's --maximize/--score/...
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from None
 
 
 def _parse_expression(text: str, where: str) -> Expression:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from knobscope.errors import AnalysisError
+from knobscope.goals import Objective, column_for
 
 __all__ = [
     "Objective",
@@ -33,32 +34,6 @@ __all__ = [
 DIRECTIONS = ("min", "max")
 _STATS = ("mean", "min", "max", "p50", "p90", "p95", "p99")
 _UNDIRECTED_STATS = ("std", "n")
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A result column and whether lower (``min``) or higher (``max``) is better."""
-
-    column: str
-    direction: Literal["min", "max"]
-    unit: str = ""
-
-    @property
-    def maximise(self) -> bool:
-        return self.direction == "max"
-
-    @property
-    def label(self) -> str:
-        unit = f" ({self.unit})" if self.unit else ""
-        arrow = "higher is better" if self.maximise else "lower is better"
-        return f"{self.column}{unit}, {arrow}"
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether ``a`` is strictly better than ``b``."""
-        return a > b if self.maximise else a < b
-
-    def to_dict(self) -> dict[str, str]:
-        return {"column": self.column, "direction": self.direction, "unit": self.unit}
 
 
 def _base_and_stat(column: str) -> tuple[str, str | None]:
@@ -84,16 +59,6 @@ def direction_of(column: str, metrics: Mapping[str, Mapping[str, Any]]) -> tuple
         m = metrics[base]
         return ("max" if m.get("higher_is_better") else "min"), m.get("unit", "")
     return None, ""
-
-
-def column_for(name: str, columns: Iterable[str]) -> str | None:
-    """The result column a metric name stands for: the name itself, else its mean (``accuracy``
-    -> ``accuracy_mean`` where only per-sample statistics exist); None when neither exists.
-    The one place this rule is written: the spec, the search, the analysis and the CLI use it."""
-    present = set(columns)
-    if name in present:
-        return name
-    return f"{name}_mean" if f"{name}_mean" in present else None
 
 
 def numeric_columns(table: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
@@ -128,13 +93,16 @@ def resolve_objective(
 
 
 def resolve_objectives(
-    requested: Sequence[str] | Mapping[str, str],
+    requested: Sequence[str] | Sequence[Objective] | Mapping[str, str],
     table: pd.DataFrame,
     metrics: Mapping[str, Mapping[str, Any]],
     *,
     knobs: Sequence[str] = (),
 ) -> list[Objective]:
-    items = [f"{k}:{v}" for k, v in requested.items()] if isinstance(requested, Mapping) else list(requested)
+    if isinstance(requested, Mapping):
+        items = [f"{k}:{v}" for k, v in requested.items()]
+    else:
+        items = [f"{o.column}:{o.direction}" if isinstance(o, Objective) else o for o in requested]
     objectives = [resolve_objective(t, table, metrics, knobs=knobs) for t in items]
     seen = [o.column for o in objectives]
     duplicates = sorted({c for c in seen if seen.count(c) > 1})
@@ -146,7 +114,7 @@ def resolve_objectives(
 def default_objectives(
     table: pd.DataFrame,
     metrics: Mapping[str, Mapping[str, Any]],
-    spec_objectives: Mapping[str, str] | None = None,
+    spec_objectives: Sequence[Objective] | Mapping[str, str] | None = None,
     *,
     knobs: Sequence[str] = (),
 ) -> list[Objective]:

@@ -27,28 +27,13 @@ import numpy as np
 import pandas as pd
 
 from knobscope.analysis.objectives import Objective, resolve_objective
+from knobscope.goals import Goal, goal_from
 from knobscope.analysis.uncertainty import Replicates
 from knobscope.errors import AnalysisError, KnobscopeError
 from knobscope.expressions import Expression
 from knobscope.plain import plain, plain_config
 
 __all__ = ["Goal", "Scenario", "recommend", "scenarios_from_spec"]
-
-
-@dataclass(frozen=True)
-class Goal:
-    """What a recommendation optimises: ``kind`` is maximize, minimize, score or weights."""
-
-    kind: Literal["maximize", "minimize", "score", "weights"]
-    target: str = ""
-    weights: Mapping[str, float] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        if self.kind == "weights":
-            return "maximize " + " + ".join(f"{w:g}*norm({m})" for m, w in self.weights.items())
-        if self.kind == "score":
-            return f"maximize {self.target}"
-        return f"{self.kind} {self.target}"
 
 
 @dataclass(frozen=True)
@@ -63,24 +48,12 @@ class Scenario:
         return self.goal.describe() + where
 
 
-def goal_from(section: Mapping[str, Any], default: Goal | None) -> Goal | None:
-    if section.get("maximize"):
-        return Goal("maximize", section["maximize"])
-    if section.get("minimize"):
-        return Goal("minimize", section["minimize"])
-    if section.get("score"):
-        return Goal("score", section["score"])
-    if section.get("weights"):
-        return Goal("weights", weights=dict(section["weights"]))
-    return default
-
-
 def scenarios_from_spec(analysis: Mapping[str, Any], default_goal: Goal) -> list[Scenario]:
     """The spec's main recommendation (``analysis``) and its named ``analysis.scenarios``."""
     out = [Scenario("recommendation", goal_from(analysis, default_goal), tuple(analysis.get("constraints", ())))]  # type: ignore[arg-type]
     for name, section in (analysis.get("scenarios") or {}).items():
-        out.append(Scenario(name, goal_from(section, default_goal), tuple(section.get("constraints", ())),  # type: ignore[arg-type]
-                            section.get("description", "")))  # fmt: skip
+        out.append(Scenario(name, goal_from(section, default_goal, where=f"analysis.scenarios.{name}"),  # type: ignore[arg-type]
+                            tuple(section.get("constraints", ())), section.get("description", "")))  # fmt: skip
     return out
 
 
