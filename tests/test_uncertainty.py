@@ -163,7 +163,7 @@ def _spec(tmp_path: Path, name: str, *, knobs: dict, args: dict, measure: dict, 
 
 
 def _verdict(run_dir: Path) -> dict:
-    result = analyze(load_run(run_dir, with_samples=True), AnalysisOptions(resamples=200))
+    result = analyze(load_run(run_dir, with_samples=True), AnalysisOptions(resamples=200)).to_json()
     return result["coupling"]["pairs"][0]
 
 
@@ -284,7 +284,7 @@ def test_interleaved_passes_keep_a_busy_spell_from_posing_as_a_faster_configurat
     run_local(load_spec(path), progress=False)
     table = load_run(tmp_path / "run").table
     assert (table["num_records"] == 12).all() and (table["repeats"] == 3).all()
-    result = analyze(load_run(tmp_path / "run", with_samples=True), AnalysisOptions(resamples=300))
+    result = analyze(load_run(tmp_path / "run", with_samples=True), AnalysisOptions(resamples=300)).to_json()
     status = [r["status"] for r in result["frontier"]["rows"]]
     dominated = result["frontier"]["uncertainty"]["counts"]["dominated"]
     if interleave:

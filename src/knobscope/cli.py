@@ -303,7 +303,7 @@ def _analysis(
     run_dir: Path, *, objective: list[str] | None = None, constraint: list[str] | None = None, maximize: str | None = None,
     minimize: str | None = None, score: str | None = None, weight: list[str] | None = None, scenario: str | None = None,
     fix: list[str] | None = None, reference: list[str] | None = None, top: int | None = None, compare: list[Path] | None = None,
-) -> tuple[Any, list[Any], dict[str, Any]]:  # fmt: skip
+) -> tuple[Any, list[Any], Any]:  # fmt: skip
     from knobscope.analysis import AnalysisOptions, analyze
     from knobscope.goals import goal_from
     from knobscope.results import load_run
@@ -319,34 +319,15 @@ def _analysis(
     return run, others, analyze(run, options, compare=others)
 
 
-def _write_analysis_files(run_dir: Path, result: dict[str, Any]) -> list[Path]:
-    from knobscope.results import to_json
-
-    files = {
-        "analysis.json": result,
-        "coupling_analysis.json": {"objectives": result["objectives"], **result["coupling"], "effects": result["effects"]},
-        "pareto_frontiers.json": {"objectives": result["objectives"], "frontier": result["frontier"],
-                                  "comparison": result["comparison"]},
-    }  # fmt: skip
-    paths = []
-    for name, payload in files.items():
-        path = run_dir / name
-        path.write_text(to_json(payload))
-        paths.append(path)
-    return paths
-
-
-def _print_analysis(result: dict[str, Any]) -> None:
-    objs = [o["column"] for o in result["objectives"]]
-    fr = result["frontier"]
-    knobs = list(result["coverage"]["knobs"])
-    unc = fr.get("uncertainty")
-    hv = _fmt(fr["hypervolume"])
-    if fr.get("hypervolume_interval"):
-        lo, hi = fr["hypervolume_interval"]
-        hv += f" \\[{_fmt(lo)}, {_fmt(hi)}]"
-    t = Table(title=f"Pareto frontier: {fr['size']} of {fr['n']} configurations by the estimates "
-                    f"(hypervolume {hv} {fr.get('hypervolume_unit', '')}, normalised {_fmt(fr['hypervolume_normalized'])})",
+def _print_analysis(result: Any) -> None:
+    """The analysis as tables and lines (``result``: an :class:`~knobscope.analysis.Analysis`)."""
+    objs = [o.column for o in result.objectives]
+    fr = result.frontier
+    knobs = list(result.coverage["knobs"])
+    unc = fr.uncertainty
+    hv = _fmt(fr.hypervolume) + (_ci(fr.hypervolume_interval) if fr.hypervolume_interval else "")
+    t = Table(title=f"Pareto frontier: {fr.size} of {fr.n} configurations by the estimates "
+                    f"(hypervolume {hv} {fr.hypervolume_unit}, normalised {_fmt(fr.hypervolume_normalized)})",
               caption="\\[a, b]: 95% interval" + (f"; P(optimal): share of {unc['resamples']} bootstrap replicates in which it is "
                                                  "Pareto-optimal" if unc else ""))  # fmt: skip
     for c in [*knobs, *objs]:
@@ -354,16 +335,13 @@ def _print_analysis(result: dict[str, Any]) -> None:
     if unc:
         for c in ("P(optimal)", "status", "tied with (within noise)"):
             t.add_column(c)
-    for r in fr["rows"]:
-        cells = [_fmt(v) for v in r["config"].values()]
-        for c in objs:
-            ci = (r.get("intervals") or {}).get(c)
-            cells.append(_fmt(r["values"][c]) + _ci(ci))
+    for r in fr.rows:
+        cells = [_fmt(v) for v in r.config.values()] + [_fmt(r.values[c]) + _ci(r.intervals.get(c)) for c in objs]
         if unc:
-            colour = {"optimal": "green", "uncertain": "yellow"}.get(r["status"], "red")
-            ties = "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in r["tied_with"][:3])
-            more = f" (+{len(r['tied_with']) - 3})" if len(r["tied_with"]) > 3 else ""
-            cells += [f"{r['probability']:.2f}", f"[{colour}]{r['status']}[/]", ties + more]
+            colour = {"optimal": "green", "uncertain": "yellow"}.get(r.status or "", "red")
+            ties = "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in r.tied_with[:3])
+            more = f" (+{len(r.tied_with) - 3})" if len(r.tied_with) > 3 else ""
+            cells += [f"{r.probability:.2f}", f"[{colour}]{r.status}[/]", ties + more]
         t.add_row(*cells)
     out.print(t)
     if unc:
@@ -374,52 +352,52 @@ def _print_analysis(result: dict[str, Any]) -> None:
             out.print(f"  {column}: {how}")
         for note in unc["notes"]:
             out.print(f"  [yellow]{note}[/]")
-    if fr["excluded"]:
-        out.print(f"left out {len(fr['excluded'])}: " + "; ".join(f"{e['trial_id']} ({e['reason']})" for e in fr["excluded"][:5]))
+    if fr.excluded:
+        out.print(f"left out {len(fr.excluded)}: " + "; ".join(f"{e['trial_id']} ({e['reason']})" for e in fr.excluded[:5]))
     t = Table(title="Knob coupling")
     for c in ("knobs", "verdict", "evidence"):
         t.add_column(c)
-    for p in result["coupling"]["pairs"]:
-        colour = {"coupled": "red", "not coupled": "green"}.get(p["verdict"], "yellow")
-        t.add_row(" x ".join(p["knobs"]), f"[{colour}]{p['verdict']}[/]", p["reason"])
+    for p in result.coupling.pairs:
+        colour = {"coupled": "red", "not coupled": "green"}.get(p.verdict, "yellow")
+        t.add_row(" x ".join(p.knobs), f"[{colour}]{p.verdict}[/]", p.reason)
     out.print(t)
-    pol = result["policies"]
-    if pol.get("available"):
+    pol = result.policies
+    if pol.available:
         from knobscope.report import policy_sentence
 
         sentence = policy_sentence(pol)
         out.print("single- vs multi-knob: " + sentence[0].lower() + sentence[1:])
     else:
-        out.print(f"single- vs multi-knob: {pol.get('reason')}")
-    for rec in result["recommendations"]:
-        cons = " subject to " + " and ".join(rec["constraints"]) if rec["constraints"] else ""
-        title = f"{rec['scenario']}: {rec['goal']}{cons} ({rec['feasible']} of {rec['considered']} qualify)"
-        if not rec["top"]:
-            out.print(f"[bold]{title}[/]\n  [red]no configuration[/]: {rec['reason']}")
+        out.print(f"single- vs multi-knob: {pol.reason}")
+    for rec in result.recommendations:
+        cons = " subject to " + " and ".join(rec.constraints) if rec.constraints else ""
+        title = f"{rec.scenario}: {rec.goal}{cons} ({rec.feasible} of {rec.considered} qualify)"
+        if not rec.top:
+            out.print(f"[bold]{title}[/]\n  [red]no configuration[/]: {rec.reason}")
             continue
         t = Table(title=title)
-        vcols = list(rec["top"][0]["values"])
+        vcols = list(rec.top[0]["values"])
         for c in ["#", *knobs, "score", *vcols]:
             t.add_column(c, justify="right")
-        for i, r in enumerate(rec["top"]):
+        for i, r in enumerate(rec.top):
             values = [_fmt(v) + _ci(r.get("intervals", {}).get(c)) for c, v in r["values"].items()]
             t.add_row(str(i + 1), *[_fmt(v) for v in r["config"].values()], _fmt(r["score"]), *values)
         out.print(t)
-        if rec.get("tied_with"):
-            out.print(f"  #1 is tied with {len(rec['tied_with'])} other configuration(s) within noise ({rec['tie_basis']}), "
-                      "e.g. " + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in rec["tied_with"][:3]))  # fmt: skip
-        for i, r in enumerate(rec["top"]):
+        if rec.tied_with:
+            out.print(f"  #1 is tied with {len(rec.tied_with)} other configuration(s) within noise ({rec.tie_basis}), "
+                      "e.g. " + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in rec.tied_with[:3]))  # fmt: skip
+        for i, r in enumerate(rec.top):
             if r.get("within_noise"):
                 out.print(f"  #{i + 1} meets {', '.join(r['within_noise'])} only within noise (its 95% interval crosses the bound)")
-    comp = result.get("comparison")
+    comp = result.comparison
     if comp:
-        out.print(f"workloads {', '.join(comp['workloads'])}: {len(comp['workload_dependent'])} of {comp['common_configs']} common "
+        out.print(f"workloads {', '.join(comp.workloads)}: {len(comp.workload_dependent)} of {comp.common_configs} common "
                   "configurations are Pareto-optimal on one workload and dominated on another")  # fmt: skip
-    for case in result.get("cases", []):
-        colour = "yellow" if case.get("supported") is False else "default"
-        out.print(f"  case ({case['kind']}): [{colour}]{case['text']}[/]")
-    if result["failures"]:
-        out.print(f"[red]{len(result['failures'])} failed trial(s)[/]; see the report's failures section")
+    for case in result.cases:
+        colour = "yellow" if case.supported is False else "default"
+        out.print(f"  case ({case.kind}): [{colour}]{case.text}[/]")
+    if result.failures:
+        out.print(f"[red]{len(result.failures)} failed trial(s)[/]; see the report's failures section")
 
 
 @app.command()
@@ -437,9 +415,9 @@ def analyze(
 
     _, _, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
                              score=score, weight=weight, scenario=scenario, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
-    paths = _write_analysis_files(run_dir, result)
+    paths = result.write(run_dir)
     if as_json:
-        sys.stdout.write(to_json(result) + "\n")
+        sys.stdout.write(to_json(result.to_json()) + "\n")
         return
     _print_analysis(result)
     out.print("wrote " + ", ".join(str(p) for p in paths))
@@ -492,7 +470,7 @@ def report(
 
     run, others, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
                                     score=score, weight=weight, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
-    _write_analysis_files(run_dir, result)
+    result.write(run_dir)
     _print_analysis(result)
     ctx = FigureContext(run, result, compare=others, color_by=color_by)
     _check_colour_knob(ctx)
@@ -589,7 +567,7 @@ def profile(
     _, figure = preset_files(preset, result.run_dir)
     options = {"profile": {"knob": knob, "layout": info.layout, "file": figure.stem,
                            "title": f"Exp{info.number}: {info.description} ({model})"}}  # fmt: skip
-    make_figures(FigureContext(run, {}, options=options), out_dir=figure.parent, names=["profile"])
+    make_figures(FigureContext(run, None, options=options), out_dir=figure.parent, names=["profile"])
     out.print(f"wrote {results_path}\nwrote {figure}")
     if info.stem == "flops_scaling":
         rows = flops_table(run.table[run.table["status"] == "done"], knob)
@@ -604,7 +582,7 @@ def profile(
             table.add_row(_fmt(row[knob]), *(f"{_fmt(row[c])} ({row[c + '_ratio']:.2f}x)" for c in shown))
         out.print(table)
         (result.run_dir / "flops_scaling_table.json").write_text(json.dumps(rows, indent=1))
-        (path,) = make_figures(FigureContext(run, {}, options={**options, "flops_rows": rows}), out_dir=figure.parent, names=["flops"])
+        (path,) = make_figures(FigureContext(run, None, options={**options, "flops_rows": rows}), out_dir=figure.parent, names=["flops"])
         out.print(f"wrote {result.run_dir / 'flops_scaling_table.json'}\nwrote {path}")
     for config, reason in result.failed:
         err.print(f"[red]failed[/] {dict(config)}: {reason}")

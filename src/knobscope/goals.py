@@ -68,6 +68,8 @@ class Objective:
     def to_dict(self) -> dict[str, str]:
         return {"column": self.column, "direction": self.direction, "unit": self.unit}
 
+    to_json = to_dict
+
 
 @dataclass(frozen=True)
 class Goal:

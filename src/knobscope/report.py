@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from knobscope.analysis.objectives import Objective
+from knobscope.analysis.results import Analysis
 from knobscope.figures import FIGURES, FigureContext, figure
 from knobscope.figures.base import interval_text, number
 from knobscope.results import RunResults
@@ -93,14 +94,14 @@ def _p(value: Any) -> str:
 _ci = interval_text
 
 
-def _objectives(analysis: Mapping[str, Any]) -> list[Objective]:
-    return [Objective(o["column"], o["direction"], o.get("unit", "")) for o in analysis["objectives"]]
+def _objectives(analysis: Analysis) -> list[Objective]:
+    return list(analysis.objectives)
 
 
-def _configurations(run: RunResults, objectives: Sequence[Objective], analysis: Mapping[str, Any]) -> str:
+def _configurations(run: RunResults, objectives: Sequence[Objective], analysis: Analysis) -> str:
     """Every configuration with each objective's value, 95% interval and spread (std over samples)."""
     table = run.table
-    unc = analysis["frontier"].get("uncertainty") or {}
+    unc = analysis.frontier.uncertainty or {}
     probability = unc.get("probability") or {}
     headers = [*run.knobs, "status"]
     for o in objectives:
@@ -132,7 +133,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Sequence[RunResults] = (), color_by: str | None = None,
+def build_report(run: RunResults, analysis: Analysis, *, compare: Sequence[RunResults] = (), color_by: str | None = None,
                  ctx: FigureContext | None = None) -> str:  # fmt: skip
     """The report's HTML text (self-contained). Its plots come from the figure registry, from
     the same data as the PNGs (``ctx``: the figures' context; built from the arguments if absent)."""
@@ -151,22 +152,22 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
     parts: list[str] = []
 
     # overview
-    counts = analysis["counts"]
-    fr = analysis["frontier"]
-    unc = fr.get("uncertainty")
-    hv_ci = fr.get("hypervolume_interval")
+    counts = analysis.counts
+    fr = analysis.frontier
+    unc = fr.uncertainty
+    hv_ci = fr.hypervolume_interval
     cards = [("configurations", sum(counts.values())), ("done", counts.get("done", 0)), ("failed", counts.get("failed", 0)),
-             ("Pareto-optimal", fr["size"]), ("normalised hypervolume", _fmt(fr["hypervolume_normalized"]))]  # fmt: skip
+             ("Pareto-optimal", fr.size), ("normalised hypervolume", _fmt(fr.hypervolume_normalized))]  # fmt: skip
     if unc:
         cards.append(("optimal beyond noise", unc["counts"]["optimal"]))
         cards.append(("frontier", "decided" if unc["decided"] else f"{unc['counts']['uncertain']} uncertain"))
     objs = ", ".join(f"{o.column} ({'max' if o.maximise else 'min'})" for o in objectives)
     parts.append(f"<section id='overview'><h2>Overview</h2>{''.join(f'<span class=card>{_esc(k)}<b>{_esc(v)}</b></span>' for k, v in cards)}"
-                 f"<p>Workload <b>{_esc(analysis['run']['workload'])}</b>; objectives: {_esc(objs)}; knobs: {_esc(', '.join(knobs))}.</p>"
-                 f"<p class=muted>{_esc(analysis['run']['description'])}</p></section>")  # fmt: skip
+                 f"<p>Workload <b>{_esc(analysis.run['workload'])}</b>; objectives: {_esc(objs)}; knobs: {_esc(', '.join(knobs))}.</p>"
+                 f"<p class=muted>{_esc(analysis.run['description'])}</p></section>")  # fmt: skip
 
     # coverage
-    cov = analysis["coverage"]
+    cov = analysis.coverage
     rows = [[k, len(v["values"]), len(v["measured"]), ", ".join(f"{val}:{n}" for val, n in zip(v["values"], v["counts"]))]
             for k, v in cov["knobs"].items()]  # fmt: skip
     parts.append(f"<section id='coverage'><h2>Strategy coverage</h2><p>Strategy <b>{_esc(cov['strategy'])}</b> measured "
@@ -178,18 +179,17 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
     cols = [o.column for o in objectives]
     headers = ["trial", *knobs, *cols] + (["P(optimal)", "status", "tied with (within noise)"] if unc else [])
     frows = []
-    for r in fr["rows"]:
-        row = [r["trial_id"], *r["config"].values(), *(number(r["values"][c]) + _ci((r.get("intervals") or {}).get(c)) for c in cols)]
+    for r in fr.rows:
+        row = [r.trial_id, *r.config.values(), *(number(r.values[c]) + _ci(r.intervals.get(c)) for c in cols)]
         if unc:
-            ties = "; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in r["tied_with"])
-            row += [f"{r['probability']:.2f}", r["status"], ties]
+            ties = "; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in r.tied_with)
+            row += [f"{r.probability:.2f}", r.status, ties]
         frows.append(row)
     body += _table(headers, frows, left=1)
-    unit = fr.get("hypervolume_unit") or ""
-    reference = "; ".join(f"{c} = {number(v)}" for c, v in zip(cols, fr["reference"]))
-    body += (f"<p>Hypervolume {number(fr['hypervolume'])}{_ci(hv_ci)} ({_esc(unit)}; normalised "
-             f"{number(fr['hypervolume_normalized'])}: the share of the box between the best and worst observed values) "
-             f"with reference point {_esc(reference)} ({_esc(fr['reference_source'])}).</p>")  # fmt: skip
+    reference = "; ".join(f"{c} = {number(v)}" for c, v in zip(cols, fr.reference))
+    body += (f"<p>Hypervolume {number(fr.hypervolume)}{_ci(hv_ci)} ({_esc(fr.hypervolume_unit)}; normalised "
+             f"{number(fr.hypervolume_normalized)}: the share of the box between the best and worst observed values) "
+             f"with reference point {_esc(reference)} ({_esc(fr.reference_source)}).</p>")  # fmt: skip
     if unc:
         c = unc["counts"]
         body += (f"<p>Given the noise ({unc['resamples']} bootstrap replicates of the per-sample records): {c['optimal']} "
@@ -197,20 +197,20 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
                  "The band around the frontier is where it lies in 95% of replicates.</p><ul class=muted>"
                  + "".join(f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in unc["sources"].items())
                  + "".join(f"<li>{_esc(n)}</li>" for n in unc["notes"]) + "</ul>")  # fmt: skip
-    if fr["excluded"]:
-        body += f"<p class=muted>{len(fr['excluded'])} configuration(s) left out: " + _esc("; ".join(f"{e['trial_id']}: {e['reason']}" for e in fr["excluded"][:20])) + "</p>"
+    if fr.excluded:
+        body += f"<p class=muted>{len(fr.excluded)} configuration(s) left out: " + _esc("; ".join(f"{e['trial_id']}: {e['reason']}" for e in fr.excluded[:20])) + "</p>"
     parts.append(f"<section id='frontier'><h2>Pareto frontier</h2>{body}</section>")
 
     # every configuration
     parts.append(f"<section id='configurations'><h2>Every configuration</h2>{_configurations(run, objectives, analysis)}</section>")
 
     # coupling
-    coup = analysis["coupling"]
-    rows = [[" × ".join(p["knobs"]), p["verdict"], p["reason"]] for p in coup["pairs"]]
+    coup = analysis.coupling
+    rows = [[" × ".join(p.knobs), p.verdict, p.reason] for p in coup.pairs]
     body = _table(["knob pair", "verdict", "evidence"], rows, left=3).replace(">coupled<", " class=coupled>coupled<").replace(">not coupled<", " class=ok>not coupled<")
     krows = [[k, _fmt(v["hypervolume_range"][0] if v["hypervolume_range"] else None), _fmt(v["hypervolume_range"][1] if v["hypervolume_range"] else None),
               {True: "yes", False: "no", None: "not comparable"}[v["optimal_settings_change"]], _fmt(v["mean_jaccard"])]
-             for k, v in coup["knobs"].items()]  # fmt: skip
+             for k, v in coup.knobs.items()]  # fmt: skip
     body += "<h3>Fixed-knob frontiers</h3>" + _table(["fixed knob", "min HV (norm.)", "max HV (norm.)", "optimal settings of the others change", "mean Jaccard"], krows, left=1)
     body += figs("coupling")
     parts.append(f"<section id='coupling'><h2>Knob coupling</h2>{body}</section>")
@@ -218,7 +218,7 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
     # effects
     body = ""
     for o in objectives:
-        eff = analysis["effects"].get(o.column)
+        eff = analysis.effects.get(o.column)
         if not eff:
             continue
         rows = [[k, _pct(v["share"]), _p(v["p_value"])] for k, v in eff["main"].items()]
@@ -232,64 +232,63 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
     parts.append(f"<section id='breakdown'><h2>Latency breakdown</h2>{body or '<p class=muted>No stage timings recorded.</p>'}</section>")
 
     # policies
-    pol = analysis["policies"]
-    if pol.get("available"):
-        rows = [[k, v["n"], _pct(v.get("hypervolume_ratio")), "" if v.get("available") else v.get("reason", "")] for k, v in pol["single"].items()]
-        body = f"<p>Single-knob policies start from {_esc(pol['base'])} ({_esc(pol['base_source'])}). {_esc(policy_sentence(pol))}</p>"
+    pol = analysis.policies
+    if pol.available:
+        rows = [[k, v["n"], _pct(v.get("hypervolume_ratio")), "" if v.get("available") else v.get("reason", "")] for k, v in (pol.single or {}).items()]
+        body = f"<p>Single-knob policies start from {_esc(pol.base)} ({_esc(pol.base_source)}). {_esc(policy_sentence(pol))}</p>"
         body += _table(["moved knob", "configurations", "HV ratio vs multi-knob", "note"], rows, left=1) + figs("policies")
-        if pol.get("budgets"):
-            b = pol["budgets"]
+        if pol.budgets:
+            b = pol.budgets
             body += _table([f"{b['cost']} budget", f"multi-knob {b['quality']}", f"single-knob {b['quality']}", "gap"],
                            [[r["budget"], r["multi"], r["single"], r["gap"]] for r in b["rows"]])  # fmt: skip
     else:
-        body = f"<p class=muted>{_esc(pol.get('reason', 'not available'))}</p>"
+        body = f"<p class=muted>{_esc(pol.reason or 'not available')}</p>"
     parts.append(f"<section id='policies'><h2>Single- vs multi-knob policies</h2>{body}</section>")
 
     # recommendations
     body = ""
-    for rec in analysis["recommendations"]:
-        desc = f" — {_esc(rec['description'])}" if rec["description"] else ""
-        cons = " subject to " + " and ".join(rec["constraints"]) if rec["constraints"] else ""
-        body += f"<h3>{_esc(rec['scenario'])}{desc}</h3><p>{_esc(rec['goal'] + cons)}: {rec['feasible']} of {rec['considered']} configurations qualify.</p>"
-        if rec["top"]:
-            vcols = list(rec["top"][0]["values"])
+    for rec in analysis.recommendations:
+        desc = f" — {_esc(rec.description)}" if rec.description else ""
+        cons = " subject to " + " and ".join(rec.constraints) if rec.constraints else ""
+        body += f"<h3>{_esc(rec.scenario)}{desc}</h3><p>{_esc(rec.goal + cons)}: {rec.feasible} of {rec.considered} configurations qualify.</p>"
+        if rec.top:
+            vcols = list(rec.top[0]["values"])
             body += _table(["#", *knobs, "score", *vcols],
                            [[i + 1, *r["config"].values(), r["score"], *(number(r["values"][c]) + _ci(r.get("intervals", {}).get(c)) for c in vcols)]
-                            for i, r in enumerate(rec["top"])])  # fmt: skip
-            if rec.get("tied_with"):
-                body += (f"<p>#1 is tied within noise ({_esc(rec['tie_basis'])}) with: "
-                         + _esc("; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in rec["tied_with"])) + "</p>")  # fmt: skip
-            noisy = [f"#{i + 1} meets {', '.join(r['within_noise'])} only within noise" for i, r in enumerate(rec["top"]) if r.get("within_noise")]
+                            for i, r in enumerate(rec.top)])  # fmt: skip
+            if rec.tied_with:
+                body += (f"<p>#1 is tied within noise ({_esc(rec.tie_basis)}) with: "
+                         + _esc("; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in rec.tied_with)) + "</p>")  # fmt: skip
+            noisy = [f"#{i + 1} meets {', '.join(r['within_noise'])} only within noise" for i, r in enumerate(rec.top) if r.get("within_noise")]
             if noisy:
                 body += f"<p class=muted>{_esc('; '.join(noisy))} (its 95% interval crosses the bound).</p>"
         else:
-            body += f"<p class=coupled>No configuration: {_esc(rec['reason'])}</p>"
+            body += f"<p class=coupled>No configuration: {_esc(rec.reason)}</p>"
     parts.append(f"<section id='recommendations'><h2>Recommendations</h2>{body}</section>")
 
     # comparison and cases
     body = ""
-    comp = analysis.get("comparison")
+    comp = analysis.comparison
     if comp:
-        body += f"<p>Workloads: {_esc(', '.join(comp['workloads']))}; {comp['common_configs']} configurations measured on all.</p>"
+        body += f"<p>Workloads: {_esc(', '.join(comp.workloads))}; {comp.common_configs} configurations measured on all.</p>"
         rows = [[c["config"], ", ".join(c["optimal_on"]), ", ".join(c["dominated_on"]),
                  {True: "yes", False: "no: within noise", None: "–"}[c.get("beyond_noise")],
                  "; ".join(f"{w}: " + ", ".join(f"{k} {v:+.4g}" for k, v in cost["improvement"].items()) + f" by {cost['dominated_by_config']}"
-                           for w, cost in c["cost"].items())] for c in comp["workload_dependent"][:30]]  # fmt: skip
+                           for w, cost in c["cost"].items())] for c in comp.workload_dependent[:30]]  # fmt: skip
         body += _table(["configuration", "optimal on", "dominated on", "beyond noise", "what using it there costs"], rows, left=5)
     body += figs("comparison")
-    cases = analysis.get("cases") or []
-    if cases:
+    if analysis.cases:
         body += "<h3>Illustrative cases</h3><ul>" + "".join(
-            f"<li{' class=muted' if c.get('supported') is False else ''}><b>{_esc(c['kind'])}</b>: {_esc(c['text'])}</li>" for c in cases) + "</ul>"
+            f"<li{' class=muted' if c.supported is False else ''}><b>{_esc(c.kind)}</b>: {_esc(c.text)}</li>" for c in analysis.cases) + "</ul>"
     parts.append(f"<section id='comparison'><h2>Workloads and illustrative cases</h2>{body or '<p class=muted>One workload; pass other runs to compare.</p>'}</section>")
 
     # failures
-    fails = analysis["failures"]
+    fails = analysis.failures
     body = _table(["trial", "configuration", "error"], [[f["trial_id"], f["config"], (f["error"] or "").strip().splitlines()[-1:] or ""] for f in fails], left=3) if fails else "<p class=ok>No failed trials.</p>"
     parts.append(f"<section id='failures'><h2>Failures</h2>{body}</section>")
 
     # provenance
-    prov = {k: v for k, v in analysis["provenance"].items() if k != "metrics"}
+    prov = {k: v for k, v in analysis.provenance.items() if k != "metrics"}
     parts.append(f"<section id='provenance'><h2>Provenance</h2><pre>{_esc(json.dumps(prov, indent=1, default=str))}</pre></section>")
 
     nav = "".join(f"<a href='#{s}'>{s}</a>" for s in SECTIONS)
@@ -300,7 +299,7 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
         # Errors are collected so a headless browser (and the test) can read them from the DOM.
         "<script>window.knobscopeErrors=[];window.addEventListener('error',function(e){window.knobscopeErrors.push(String(e.message))});</script>"
         f"<script>{get_plotlyjs()}</script></head><body>"
-        f"<header><h1>{_esc(title)}</h1><p>{_esc(analysis['run']['dir'])}</p></header><nav>{nav}</nav><main>{''.join(parts)}</main>"
+        f"<header><h1>{_esc(title)}</h1><p>{_esc(analysis.run['dir'])}</p></header><nav>{nav}</nav><main>{''.join(parts)}</main>"
         "<script>window.addEventListener('load',function(){var n=document.querySelectorAll('.js-plotly-plot .main-svg').length;"
         "document.body.setAttribute('data-plots-rendered',String(document.querySelectorAll('.js-plotly-plot').length));"
         "document.body.setAttribute('data-svg-layers',String(n));"
@@ -309,25 +308,25 @@ def build_report(run: RunResults, analysis: Mapping[str, Any], *, compare: Seque
     )
 
 
-def write_report(run: RunResults, analysis: Mapping[str, Any], *, path: Path | None = None, compare: Sequence[RunResults] = (),
+def write_report(run: RunResults, analysis: Analysis, *, path: Path | None = None, compare: Sequence[RunResults] = (),
                  color_by: str | None = None, ctx: FigureContext | None = None) -> Path:  # fmt: skip
     path = Path(path) if path else run.run_dir / "report.html"
     path.write_text(build_report(run, analysis, compare=compare, color_by=color_by, ctx=ctx), encoding="utf-8")
     return path
 
 
-def policy_sentence(pol: Mapping[str, Any]) -> str:
+def policy_sentence(pol: Any) -> str:
     """Single- vs multi-knob in one sentence that cannot read as a contradiction: a budget that
     only a multi-knob setting meets is often the frontier's end point, which lies on the edge of
-    the hypervolume's reference box and so adds no volume."""
-    ratio = pol.get("hypervolume_ratio")
+    the hypervolume's reference box and so adds no volume. ``pol``: the analysis' policies."""
+    ratio = pol.hypervolume_ratio
     text = ("The best single-knob policy reaches " + (f"{ratio:.0%} of the multi-knob hypervolume" if ratio is not None
             else "no hypervolume (the multi-knob one is 0)"))  # fmt: skip
-    b = pol.get("budgets") or {}
-    gap = pol.get("largest_gap")
+    b = pol.budgets or {}
+    gap = pol.largest_gap
     if gap and gap.get("gap"):
         text += f"; its largest {b['quality']} shortfall is {number(gap['gap'])} at {b['cost']} {b['within']} {number(gap['budget'])}"
-    unmet = pol.get("budgets_single_cannot_meet") or []
+    unmet = pol.budgets_single_cannot_meet or ()
     if unmet:
         text += (f". Yet within {b['cost']} {b['within']} {', '.join(number(v) for v in unmet[:3])} only a multi-knob setting "
                  "qualifies at all; such a point lies on the edge of the reference box, where it adds no hypervolume, "

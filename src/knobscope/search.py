@@ -35,7 +35,6 @@ instead, so the budget is always spent on new measurements.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal

@@ -14,8 +14,10 @@ from knobscope.analysis.objectives import Objective, default_objectives, directi
 from knobscope.analysis.pareto import ParetoResult, hypervolume, pareto_front, pareto_mask, reference_point
 from knobscope.analysis.policies import policy_comparison
 from knobscope.analysis.recommend import Goal, Scenario, recommend
+from knobscope.analysis.results import Analysis
 
 __all__ = [
+    "Analysis",
     "AnalysisOptions",
     "analyze",
     "run_objectives",

@@ -1,9 +1,11 @@
 """One call that answers the seeds' questions for a loaded run (pure: reads tables, writes nothing).
 
-``analyze(run, options)`` returns a JSON-ready dict with the frontier, coupling verdicts, knob
+``analyze(run, options)`` returns an :class:`~knobscope.analysis.results.Analysis`: the frontier
+(with each configuration's probability of being Pareto-optimal), coupling verdicts, knob
 effects, single- vs multi-knob policies, recommendations (the spec's scenarios and the
 request's), the workload comparison (when other runs are given), seed 001's illustrative cases,
-strategy coverage and failures. The CLI prints it, the report renders it.
+strategy coverage and failures. The CLI prints it, the report renders it, ``to_json()`` and
+``write()`` store it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from knobscope.analysis.objectives import Objective, default_objectives, resolve
 from knobscope.analysis.pareto import pareto_front
 from knobscope.analysis.policies import policy_comparison
 from knobscope.analysis.recommend import Goal, Scenario, recommend, scenarios_from_spec
+from knobscope.analysis.results import Analysis, Case, Comparison, Coupling, Frontier, Policies, Recommendation, rows_from
 from knobscope.analysis.uncertainty import RESAMPLES, FrontierUncertainty, frontier_uncertainty, resample_objectives
 from knobscope.errors import AnalysisError
 from knobscope.plain import plain
@@ -76,7 +79,7 @@ def _py(value: Any) -> Any:
     return plain(value, missing=True)
 
 
-def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, compare: Sequence[RunResults] = ()) -> dict[str, Any]:
+def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, compare: Sequence[RunResults] = ()) -> Analysis:
     """Answer the seeds' questions for ``run`` (and across ``compare`` runs of the same knobs)."""
     spec = run.spec
     knobs = run.knobs
@@ -155,34 +158,35 @@ def analyze(run: RunResults, options: AnalysisOptions = AnalysisOptions(), *, co
         "knobs": {k: {"values": space_values[k], "measured": sorted({_py(v) for v in done[k]}, key=str),
                       "counts": [int((done[k] == v).sum()) for v in space_values[k]]} for k in knobs},
     }  # fmt: skip
-    return {
-        "run": {"dir": str(run.run_dir), "name": spec.name, "workload": spec.workload.name if spec.workload else None,
-                "description": spec.description},
-        "provenance": run.provenance,
-        "objectives": [o.to_dict() for o in objectives],
-        "counts": {str(k): int(v) for k, v in counts.items()},
-        "coverage": coverage,
-        "frontier": {
-            "n": int(len(front.table)),
-            "size": int(front.table["pareto"].sum()) if len(front.table) else 0,
-            "reference": [_py(v) for v in front.reference],
-            "reference_source": "given" if reference else "worst observed value of each objective",
-            "hypervolume": front.hypervolume,
-            "hypervolume_normalized": front.hypervolume_normalized,
-            "hypervolume_interval": list(uncertainty.hypervolume_interval) if uncertainty else None,
-            "hypervolume_unit": " x ".join(o.unit or o.column for o in objectives),
-            "rows": frontier_rows,
-            "uncertainty": _uncertainty_json(uncertainty),
-            "excluded": [{"trial_id": r.get("trial_id"), "reason": r["reason"]} for r in front.excluded.to_dict("records")],
-        },
-        "coupling": coupling,
-        "effects": effects,
-        "policies": policies,
-        "recommendations": recommendations,
-        "comparison": comparison,
-        "cases": cases,
-        "failures": failures,
+    fr = {
+        "n": int(len(front.table)),
+        "size": int(front.table["pareto"].sum()) if len(front.table) else 0,
+        "reference": tuple(_py(v) for v in front.reference),
+        "reference_source": "given" if reference else "worst observed value of each objective",
+        "hypervolume": front.hypervolume,
+        "hypervolume_normalized": front.hypervolume_normalized,
+        "hypervolume_interval": tuple(uncertainty.hypervolume_interval) if uncertainty else None,
+        "hypervolume_unit": " x ".join(o.unit or o.column for o in objectives),
+        "rows": rows_from(frontier_rows),
+        "uncertainty": _uncertainty_json(uncertainty),
+        "excluded": tuple({"trial_id": r.get("trial_id"), "reason": r["reason"]} for r in front.excluded.to_dict("records")),
     }
+    return Analysis(
+        run={"dir": str(run.run_dir), "name": spec.name, "workload": spec.workload.name if spec.workload else None,
+             "description": spec.description},
+        provenance=run.provenance,
+        objectives=tuple(objectives),
+        counts={str(k): int(v) for k, v in counts.items()},
+        coverage=coverage,
+        frontier=Frontier(**fr),
+        coupling=Coupling.from_dict(coupling),
+        effects=effects,
+        policies=Policies.from_dict(policies),
+        recommendations=tuple(Recommendation.from_dict(r) for r in recommendations),
+        comparison=Comparison.from_dict(comparison) if comparison else None,
+        cases=tuple(Case.from_dict(c) for c in cases),
+        failures=tuple(failures),
+    )  # fmt: skip
 
 
 def _interval(row: Mapping[str, Any], column: str) -> list[Any] | None:

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import matplotlib
 
@@ -26,6 +26,9 @@ import pandas as pd  # noqa: E402
 from knobscope.analysis.objectives import Objective, direction_of  # noqa: E402
 from knobscope.analysis.pareto import pareto_mask  # noqa: E402
 from knobscope.results import RunResults  # noqa: E402
+
+if TYPE_CHECKING:
+    from knobscope.analysis.results import Analysis
 
 __all__ = ["Figure", "FigureContext", "Info", "FIGURE_DPI", "plt", "axis_label", "number", "interval_text", "done_rows", "colours",
            "frontier_points", "stage_columns", "slug", "save", "interval_arrays"]  # fmt: skip
@@ -45,10 +48,10 @@ class Info:
 
 @dataclass(frozen=True)
 class FigureContext:
-    """A run, its analysis (``analyze()``'s JSON-ready result) and the figure options."""
+    """A run, its analysis (None for figures that need none, e.g. a profile preset's) and the options."""
 
     run: RunResults
-    analysis: Mapping[str, Any]
+    analysis: Analysis | None
     compare: Sequence[RunResults] = ()
     color_by: str | None = None
     heatmaps: Sequence[tuple[str, str, str]] = ()
@@ -57,7 +60,7 @@ class FigureContext:
 
     @property
     def objectives(self) -> list[Objective]:
-        return [Objective(o["column"], o["direction"], o.get("unit", "")) for o in self.analysis["objectives"]]
+        return list(self.analysis.objectives) if self.analysis else []
 
     @property
     def values(self) -> dict[str, list[Any]]:
@@ -74,8 +77,8 @@ class FigureContext:
         chosen = self.color_by or (self.run.spec.analysis or {}).get("color_by")
         if chosen:
             return chosen
-        objectives = self.analysis["objectives"]
-        effects = self.analysis["effects"].get(objectives[-1]["column"], {}).get("main", {}) if objectives else {}
+        objectives = self.objectives
+        effects = self.analysis.effects.get(objectives[-1].column, {}).get("main", {}) if objectives and self.analysis else {}
         ranked = sorted(self.knobs, key=lambda k: -((effects.get(k) or {}).get("share") or 0.0))
         return ranked[0] if ranked else self.knobs[0]
 

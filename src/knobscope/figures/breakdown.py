@@ -53,7 +53,9 @@ class BreakdownFigure(Figure):
     name = "breakdown"
 
     def infos(self, ctx: FigureContext) -> list[BreakdownInfo]:
-        base = ctx.analysis["policies"].get("base")
+        if ctx.analysis is None:
+            return []
+        base = ctx.analysis.policies.base
         out = []
         for knob in ctx.knobs:
             means, stages, note, single = breakdown_means(ctx.run.table, knob, ctx.values[knob], base)

@@ -31,8 +31,8 @@ class CasesFigure(Figure):
     name = "cases"
 
     def infos(self, ctx: FigureContext, *, limit: int = 3) -> list[CasesInfo]:
-        comparison = ctx.analysis.get("comparison") or {}
-        cases = comparison.get("workload_dependent", [])[:limit]
+        comparison = ctx.analysis.comparison if ctx.analysis else None
+        cases = comparison.workload_dependent[:limit] if comparison else []
         panels = []
         for case in cases:
             for w, cost in case["cost"].items():

@@ -45,7 +45,7 @@ class CouplingFigure(Figure):
         x, y = objectives[0], objectives[1]
         rows = done_rows(ctx.run.table, [x.column, y.column])
         out = []
-        for knob in ctx.analysis["coupling"]["knobs"]:
+        for knob in ctx.analysis.coupling.knobs:  # type: ignore[union-attr]  # objectives imply an analysis
             panels = []
             for v in ctx.values[knob]:
                 part = rows[rows[knob] == v]

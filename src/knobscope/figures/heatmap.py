@@ -36,7 +36,7 @@ class HeatmapFigure(Figure):
         maps = list(ctx.heatmaps)
         varying = [k for k in knobs if len(values[k]) > 1]
         if not maps and len(varying) >= 2:
-            strongest = ctx.analysis["effects"].get(ctx.objectives[-1].column, {}).get("strongest") or []
+            strongest = ctx.analysis.effects.get(ctx.objectives[-1].column, {}).get("strongest") or []  # type: ignore[union-attr]
             pair = strongest[0]["knobs"] if strongest else varying[:2]
             maps = [(o.column, pair[0], pair[1]) for o in ctx.objectives]
         out = []

@@ -73,12 +73,14 @@ class ParetoFigure(Figure):
         if len(objectives) < 2:
             return []
         knob = ctx.colour_knob
-        unc = ctx.analysis["frontier"].get("uncertainty") or {}
+        assert ctx.analysis is not None  # objectives come from it
+        unc = ctx.analysis.frontier.uncertainty or {}
         out = [pareto_info(ctx.run, objectives, knob, ctx.values[knob], section="frontier", band=unc.get("band"),
                            probability=unc.get("probability"))]  # fmt: skip
-        comparison = ctx.analysis.get("comparison") or {}
+        comparison = ctx.analysis.comparison
         for other in ctx.compare:
-            objs = [Objective(o["column"], o["direction"], o.get("unit", "")) for o in comparison.get("objectives", {}).get(other.label, [])]
+            given = comparison.objectives.get(other.label, []) if comparison else []
+            objs = [Objective(o["column"], o["direction"], o.get("unit", "")) for o in given]
             if len(objs) >= 2:
                 out.append(pareto_info(other, objs, knob, ctx.values[knob], section="comparison"))
         return out

@@ -25,8 +25,9 @@ class PolicyFigure(Figure):
     name = "policies"
 
     def infos(self, ctx: FigureContext) -> list[PolicyInfo]:
-        b = ctx.analysis["policies"].get("budgets")
-        if not b or not ctx.analysis["policies"].get("available"):
+        pol = ctx.analysis.policies if ctx.analysis else None
+        b = pol.budgets if pol else None
+        if not b or not pol.available:  # type: ignore[union-attr]
             return []
         rows = b["rows"]
         return [PolicyInfo(file="policies", section="policies", title=f"{ctx.run.label}: best {b['quality']} within a {b['cost']} budget",
