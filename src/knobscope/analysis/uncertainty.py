@@ -98,7 +98,14 @@ def _statistic(x: np.ndarray, stat: str, axis: int) -> np.ndarray:
     if stat == "max":
         return np.nanmax(x, axis=axis) if nan else x.max(axis=axis)
     q = _QUANTILES[stat]
-    return np.nanpercentile(x, q, axis=axis) if nan else np.percentile(x, q, axis=axis)
+    if nan or axis != 1:
+        return np.nanpercentile(x, q, axis=axis) if nan else np.percentile(x, q, axis=axis)
+    # numpy's "linear" quantile from one sort per row: several times faster than np.percentile here
+    s = np.sort(x, axis=1)
+    pos = (s.shape[1] - 1) * q / 100
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, s.shape[1] - 1)
+    return s[:, lo] + (s[:, hi] - s[:, lo]) * (pos - lo)
 
 
 def _cube(samples: pd.DataFrame, field: str, trial_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -154,10 +161,17 @@ def resample_objectives(
         within = field_name.endswith("_ms") and bool((counts >= 2).all())
         if within:
             sources[o.column] = f"{stat} of per-sample {field_name}: each sample's repeats resampled (measurement noise)"
+            ragged = bool((counts != r).any())  # equal counts: no padding to mask out
+            compact = cube.astype(np.float32)  # replicates need no more precision; half the memory traffic
             for b in range(resamples):
-                picks = (rng.random((c, g, r)) * counts[:, :, None]).astype(int)
-                drawn = np.take_along_axis(cube, picks, axis=2)
-                drawn = np.where(np.arange(r)[None, None, :] < counts[:, :, None], drawn, np.nan)
+                if ragged:
+                    picks = (rng.random((c, g, r)) * counts[:, :, None]).astype(np.intp)
+                    drawn = np.take_along_axis(compact, picks, axis=2)
+                else:  # flat indexing: each (configuration, sample) row's own repeats
+                    picks = rng.integers(0, r, size=(c, g, r), dtype=np.int8 if r < 128 else np.intp)
+                    drawn = compact.reshape(-1)[(np.arange(c * g, dtype=np.intp) * r)[:, None] + picks.reshape(c * g, r)]
+                if ragged:
+                    drawn = np.where(np.arange(r)[None, None, :] < counts[:, :, None], drawn, np.nan)
                 out[b, :, k] = _statistic(drawn.reshape(c, g * r), stat, axis=1)
         else:
             sources[o.column] = f"{stat} of per-sample {field_name}: samples resampled, the same for every configuration (paired)"
@@ -250,17 +264,20 @@ def _band(rep: Replicates, flags: np.ndarray) -> dict[str, list[float]] | None:
     return {"x": xs.tolist(), "low": low.tolist(), "high": high.tolist()}
 
 
-def _rivals(rep: Replicates, flags: np.ndarray, uncertain: np.ndarray, *, limit: int = 200) -> dict[int, list[int]]:
-    """For each uncertain configuration (at most ``limit``), those dominating it in >= 5% of replicates."""
+def _rivals(rep: Replicates, flags: np.ndarray, uncertain: np.ndarray, candidates: np.ndarray, *,
+            limit: int = 200) -> dict[int, list[int]]:  # fmt: skip
+    """For each uncertain configuration (at most ``limit``), the ``candidates`` (configurations not
+    dominated beyond noise) dominating it in >= 5% of replicates. Others need not be looked at:
+    where one dominated beyond noise dominates it, so does a candidate that dominates that one."""
     sign = np.where(flags, -1.0, 1.0)  # flip to "lower is better"
-    vals = rep.values * sign  # (B, C, m)
+    vals = rep.values[:, candidates, :] * sign  # (B, n, m)
     out = {}
     for u in uncertain[:limit]:
-        mine = vals[:, u : u + 1, :]  # (B, 1, m)
-        dominates = (vals <= mine).all(axis=2) & (vals < mine).any(axis=2)  # (B, C)
+        mine = rep.values[:, u : u + 1, :] * sign  # (B, 1, m)
+        dominates = (vals <= mine).all(axis=2) & (vals < mine).any(axis=2)  # (B, n)
         share = dominates.mean(axis=0)
         order = np.argsort(-share)
-        out[int(u)] = [int(j) for j in order if share[j] >= 1 - DECIDED and j != u]
+        out[int(u)] = [int(candidates[j]) for j in order if share[j] >= 1 - DECIDED and candidates[j] != u]
     return out
 
 
@@ -281,7 +298,7 @@ def frontier_uncertainty(rep: Replicates, *, reference: np.ndarray) -> FrontierU
     ties = _ties(rep, candidates) if len(candidates) else {}
     uncertain = np.flatnonzero(status == "uncertain")
     uncertain = uncertain[np.argsort(np.abs(probability[uncertain] - 0.5))]
-    rivals = _rivals(rep, flags, uncertain) if len(uncertain) else {}
+    rivals = _rivals(rep, flags, uncertain, candidates) if len(uncertain) else {}
     tail = (1 - CONFIDENCE) / 2 * 100
     lo, hi = np.percentile(volumes, [tail, 100 - tail])
     ids = rep.trial_ids
