@@ -1,13 +1,15 @@
 """Adaptive repeats against a fixed protocol, on SmolLM2: samples spent to reach the same frontier.
 
 The same sweep (the ``lm`` workload on SmolLM2-135M, forced output length so every repeat does
-the same work: active blocks x new tokens) is measured twice in one run of this script: with a
-fixed 20 passes over the questions, and with ``repeats: auto`` (at least ``--min-repeats``, then
-more until each configuration's mean latency is known to +-``--target``, at most 20). The arms
-alternate configuration by configuration (each configuration measured by both before the next),
-so machine drift hits both alike. Reported: samples each spent, both frontiers over (total_ms_p95,
-accuracy), whether they hold the same configurations, and each front point's P95 in both (goal:
-within 2%), and the ratio of samples (goal: adaptive at most half of fixed).
+the same work: active blocks x new tokens) is measured three ways in one run of this script:
+``fixed``, 20 passes over the questions; ``auto``, ``repeats: auto`` (at least ``--min-repeats``,
+then more until each configuration's mean latency is known to +-``--target``, at most 20);
+``race``, ``--min-repeats`` passes of every configuration, then ``knobscope refine-measurements``
+(more passes only for configurations whose Pareto membership is uncertain, and their rivals)
+until the frontier is decided. fixed and auto alternate configuration by configuration, so
+machine drift hits both alike; race runs after them. Reported: samples each spent, the frontiers
+over (total_ms_p95, accuracy), whether they hold the same configurations as fixed's, each front
+point's P95 against fixed's (goal: within 2%), and the ratio of samples (goal: at most half).
 
     .venv/bin/python benchmarks/adaptive_repeats.py [--questions 8] [--target 0.02] [--min-repeats 3]
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from knobscope.analysis import Objective, pareto_front
 from knobscope.executors import run_local
+from knobscope.refine import refine_measurements
 from knobscope.results import load_run
 from knobscope.spec import parse_spec
 
@@ -57,6 +60,17 @@ def main() -> None:
         for i, config in enumerate(configs):
             for arm in (("fixed", "auto") if i % 2 == 0 else ("auto", "fixed")):  # alternate which goes first
                 run_local(spec(arm, dirs[arm], config, fixed if arm == "fixed" else auto, args.questions), progress=False)
+        # race: every configuration in one run, then passes only where the frontier is undecided
+        dirs["race"] = Path(tmp) / "race"
+        race = parse_spec({
+            "name": "race", "workload": {"name": "lm", "args": {"model": "smollm2", "ignore_eos": True}},
+            "knobs": {"num_active_blocks": args.blocks, "max_new_tokens": args.tokens}, "strategy": "full",
+            "objectives": {"total_ms_p95": "min", "accuracy": "max"},
+            "measure": {"warmup": 1, "num_samples": args.questions, "repeats": args.min_repeats}, "output": str(dirs["race"]),
+        })  # fmt: skip
+        run_local(race, progress=False)
+        budget = len(configs) * args.questions * (args.repeats - args.min_repeats)
+        refined = refine_measurements(dirs["race"], budget=budget)
         tables = {arm: load_run(d).table.sort_values(["num_active_blocks", "max_new_tokens"]).reset_index(drop=True)
                   for arm, d in dirs.items()}  # fmt: skip
     objectives = [Objective("total_ms_p95", "min", "ms"), Objective("accuracy", "max")]
@@ -65,24 +79,26 @@ def main() -> None:
     print(f"{len(configs)} configurations x {args.questions} questions; fixed {args.repeats} passes vs auto "
           f"(min {args.min_repeats}, target +-{args.target:.0%} on the mean latency, cap {args.repeats})")  # fmt: skip
     print(f"{'blocks':>6} {'tokens':>6} {'fixed P95 ms':>13} {'auto P95 ms':>12} {'diff':>7} {'auto passes':>11} {'target met':>10}")
-    f, a = tables["fixed"], tables["auto"]
+    f, a, r_ = tables["fixed"], tables["auto"], tables["race"]
     for i in range(len(f)):
         diff = a.loc[i, "total_ms_p95"] / f.loc[i, "total_ms_p95"] - 1
         print(f"{f.loc[i, 'num_active_blocks']:>6} {f.loc[i, 'max_new_tokens']:>6} {f.loc[i, 'total_ms_p95']:>13.1f} "
-              f"{a.loc[i, 'total_ms_p95']:>12.1f} {diff:>+7.1%} {int(a.loc[i, 'repeats']):>11} {str(bool(a.loc[i, 'target_met'])):>10}")  # fmt: skip
+              f"{a.loc[i, 'total_ms_p95']:>12.1f} {diff:>+7.1%} {int(a.loc[i, 'repeats']):>11} {str(bool(a.loc[i, 'target_met'])):>10}"
+              f"   race P95 {r_.loc[i, 'total_ms_p95']:>7.1f} ({r_.loc[i, 'total_ms_p95'] / f.loc[i, 'total_ms_p95'] - 1:+.1%}), "
+              f"passes {int(r_.loc[i, 'num_records']) // args.questions}")  # fmt: skip
     key = lambda t: {(int(r.num_active_blocks), int(r.max_new_tokens)) for r in t.itertuples()}  # noqa: E731
-    same = key(fronts["fixed"].frontier) == key(fronts["auto"].frontier)
-    front_rows = fronts["fixed"].frontier
-    diffs = []
-    for r in front_rows.itertuples():
-        match = a[(a.num_active_blocks == r.num_active_blocks) & (a.max_new_tokens == r.max_new_tokens)]
-        diffs.append(abs(float(match["total_ms_p95"].iloc[0]) / r.total_ms_p95 - 1))
-    print(f"frontier (fixed): {sorted(key(fronts['fixed'].frontier))}; (auto): {sorted(key(fronts['auto'].frontier))}; "
-          f"same configurations: {same}")  # fmt: skip
-    print(f"front points' P95, auto vs fixed: largest difference {max(diffs):.1%} (goal <= 2%)")
-    print(f"samples spent: fixed {spent['fixed']}, auto {spent['auto']}: ratio {spent['auto'] / spent['fixed']:.2f} (goal <= 0.5)")
-    print(f"front reached with <= 2% P95 differences: {same and max(diffs) <= 0.02}; mean |diff| over all configurations "
-          f"{np.mean(np.abs(a['total_ms_p95'] / f['total_ms_p95'] - 1)):.1%}")  # fmt: skip
+    print(f"race: {'decided' if refined.decided else 'not decided'} after {refined.rounds} round(s) of refinement")
+    for arm in ("auto", "race"):
+        t = tables[arm]
+        same = key(fronts["fixed"].frontier) == key(fronts[arm].frontier)
+        diffs = []
+        for r in fronts["fixed"].frontier.itertuples():
+            match = t[(t.num_active_blocks == r.num_active_blocks) & (t.max_new_tokens == r.max_new_tokens)]
+            diffs.append(abs(float(match["total_ms_p95"].iloc[0]) / r.total_ms_p95 - 1))
+        print(f"{arm}: frontier {sorted(key(fronts[arm].frontier))} vs fixed {sorted(key(fronts['fixed'].frontier))}: same "
+              f"configurations {same}; front points' P95 differ by up to {max(diffs):.1%} (goal <= 2%); samples {spent[arm]} "
+              f"vs {spent['fixed']}: ratio {spent[arm] / spent['fixed']:.2f} (goal <= 0.5); mean |P95 diff| over all "
+              f"configurations {np.mean(np.abs(t['total_ms_p95'] / f['total_ms_p95'] - 1)):.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":
