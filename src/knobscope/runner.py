@@ -363,7 +363,7 @@ def adaptive_trials(spec: ExperimentSpec, store: Store, ids: list[str]) -> Itera
         yield trial
 
 
-def _say(console: Any, enabled: bool, text: str) -> None:
+def _say(console: Any, text: str) -> None:
     """A status line for the person at the terminal (the CLI's console), not for the log."""
     if console is not None:
         console.print(text, markup=False, highlight=False)
@@ -415,11 +415,11 @@ def run_sweep(
             finished_before = sum(v in ("done", "failed") for v in known.values())
             if not todo:
                 log.info("nothing to run: all %d trials finished", len(ids))
-                _say(console, progress, f"nothing to run: all {len(known)} trials in {the_plan.run_dir} are finished")
+                _say(console, f"nothing to run: all {len(known)} trials in {the_plan.run_dir} are finished")
                 return SweepResult(run_dir=the_plan.run_dir, counts=store.status_counts(ids))
             if finished_before:
                 log.info("resuming: %d trials already finished", finished_before)
-                _say(console, progress, f"resuming {the_plan.run_dir}: {finished_before} trial(s) already finished, "
+                _say(console, f"resuming {the_plan.run_dir}: {finished_before} trial(s) already finished, "
                      f"{len(todo) if not strategy.adaptive else 'the search'} to go")  # fmt: skip
             timer = StageTimer(device)
             workload = prepare_workload(spec, device=device, run_dir=the_plan.run_dir, timer=timer, workload=workload)

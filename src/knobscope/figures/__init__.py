@@ -28,7 +28,7 @@ from typing import Any
 from knobscope.figures.base import FIGURE_DPI, Figure, FigureContext, Info
 from knobscope.registry import Registry
 
-__all__ = ["FIGURES", "Figure", "FigureContext", "Info", "FIGURE_DPI", "make_figures", "plotly_figures", "figure"]
+__all__ = ["FIGURES", "Figure", "FigureContext", "Info", "FIGURE_DPI", "make_figures", "figure"]
 
 FIGURES: Registry[Any] = Registry("figure")
 for _name, _target in (
@@ -63,14 +63,3 @@ def make_figures(ctx: FigureContext, *, out_dir: Path | None = None, names: Sequ
             fig.png(info, path)
             paths.append(path)
     return paths
-
-
-def plotly_figures(ctx: FigureContext, section: str, *, names: Sequence[str] | None = None) -> list[Any]:
-    """The plotly figures of one report section, from the same infos as the PNGs."""
-    found = []
-    for name in names or FIGURES.in_order():
-        fig = figure(name)
-        for info in fig.infos(ctx):
-            if info.section == section:
-                found.append(fig.plotly(info))
-    return found
