@@ -76,3 +76,15 @@ def test_peak_memory_window_resets() -> None:
     if not mem.resettable:
         pytest.skip("this kernel does not let a process reset its RSS high-water mark")
     assert mem.peak_mb() < high - 100
+
+
+def test_peak_memory_notices_a_kernel_that_ignores_the_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sandboxed kernel accepts the write to clear_refs and leaves the high-water mark alone.
+    import knobscope.measure as measure
+
+    status = {"VmHWM:": 1431.0, "VmRSS:": 300.0}
+    monkeypatch.setattr(measure, "_proc_status_mb", lambda key: status.get(key))
+    mem = PeakMemory("cpu")
+    mem.reset()
+    assert not mem.resettable
+    assert mem.kind == "rss_high_water_since_start"  # stored with the trial, so the number is not misread

@@ -246,13 +246,20 @@ class PeakMemory:
     """Peak memory over a window: CUDA peak allocated bytes, or the process RSS high-water mark.
 
     On Linux the RSS high-water mark (``VmHWM``) is reset at :meth:`reset` by writing ``5`` to
-    ``/proc/self/clear_refs``; where that is not possible the peak is since process start.
+    ``/proc/self/clear_refs``; where the kernel refuses or ignores that, ``resettable`` turns
+    False and the peak is since process start.
     """
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = device
-        self.kind = "cuda_peak_allocated" if device.startswith("cuda") else "rss_high_water"
         self.resettable = True
+
+    @property
+    def kind(self) -> str:
+        """What :meth:`peak_mb` measures, stored with every trial."""
+        if self.device.startswith("cuda"):
+            return "cuda_peak_allocated"
+        return "rss_high_water" if self.resettable else "rss_high_water_since_start"
 
     def reset(self) -> None:
         if self.device.startswith("cuda"):
@@ -263,6 +270,12 @@ class PeakMemory:
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
+            self.resettable = False
+            return
+        # Some kernels (sandboxes among them) accept the write and reset nothing: right after a
+        # real reset the high-water mark equals the resident set, so check that it did.
+        hwm, rss = _proc_status_mb("VmHWM:"), _proc_status_mb("VmRSS:")
+        if hwm is None or rss is None or hwm > rss + 4:
             self.resettable = False
 
     def current_mb(self) -> float | None:
