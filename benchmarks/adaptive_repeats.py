@@ -59,7 +59,7 @@ def main() -> None:
         configs = [{"num_active_blocks": b, "max_new_tokens": t} for b, t in itertools.product(args.blocks, args.tokens)]
         for i, config in enumerate(configs):
             for arm in (("fixed", "auto") if i % 2 == 0 else ("auto", "fixed")):  # alternate which goes first
-                run_local(spec(arm, dirs[arm], config, fixed if arm == "fixed" else auto, args.questions), progress=False)
+                run_local(spec(arm, dirs[arm], config, fixed if arm == "fixed" else auto, args.questions))
         # race: every configuration in one run, then passes only where the frontier is undecided
         dirs["race"] = Path(tmp) / "race"
         race = parse_spec({
@@ -68,7 +68,7 @@ def main() -> None:
             "objectives": {"total_ms_p95": "min", "accuracy": "max"},
             "measure": {"warmup": 1, "num_samples": args.questions, "repeats": args.min_repeats}, "output": str(dirs["race"]),
         })  # fmt: skip
-        run_local(race, progress=False)
+        run_local(race)
         budget = len(configs) * args.questions * (args.repeats - args.min_repeats)
         refined = refine_measurements(dirs["race"], budget=budget)
         tables = {arm: load_run(d).table.sort_values(["num_active_blocks", "max_new_tokens"]).reset_index(drop=True)

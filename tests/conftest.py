@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,28 @@ def knobscope(*args: str, check: bool = False, **kw: object) -> subprocess.Compl
 @pytest.fixture
 def spec_file(tmp_path: Path) -> Path:
     return write_spec(tmp_path / "spec.yaml")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def cli(*args: str) -> CliResult:
+    """Run the CLI in this process (no interpreter start-up): for exit codes and messages.
+    Keep :func:`knobscope` (a subprocess) for signals and several processes."""
+    import contextlib
+    import io
+
+    from knobscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())

@@ -136,6 +136,7 @@ class NoisyKnown(Workload):
 
     def setup(self, ctx: Any) -> None:
         marker = ctx.run_dir / ".noisy_known_invocations"
+        marker.parent.mkdir(parents=True, exist_ok=True)  # setup runs before the sweep creates it
         self.invocation = int(marker.read_text()) if marker.exists() else 0
         marker.write_text(str(self.invocation + 1))
 

@@ -22,7 +22,7 @@ def test_every_workload_argument_is_documented(model) -> None:
 def test_every_strategy_and_option_is_documented() -> None:
     for name in STRATEGIES.names():
         assert f"`{name}`" in DOC, f"strategy {name} is not in docs/spec.md"
-        options = STRATEGIES.get(name).Options.model_fields
+        options = STRATEGIES.load(name).Options.model_fields
         missing = [o for o in options if f"`{o}`" not in DOC]
         assert not missing, f"strategy {name}'s options {missing} are not in docs/spec.md"
 

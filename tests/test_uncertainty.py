@@ -183,7 +183,7 @@ def _verdict(run_dir: Path) -> dict:
 def test_coupling_verdicts_are_not_drawn_from_noise(tmp_path: Path, name: str, args: dict, measure: dict, expected: str) -> None:
     spec = load_spec(_spec(tmp_path, name, knobs={"a": [1, 2, 3], "b": [1, 2, 3]}, args=args, measure=measure,
                            objectives={"cost": "min"}))  # fmt: skip
-    run_local(spec, progress=False)
+    run_local(spec)
     pair = _verdict(spec.output_dir)
     assert pair["verdict"] == expected, pair["reason"]
     if name == "noise":
@@ -218,13 +218,13 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tmp_path: Path) -> None:
     quiet = load_spec(_spec(tmp_path, "quiet", knobs={"a": [1], "b": [1, 2]}, args={"num_samples": 4, "noise": 0.001},
                             measure={"repeats": "auto", "target_ci": 0.02, "min_repeats": 2, "max_repeats": 8,
                                      "targets": ["cost_mean"]}))  # fmt: skip
-    run_local(quiet, progress=False)
+    run_local(quiet)
     table = load_run(quiet.output_dir).table
     assert (table["repeats"] == 2).all() and table["target_met"].all()  # precise after the minimum
     noisy = load_spec(_spec(tmp_path, "noisy", knobs={"a": [1], "b": [1, 2]}, args={"num_samples": 4, "noise": 5.0},
                             measure={"repeats": "auto", "target_ci": 0.02, "min_repeats": 2, "max_repeats": 5,
                                      "targets": ["cost_mean"]}))  # fmt: skip
-    run_local(noisy, progress=False)
+    run_local(noisy)
     table = load_run(noisy.output_dir).table
     assert (table["repeats"] == 5).all() and not table["target_met"].any()  # capped, and it says so
     assert (table["num_records"] == 20).all()
@@ -281,7 +281,7 @@ def test_interleaved_passes_keep_a_busy_spell_from_posing_as_a_faster_configurat
     }  # fmt: skip
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    run_local(load_spec(path), progress=False)
+    run_local(load_spec(path))
     table = load_run(tmp_path / "run").table
     assert (table["num_records"] == 12).all() and (table["repeats"] == 3).all()
     result = analyze(load_run(tmp_path / "run", with_samples=True), AnalysisOptions(resamples=300)).to_json()

@@ -6,8 +6,10 @@ Ctrl-C exits with 130 after handing the current trial back, so the same command 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,23 +67,32 @@ def run(
     shard: Annotated[str, typer.Option(help="Run only shard I of N (I/N), e.g. 0/4; shards share one run directory.")] = "0/1",
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed trials again.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (default: the spec's measure.device).")] = "auto",
-    devices: Annotated[str | None, typer.Option(help="One worker process per device, e.g. cuda:0,cuda:1.")] = None,
+    executor: Annotated[str | None, typer.Option(help="Where trials run: local (default), devices or ray.")] = None,
+    devices: Annotated[str | None, typer.Option(help="devices executor: one worker process per device, e.g. cuda:0,cuda:1.")] = None,
+    address: Annotated[str | None, typer.Option(help="ray executor: auto or HOST:PORT of a running cluster (default: start a local one).")] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option(help="ray executor: GPUs per actor (default 1 when the cluster has GPUs, else 0).")] = None,
+    cpus_per_trial: Annotated[float | None, typer.Option(help="ray executor: CPUs per actor (default 1).")] = None,
+    max_failures: Annotated[int | None, typer.Option(help="ray executor: times a trial whose actor died is retried before it is recorded as failed (default 3).")] = None,
     lease: Annotated[float, typer.Option(help="Seconds without heartbeat after which another host's claim is presumed dead.")] = 900.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep: measure every selected configuration, store every sample, resume on rerun."""
-    from knobscope.executors import run_device_pool, run_local
+    from knobscope.executors import run as run_with
     from knobscope.results import export
-    from knobscope.runner import parse_shard
+    from knobscope.trials import parse_shard
 
     spec = _load(spec_path, sets, strategy=strategy, require_workload=True, output=out_dir)
     shard_ix = parse_shard(shard)
-    kwargs = dict(shard=shard_ix, retry_failed=retry_failed, lease_s=lease, progress=progress, console=err)
+    options: dict[str, Any] = {"address": address, "gpus_per_trial": gpus_per_trial, "cpus_per_trial": cpus_per_trial,
+                               "max_failures": max_failures}  # fmt: skip
+    options = {k: v for k, v in options.items() if v is not None}
+    if devices is not None:
+        options["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
+    name = executor or ("devices" if devices is not None else "local")
     try:
-        if devices:
-            result = run_device_pool(spec, [d.strip() for d in devices.split(",") if d.strip()], **kwargs)
-        else:
-            result = run_local(spec, device=device, **kwargs)
+        with _listener(progress) as listener:
+            result = run_with(spec, name, listener=listener, shard=shard_ix, retry_failed=retry_failed, device=device,
+                              lease_s=lease, **options)  # fmt: skip
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished trials are stored; run the same command again to resume.")
         raise typer.Exit(130) from None
@@ -94,6 +105,47 @@ def run(
               f"(this invocation ran {result.ran}); store: {result.run_dir / 'results.db'}")  # fmt: skip
     for config, reason in result.failed:
         err.print(f"[red]failed[/] {dict(config)}: {reason}")
+
+
+@contextlib.contextmanager
+def _listener(enabled: bool) -> Iterator[Any]:
+    """The sweep's listener for this terminal: a progress bar on stderr and status lines."""
+    from knobscope.runner import SweepListener
+
+    class Quiet(SweepListener):
+        def say(self, text: str) -> None:
+            err.print(text, markup=False, highlight=False)
+
+    if not enabled:
+        yield Quiet()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[current]}"),
+    )  # fmt: skip
+
+    class Bar(Quiet):
+        """Drawn from the first progress report on, so an error found while loading shows alone."""
+
+        bar: Any = None
+
+        def progress(self, counts: Any, total: int, current: Any) -> None:
+            if self.bar is None:
+                self.bar = Progress(*columns, console=err, transient=False)
+                self.bar.start()
+                self.task = self.bar.add_task("sweep", total=total, failed=0, current="")
+            shown = "" if current is None else ", ".join(f"{k}={v}" for k, v in current.items())
+            self.bar.update(self.task, total=total, completed=counts["done"] + counts["failed"], failed=counts["failed"],
+                            current=shown)  # fmt: skip
+
+    listener = Bar()
+    try:
+        yield listener
+    finally:
+        if listener.bar is not None:
+            listener.bar.stop()
 
 
 def _with_interval(row: Any, column: str) -> str:
@@ -175,7 +227,7 @@ def strategies(
     for k in spec.space.knobs:
         table.add_column(k.name)
     for name in STRATEGIES.names():
-        cls = STRATEGIES.get(name)
+        cls = STRATEGIES.load(name)
         if cls.adaptive:
             continue
         options = spec.strategy_options if name == spec.strategy_name else {}
@@ -197,7 +249,7 @@ def strategies(
         table.add_row(name + star, str(desc["combinations"]), *cells)
     out.print(table)
     for name in STRATEGIES.names():
-        out.print(f"  [bold]{name}[/]: {STRATEGIES.get(name).summary}")
+        out.print(f"  [bold]{name}[/]: {STRATEGIES.load(name).summary}")
     out.print("* the spec's strategy. Constraints are applied: combinations count feasible configurations.")
 
 
@@ -270,6 +322,13 @@ def show(
     spec = parse_spec(runs[-1]["spec"], source=str(run_dir), require_workload=False)
     _print_results(spec, run_dir)
     out.print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    from knobscope.results import where_measured
+
+    with Store.open(run_dir) as store:
+        where = where_measured(store)
+    if where:
+        out.print("measured on: " + "; ".join(f"{w['node']}, {w['device']}: {w['trials']} trials" for w in where),
+                  markup=False, highlight=False)  # fmt: skip
 
 
 RunDirArg = Annotated[Path, typer.Argument(help="Run directory (holds results.db).")]
@@ -554,7 +613,8 @@ def profile(
     out.print(f"[bold]{preset}[/]: {info.description}; {knob} = {list(spec.space.knob(knob).values)}, "
               f"{num_samples} samples each, model {model}")  # fmt: skip
     try:
-        result = run_local(spec, device=device, progress=progress, console=err)
+        with _listener(progress) as listener:
+            result = run_local(spec, device=device, listener=listener)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished trials are stored; run the same command again to resume.")
         raise typer.Exit(130) from None

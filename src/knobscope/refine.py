@@ -84,7 +84,7 @@ def refine_measurements(
     ``budget``: samples (records) to spend at most (default: as many as the run holds, i.e. at
     most doubling it). ``on_round(round, uncertain, spent)`` reports progress.
     """
-    from knobscope.runner import build_workload, prepare_workload
+    from knobscope.workers import build_workload, prepare_workload
     from knobscope.spec import parse_spec
     from knobscope.store import Store
 

@@ -30,7 +30,8 @@ from knobscope.store import Store
 if TYPE_CHECKING:
     from knobscope.spec import ExperimentSpec
 
-__all__ = ["summary_table", "samples_table", "export", "EXPORT_FORMATS", "flatten_summary", "RunResults", "load_run", "to_json"]
+__all__ = ["summary_table", "samples_table", "export", "EXPORT_FORMATS", "flatten_summary", "RunResults", "load_run", "to_json",
+           "where_measured"]
 
 EXPORT_FORMATS = ("json", "csv", "parquet")
 
@@ -74,6 +75,18 @@ def summary_table(store: Store, *, ids: list[str] | None = None) -> pd.DataFrame
         row.update(flatten_summary(t.summary))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def where_measured(store: Store) -> list[dict[str, Any]]:
+    """Which node and device measured how many finished trials (from each trial's provenance),
+    most trials first: ``[{"node", "device", "trials"}]``; a Ray node adds its id."""
+    counts: dict[tuple[str, str], int] = {}
+    for t in store.trials(status="done"):
+        m = t.measure or {}
+        node = str(m.get("node", "?")) + (f" (ray node {m['ray_node']})" if m.get("ray_node") else "")
+        key = (node, str(m.get("device", "?")))
+        counts[key] = counts.get(key, 0) + 1
+    return [{"node": n, "device": d, "trials": c} for (n, d), c in sorted(counts.items(), key=lambda kv: -kv[1])]
 
 
 def samples_table(store: Store, *, with_calls: bool = False) -> pd.DataFrame:
@@ -201,6 +214,7 @@ def load_run(run_dir: str | Path, *, with_samples: bool = False) -> RunResults:
             raise SpecError(f"{str(run_dir)!r} holds no runs yet; run a spec into it first")
         table = summary_table(store)
         samples = samples_table(store) if with_samples else None
+        measured_on = where_measured(store)
     spec = parse_spec(runs[-1]["spec"], source=str(run_dir), require_workload=False)
     if spec.workload is not None and not table.empty:
         table = table[table["workload"] == spec.workload.name].reset_index(drop=True)
@@ -210,7 +224,8 @@ def load_run(run_dir: str | Path, *, with_samples: bool = False) -> RunResults:
         metrics.update(run["provenance"].get("metrics", {}))
     if not metrics and spec.workload is not None:
         metrics = _declared_metrics(spec.workload.name)
-    return RunResults(run_dir, spec, table, metrics, runs[-1]["provenance"], runs, samples)
+    provenance = {**runs[-1]["provenance"], "measured_on": measured_on}
+    return RunResults(run_dir, spec, table, metrics, provenance, runs, samples)
 
 
 def _with_derived(table: pd.DataFrame, spec: ExperimentSpec) -> pd.DataFrame:

@@ -214,7 +214,6 @@ class _BayesianOptions(_OptunaOptions):
     score: str | None = Field(None, description="expression to maximise instead of the objectives (a composite score)")
 
 
-@STRATEGIES.register("bayesian", aliases=("bo",))
 class Bayesian(_OptunaStrategy):
     name = "bayesian"
     summary = "Bayesian optimisation (Optuna GP or TPE, ask-and-tell) of the objectives or a score; run only"
@@ -247,7 +246,6 @@ class _NSGA2Options(_AdaptiveOptions):
     population_size: int = Field(10, ge=2, description="individuals per generation")
 
 
-@STRATEGIES.register("nsga2", aliases=("nsga-ii",))
 class NSGA2(_OptunaStrategy):
     name = "nsga2"
     summary = "multi-objective evolutionary search (Optuna NSGA-II) towards the Pareto front; run only"
@@ -281,7 +279,6 @@ class _RefineOptions(_AdaptiveOptions):
     radius: int = Field(1, ge=1, description="value steps along one knob that count as a neighbour")
 
 
-@STRATEGIES.register("refine")
 class Refine(AdaptiveStrategy):
     name = "refine"
     summary = "an initial design, then the unmeasured neighbours of the current Pareto front (seed 001); run only"
@@ -289,7 +286,7 @@ class Refine(AdaptiveStrategy):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        cls = STRATEGIES.get(self.options.initial)
+        cls = STRATEGIES.load(self.options.initial)
         if cls.adaptive:
             raise SpecError(f"strategy 'refine' option 'initial': {self.options.initial!r} is adaptive; use a fixed strategy")
         sized = self.options.initial in ("lhs", "latin_hypercube", "random")

@@ -179,7 +179,7 @@ class ExperimentSpec:
         if values:
             spec = replace(spec, space=spec.space.with_values(values))
         if strategy is not None:
-            STRATEGIES.get(strategy)  # raises with the valid names
+            STRATEGIES.load(strategy)  # raises with the valid names
             options = spec.strategy_options if strategy == spec.strategy_name else {}
             spec = replace(spec, strategy_name=strategy, strategy_options=options)
             spec.strategy()  # validate options now, before anything runs

@@ -43,7 +43,6 @@ full 240, stratified 27, boundary 45, balanced 36, custom_sparse 36, lhs 60.
 
 from __future__ import annotations
 
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -51,7 +50,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from scipy.stats import qmc
 
 from knobscope.errors import SpecError, field_problem
 from knobscope.registry import Registry
@@ -243,6 +241,8 @@ class LatinHypercube(_SizedStrategy):
         if size == len(grid):
             return grid
         sizes = np.array([len(k.values) for k in space.knobs])
+        from scipy.stats import qmc  # here: listing strategies must not import scipy
+
         unit = qmc.LatinHypercube(d=len(sizes), seed=self.options.seed).random(size)  # (size, d) in [0, 1)
         rows = np.minimum((unit * sizes).astype(int), sizes - 1)  # (size, d) value indices
         rng = np.random.default_rng(self.options.seed)
@@ -316,7 +316,7 @@ class Listed(Strategy):
 
 def get_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
     """Instantiate a registered strategy by name (raises with the valid names if unknown)."""
-    return STRATEGIES.get(name)(**dict(options or {}))
+    return STRATEGIES.load(name)(**dict(options or {}))
 
 
 def describe_selection(space: Space, configs: Sequence[Config]) -> dict[str, Any]:
@@ -329,5 +329,7 @@ def describe_selection(space: Space, configs: Sequence[Config]) -> dict[str, Any
     return {"combinations": len(configs), "knobs": per_knob}
 
 
-# The adaptive strategies (bayesian, nsga2, refine) register themselves when their module loads.
-importlib.import_module("knobscope.search")
+# The adaptive strategies, by import path: Optuna is imported when one of them is used.
+STRATEGIES.add("bayesian", "knobscope.search:Bayesian", aliases=("bo",))
+STRATEGIES.add("nsga2", "knobscope.search:NSGA2", aliases=("nsga-ii",))
+STRATEGIES.add("refine", "knobscope.search:Refine")

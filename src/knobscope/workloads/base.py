@@ -67,7 +67,8 @@ class WorkloadContext:
         device: ``cpu``, ``cuda:N``, ...
         seed: seed for every random generator the workload uses.
         timer: the stage timer; attach module hooks to it in :meth:`Workload.setup`.
-        run_dir: the run directory (for caches a workload wants to keep).
+        run_dir: the run directory (for caches a workload wants to keep); it may not exist yet at
+            ``setup``, because nothing is created before the input is known to be good.
         log: a logger that writes to the run's log file.
     """
 
