@@ -45,14 +45,17 @@ def spec_file(tmp_path: Path) -> Path:
 
 @dataclass
 class CliResult:
-    code: int
-    out: str
-    err: str
+    """What :func:`cli` returns; named like :class:`subprocess.CompletedProcess`."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def cli(*args: str) -> CliResult:
-    """Run the CLI in this process (no interpreter start-up): for exit codes and messages.
-    Keep :func:`knobscope` (a subprocess) for signals and several processes."""
+def cli(*args: str, check: bool = False) -> CliResult:
+    """Run the CLI in this process, as :func:`knobscope` does in a subprocess but without the
+    interpreter start-up: for exit codes, messages and results. Keep :func:`knobscope` where
+    a process matters (signals, several processes, a fresh interpreter)."""
     import contextlib
     import io
 
@@ -65,4 +68,7 @@ def cli(*args: str) -> CliResult:
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return CliResult(code, out.getvalue(), err.getvalue())
+    result = CliResult(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"knobscope {args} failed ({code}):\n{result.stdout}\n{result.stderr}")
+    return result

@@ -45,9 +45,10 @@ class MatmulWorkload(Workload):
 
 
 class KnownStages(Workload):
-    """Stages of known length (sleep is the ground truth here): a_ms, then b_ms, then 1 ms untimed."""
+    """Stages of known length (sleep is the ground truth here): stage a sleeps knob ``a_sleep``
+    milliseconds, then stage b ``b_sleep``, then 1 ms untimed."""
 
-    knobs = ("a_ms", "b_ms")
+    knobs = ("a_sleep", "b_sleep")
 
     def __init__(self, num_samples: int = 5) -> None:
         self.num = num_samples
@@ -56,7 +57,7 @@ class KnownStages(Workload):
         return list(range(self.num))
 
     def apply(self, config: Mapping[str, Any]) -> None:
-        self.a, self.b = config["a_ms"] / 1e3, config["b_ms"] / 1e3
+        self.a, self.b = config["a_sleep"] / 1e3, config["b_sleep"] / 1e3
 
     def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
         with timer.stage("a"):

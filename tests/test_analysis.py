@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import PLUGINS, knobscope
+from conftest import PLUGINS, cli
 from knobscope.analysis import Goal, Objective, Scenario, hypervolume, pareto_front, pareto_mask, recommend
 
 
@@ -127,7 +127,7 @@ def _known_quality_run(tmp_path: Path, form: str) -> Path:
     }
     path = tmp_path / f"{form}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    knobscope("run", str(path), "--no-progress", check=True)
+    cli("run", str(path), "--no-progress", check=True)
     return tmp_path / form
 
 
@@ -142,7 +142,7 @@ def test_coupling_verdicts_on_known_functions(known_runs: dict[str, Path]) -> No
     # measured latency, whose noise can make a small interaction real on a busy machine.
     verdicts = {}
     for form, run in known_runs.items():
-        knobscope("analyze", str(run), "--objective", "matmuls:min", "--objective", "quality:max", check=True)
+        cli("analyze", str(run), "--objective", "matmuls:min", "--objective", "quality:max", check=True)
         data = json.loads((run / "coupling_analysis.json").read_text())
         verdicts[form] = {tuple(p["knobs"]): p["verdict"] for p in data["pairs"]}
         assert set(data["knobs"]) == {"a", "b", "c"}
@@ -154,7 +154,7 @@ def test_coupling_verdicts_on_known_functions(known_runs: dict[str, Path]) -> No
 
 
 def test_analyze_json_policies_and_comparison(known_runs: dict[str, Path]) -> None:
-    proc = knobscope("analyze", str(known_runs["interaction"]), "--compare", str(known_runs["separable"]), "--json", check=True)
+    proc = cli("analyze", str(known_runs["interaction"]), "--compare", str(known_runs["separable"]), "--json", check=True)
     result = json.loads(proc.stdout)
     pol = result["policies"]
     assert pol["available"] and pol["base"] == {"a": 2, "b": 4, "c": 2}
@@ -178,7 +178,7 @@ def test_report_renders_in_headless_chromium(known_runs: dict[str, Path], tmp_pa
     if chromium is None:
         pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
     run = known_runs["interaction"]
-    proc = knobscope("report", str(run), "--compare", str(known_runs["separable"]), check=True)
+    proc = cli("report", str(run), "--compare", str(known_runs["separable"]), check=True)
     assert f"report: {(run / 'report.html').resolve()}" in proc.stdout.replace("\n", "")
     html = (run / "report.html").read_text()
     for section in ("overview", "coverage", "frontier", "coupling", "effects", "breakdown", "policies",
@@ -200,7 +200,7 @@ def test_report_renders_in_headless_chromium(known_runs: dict[str, Path], tmp_pa
 
 def test_plot_options_and_bad_input(known_runs: dict[str, Path]) -> None:
     run = known_runs["separable"]
-    proc = knobscope("plot", str(run), "--heatmap", "quality_mean:a,b", "--xy", "quality_mean,total_ms_p95", "--color-by", "b", check=True)
+    proc = cli("plot", str(run), "--heatmap", "quality_mean:a,b", "--xy", "quality_mean,total_ms_p95", "--color-by", "b", check=True)
     assert "heatmap_quality_mean_a_b.png" in proc.stdout and "scatter_quality_mean_vs_total_ms_p95.png" in proc.stdout
     from PIL import Image
 
@@ -219,7 +219,7 @@ def test_plot_options_and_bad_input(known_runs: dict[str, Path]) -> None:
         (["plot", str(run), "--color-by", "zz"], "--color-by 'zz' is not a knob"),
         (["analyze", str(run / "missing")], "missing"),
     ]:
-        proc = knobscope(*args)
+        proc = cli(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, proc.stderr)
@@ -237,7 +237,7 @@ def test_spec_analysis_section_errors(tmp_path: Path) -> None:
         ({"colour_by": "n"}, "colour_by"),
     ]:
         spec = write_spec(tmp_path / "spec.yaml", analysis=analysis)
-        proc = knobscope("sample", str(spec))
+        proc = cli("sample", str(spec))
         assert proc.returncode == 2, (analysis, proc.stdout)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (analysis, proc.stderr)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import PLUGINS, knobscope, write_spec
+from conftest import PLUGINS, cli, write_spec
 from knobscope.measure import PeakMemory, StageTimer, summarize
 from knobscope.store import Store
 
@@ -27,13 +27,13 @@ def test_known_stage_times_are_reported_within_a_few_percent(tmp_path: Path) -> 
     spec = write_spec(
         tmp_path / "spec.yaml",
         workload={"name": f"{PLUGINS}:KnownStages", "args": {"num_samples": 8}},
-        knobs={"a_ms": [20, 50], "b_ms": [10]},
+        knobs={"a_sleep": [20, 50], "b_sleep": [10]},
         measure={"warmup": 1, "repeats": 2},
     )
-    knobscope("run", str(spec), "--no-progress", check=True)
+    cli("run", str(spec), "--no-progress", check=True)
     with Store.open(tmp_path / "run") as store:
         for t in store.trials():
-            a, b = t.config["a_ms"], t.config["b_ms"]
+            a, b = t.config["a_sleep"], t.config["b_sleep"]
             m = t.summary["metrics"]
             assert m["a_ms"]["n"] == 16
             assert m["a_ms"]["p50"] == pytest.approx(a, rel=0.05)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, knobscope
+from conftest import ROOT, cli, knobscope
 
 EXAMPLE = ROOT / "examples" / "plugin" / "next_token.py"
 
@@ -34,5 +34,5 @@ def test_plugin_example_runs_and_reports_its_metric_with_intervals(tmp_path: Pat
     assert len(table) == 4 and (table["status"] == "done").all()
     assert (table["tokens"] == table["batch_size"] * table["context"]).all()  # the knobs took effect
     assert {"nll", "nll_ci_low", "nll_ci_high", "forward_ms_mean", "loss_ms_mean"} <= set(table.columns)
-    again = knobscope("run", str(path), "--no-progress", check=True)
+    again = cli("run", str(path), "--no-progress", check=True)
     assert "nothing to run: all 4 trials" in again.stderr

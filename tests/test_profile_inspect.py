@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import knobscope
+from tests.conftest import cli
 
 MOE = "random:olmoe:experts=16,top_k=2,layers=2"
 
@@ -25,7 +25,7 @@ def _png_ok(path: Path) -> None:
 
 def test_moe_topk_preset_writes_the_unified_json_and_the_figure(tmp_path: Path) -> None:
     out = tmp_path / "exp2"
-    proc = knobscope("profile", "moe-topk", "--model", MOE, "--num-samples", "2", "--max-new-tokens", "3",
+    proc = cli("profile", "moe-topk", "--model", MOE, "--num-samples", "2", "--max-new-tokens", "3",
                      "--out", str(out), "--no-progress", check=True)  # fmt: skip
     assert "top_k = [1, 2, 4, 8, 16]" in proc.stdout  # the seed's values up to the 16 experts
     data = json.loads((out / "exp2_moe_topk_results.json").read_text())
@@ -44,7 +44,7 @@ def test_moe_topk_preset_writes_the_unified_json_and_the_figure(tmp_path: Path) 
 
 def test_output_tokens_and_flops_presets(tmp_path: Path) -> None:
     out = tmp_path / "exp4"
-    knobscope("profile", "output-tokens", "--model", "random:llama:layers=2", "--num-samples", "2",
+    cli("profile", "output-tokens", "--model", "random:llama:layers=2", "--num-samples", "2",
               "--max-new-tokens", "1", "--max-new-tokens", "4", "--max-new-tokens", "12",
               "--out", str(out), "--no-progress", check=True)  # fmt: skip
     data = json.loads((out / "exp4_output_tokens_scaling_results.json").read_text())
@@ -52,7 +52,7 @@ def test_output_tokens_and_flops_presets(tmp_path: Path) -> None:
     _png_ok(out / "figures" / "exp4_output_tokens_scaling.png")
 
     out = tmp_path / "exp5"
-    proc = knobscope("profile", "flops-scaling", "--model", MOE, "--num-samples", "1", "--max-new-tokens", "2",
+    proc = cli("profile", "flops-scaling", "--model", MOE, "--num-samples", "1", "--max-new-tokens", "2",
                      "--out", str(out), "--no-progress", check=True)  # fmt: skip
     assert "GFLOP counted" in proc.stdout
     rows = json.loads((out / "flops_scaling_table.json").read_text())
@@ -63,12 +63,12 @@ def test_output_tokens_and_flops_presets(tmp_path: Path) -> None:
 
 
 def test_inspect_and_verify_top_k() -> None:
-    proc = knobscope("inspect", "random:mixtral:experts=8,layers=2", "--verify-topk", "1", "--verify-topk", "3", check=True)
+    proc = cli("inspect", "random:mixtral:experts=8,layers=2", "--verify-topk", "1", "--verify-topk", "3", check=True)
     assert "MoE: 2 layers, experts [8], default top_k [2]" in proc.stdout
     assert "MixtralTopKRouter.top_k" in proc.stdout
     assert "from random:mixtral:experts=8,layers=2" in proc.stdout  # printed as typed, no emoji
     assert proc.stdout.count(": OK") == 2
-    proc = knobscope("inspect", "random:qwen2_moe:experts=8,layers=2", "--verify-topk", "4", "--json", check=True)
+    proc = cli("inspect", "random:qwen2_moe:experts=8,layers=2", "--verify-topk", "4", "--json", check=True)
     result = json.loads(proc.stdout)
     assert result["verify_topk"][0]["ok"] and {row["max"] for row in result["verify_topk"][0]["layers"]} == {4}
 
@@ -87,7 +87,7 @@ def test_inspect_and_verify_top_k() -> None:
     ],
 )
 def test_bad_profile_and_inspect_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = knobscope(*args, "--out", str(tmp_path / "run")) if args[0] == "profile" and "--out" not in args else knobscope(*args)
+    proc = cli(*args, "--out", str(tmp_path / "run")) if args[0] == "profile" and "--out" not in args else cli(*args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert len(lines) == 1 and message in lines[0], proc.stderr

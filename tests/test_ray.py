@@ -38,7 +38,7 @@ def cluster() -> object:
 def _spec(tmp_path: Path, **over: object) -> Path:
     base = dict(
         workload={"name": f"{PLUGINS}:KnownStages", "args": {"num_samples": SAMPLES}},
-        knobs={"a_ms": [120, 160, 200], "b_ms": [1, 2]},
+        knobs={"a_sleep": [120, 160, 200], "b_sleep": [1, 2]},
         measure={"warmup": 0, "repeats": 1},
     )
     return write_spec(tmp_path / "spec.yaml", **{**base, **over})
@@ -92,11 +92,11 @@ def test_sweep_on_two_nodes_survives_a_killed_actor(cluster: object, tmp_path: P
     assert killed[0] not in {t.measure["pid"] for t in trials}  # ... and measured by another actor
     assert len({t.measure["ray_node"] for t in trials}) == 2  # both nodes measured
     shown = cli("show", str(tmp_path / "run"))
-    assert shown.code == 0 and "measured on" in shown.out
+    assert shown.returncode == 0 and "measured on" in shown.stdout
 
 
 def test_ctrl_c_then_resume_measures_each_configuration_once(cluster: object, tmp_path: Path) -> None:
-    path = _spec(tmp_path, knobs={"a_ms": [150, 200, 250, 300], "b_ms": [1, 2]})
+    path = _spec(tmp_path, knobs={"a_sleep": [150, 200, 250, 300], "b_sleep": [1, 2]})
     env = dict(os.environ, COLUMNS="200")
     cmd = [sys.executable, "-m", "knobscope.cli", "run", str(path), "--executor", "ray", "--address", cluster.address,
            "--no-progress"]  # fmt: skip
@@ -117,7 +117,7 @@ def test_ctrl_c_then_resume_measures_each_configuration_once(cluster: object, tm
         counts = store.status_counts()
     assert counts["running"] == 0 and 2 <= counts["done"] < 8  # claims handed back, nothing half-written
     resumed = cli("run", str(path), "--executor", "ray", "--address", cluster.address, "--no-progress")
-    assert resumed.code == 0 and f"this invocation ran {8 - counts['done']}" in resumed.out, resumed.err
+    assert resumed.returncode == 0 and f"this invocation ran {8 - counts['done']}" in resumed.stdout, resumed.stderr
     _exactly_once(tmp_path / "run", 8)
 
 
@@ -137,6 +137,6 @@ def test_adaptive_search_through_ray(cluster: object, tmp_path: Path) -> None:
 def test_ray_missing_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as without Ray
     res = cli("run", str(_spec(tmp_path)), "--executor", "ray")
-    assert res.code == 2 and res.err.strip().count("\n") == 0
-    assert "pip install 'knobscope[ray]'" in res.err
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0
+    assert "pip install 'knobscope[ray]'" in res.stderr
     assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PLUGINS, knobscope, write_spec
+from conftest import PLUGINS, cli, write_spec
 from knobscope.analysis.pareto import hypervolume, pareto_mask
 from knobscope.expressions import Expression
 from knobscope.search import Goal, Observation
@@ -129,12 +129,12 @@ def _spec(tmp_path: Path, strategy: dict, **extra) -> Path:
 
 def test_run_drives_a_search_through_the_store_and_resumes_it(tmp_path: Path) -> None:
     spec = _spec(tmp_path, {"name": "bayesian", "n_trials": 5, "n_startup_trials": 3, "objectives": {"quality": "max"}})
-    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    proc = cli("run", str(spec), "--no-progress", check=True)
     assert "5 done, 0 failed" in proc.stdout and "ran 5" in proc.stdout
-    assert "ran 0" in knobscope("run", str(spec), "--no-progress", check=True).stdout  # budget met: nothing runs
+    assert "ran 0" in cli("run", str(spec), "--no-progress", check=True).stdout  # budget met: nothing runs
     # A larger budget resumes the search: the 5 results are told to the sampler, not measured again.
     spec.write_text(spec.read_text().replace("n_trials: 5", "n_trials: 8"))
-    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    proc = cli("run", str(spec), "--no-progress", check=True)
     assert "8 done" in proc.stdout and "ran 3" in proc.stdout
     with Store.open(tmp_path / "run") as store:
         trials = store.trials()
@@ -142,15 +142,15 @@ def test_run_drives_a_search_through_the_store_and_resumes_it(tmp_path: Path) ->
     log = (tmp_path / "run" / "knobscope.log").read_text()
     assert log.count("bayesian proposes") == 8
     # The search's trials are an ordinary run: analyze reads them.
-    proc = knobscope("analyze", str(tmp_path / "run"), "--objective", "quality:max", "--objective", "work_ms:min", check=True)
+    proc = cli("analyze", str(tmp_path / "run"), "--objective", "quality:max", "--objective", "work_ms:min", check=True)
     assert "Pareto" in proc.stdout or "frontier" in proc.stdout.lower()
 
 
 def test_run_with_nsga2_and_refine(tmp_path: Path) -> None:
     spec = _spec(tmp_path, {"name": "nsga2", "n_trials": 6, "population_size": 3})
-    assert "6 done" in knobscope("run", str(spec), "--no-progress", check=True).stdout
+    assert "6 done" in cli("run", str(spec), "--no-progress", check=True).stdout
     spec = _spec(tmp_path, {"name": "refine", "n_trials": 7, "initial_size": 4}, output=str(tmp_path / "refine"))
-    assert "7 done" in knobscope("run", str(spec), "--no-progress", check=True).stdout
+    assert "7 done" in cli("run", str(spec), "--no-progress", check=True).stdout
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ def test_run_with_nsga2_and_refine(tmp_path: Path) -> None:
 def test_bad_adaptive_settings_exit_2_with_one_line(tmp_path: Path, strategy: dict, args: list, message: str) -> None:
     spec = _spec(tmp_path, strategy)
     verb, *rest = args
-    proc = knobscope(verb, str(spec), *rest, "--no-progress" if verb == "run" else "--format=json")
+    proc = cli(verb, str(spec), *rest, "--no-progress" if verb == "run" else "--format=json")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "results.db").exists()
@@ -184,7 +184,7 @@ def test_a_proposal_left_pending_by_a_crash_is_measured_first(tmp_path: Path) ->
     pending = trial_id(config, wl.name, wl.args)
     with Store.open(tmp_path / "run", create=True) as store:  # as if the process died right after proposing it
         store.add_trials([(pending, config.canonical, wl.name, canonical_json(dict(wl.args)))])
-    proc = knobscope("run", str(spec_path), "--no-progress", check=True)
+    proc = cli("run", str(spec_path), "--no-progress", check=True)
     assert "3 done" in proc.stdout and "ran 3" in proc.stdout
     with Store.open(tmp_path / "run") as store:
         trials = store.trials()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import knobscope, write_spec
+from conftest import cli, write_spec
 from knobscope.models.sketchwalk_attn import SketchWalk, SketchWalkConfig
 from knobscope.workloads.sketchwalk import synthetic_qkv
 
@@ -20,7 +20,7 @@ SYNTHETIC = {"data": "synthetic", "seq_len": 300, "windows": 1, "batch_size": 1,
 
 def _run(tmp_path: Path, args: dict, knobs: dict, **extra) -> pd.DataFrame:
     spec = write_spec(tmp_path / "spec.yaml", workload={"name": "sketchwalk", "args": args}, knobs=knobs, **extra)
-    knobscope("run", str(spec), "--no-progress", check=True)
+    cli("run", str(spec), "--no-progress", check=True)
     return pd.read_csv(tmp_path / "run" / "results.csv")
 
 
@@ -58,7 +58,7 @@ def test_metrics_on_synthetic_data(tmp_path: Path) -> None:
 def test_bad_configurations_are_rejected_before_running(tmp_path: Path, knobs: dict, rule: str) -> None:
     spec = write_spec(tmp_path / "spec.yaml", workload={"name": "sketchwalk", "args": {**SYNTHETIC, "seq_len": 4096}},
                       knobs=knobs)  # fmt: skip
-    proc = knobscope("run", str(spec), "--no-progress")
+    proc = cli("run", str(spec), "--no-progress")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert rule in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "start " not in (tmp_path / "run" / "knobscope.log").read_text()  # no trial started
@@ -114,7 +114,7 @@ def test_real_smollm2_qkv_and_perplexity_inside_the_model(tmp_path: Path) -> Non
 def test_seq_len_beyond_the_models_context_is_refused(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.yaml", workload={"name": "sketchwalk", "args": {**SYNTHETIC, "data": "smollm2"}},
                       knobs={"seq_len": [1024, 16384]})  # fmt: skip
-    proc = knobscope("run", str(spec), "--no-progress")
+    proc = cli("run", str(spec), "--no-progress")
     assert proc.returncode == 2 and "seq_len value 16384" in proc.stderr and "8192" in proc.stderr
 
 

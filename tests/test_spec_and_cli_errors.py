@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PLUGINS, knobscope, write_spec
+from conftest import PLUGINS, cli, write_spec
 from knobscope.errors import ExpressionError, SpecError
 from knobscope.expressions import Expression
 from knobscope.spec import parse_set_option, parse_spec
@@ -71,7 +71,7 @@ def _digest(path: Path) -> str:
 
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_the_store_intact(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.yaml", knobs={"n": [16], "reps": [1]})
-    knobscope("run", str(spec), "--no-progress", check=True)
+    cli("run", str(spec), "--no-progress", check=True)
     db = tmp_path / "run" / "results.db"
     before = _digest(db)
 
@@ -86,7 +86,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_leaves_the_store_intact(tmp_path: 
     }
     for label, text in cases.items():
         bad_spec.write_text(text)
-        proc = knobscope("run", str(bad_spec), "--no-progress")
+        proc = cli("run", str(bad_spec), "--no-progress")
         assert proc.returncode == 2, (label, proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("knobscope"), (label, proc.stderr)
@@ -104,7 +104,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_leaves_the_store_intact(tmp_path: 
         ("run", str(tmp_path / "missing.yaml")),
     ]
     for args in arg_cases:
-        proc = knobscope(*args)
+        proc = cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
     assert _digest(db) == before
@@ -117,7 +117,7 @@ def test_corrupt_store_is_reported_and_left_untouched(tmp_path: Path) -> None:
     before = _digest(run / "results.db")
     spec = write_spec(tmp_path / "spec.yaml")
     for args in (("run", str(spec), "--no-progress"), ("export", str(run)), ("show", str(run))):
-        proc = knobscope(*args)
+        proc = cli(*args)
         assert proc.returncode == 2 and "not a readable knobscope store" in proc.stderr, proc.stderr
     assert _digest(run / "results.db") == before
 
@@ -125,11 +125,134 @@ def test_corrupt_store_is_reported_and_left_untouched(tmp_path: Path) -> None:
 def test_strategies_and_sample_need_no_workload(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text(Path(__file__).resolve().parent.parent.joinpath("examples/exp5_grid.yaml").read_text())
-    proc = knobscope("strategies", str(spec), check=True)
+    proc = cli("strategies", str(spec), check=True)
     for name, count in (("stratified", "27"), ("boundary", "45"), ("balanced", "36"), ("lhs", "60"), ("full", "240")):
         assert any(name in line and count in line for line in proc.stdout.splitlines()), name
-    proc = knobscope("sample", str(spec), "--strategy", "stratified", "--format", "json", "--set", "top_k=4,32", check=True)
+    proc = cli("sample", str(spec), "--strategy", "stratified", "--format", "json", "--set", "top_k=4,32", check=True)
     import json
 
     configs = json.loads(proc.stdout)
     assert len(configs) == 18 and {c["top_k"] for c in configs} == {4, 32}
+
+
+# -- defects found when the project was tried as a new user would (issue 12) -------------------
+
+
+def test_a_store_damaged_in_its_middle_is_one_line_for_every_command_and_left_byte_identical(tmp_path: Path) -> None:
+    import random
+
+    spec = write_spec(tmp_path / "spec.yaml", workload={"name": f"{PLUGINS}:MatmulWorkload", "args": {"num_samples": 8}})
+    assert cli("run", str(spec), "--no-progress").returncode == 0
+    db = tmp_path / "run" / "results.db"
+    data = bytearray(db.read_bytes())
+    assert len(data) >= 4 * 4096  # several pages, so the middle is not the header
+    middle = len(data) // 2
+    data[middle : middle + 4096] = random.Random(0).randbytes(4096)
+    db.write_bytes(bytes(data))
+    before = _digest(db)
+    for args in (("run", str(spec), "--no-progress"), ("export", str(tmp_path / "run")), ("show", str(tmp_path / "run")),
+                 ("analyze", str(tmp_path / "run")), ("report", str(tmp_path / "run"))):  # fmt: skip
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(db) in lines[0] and "damaged" in lines[0], (args, res.stderr)
+        assert _digest(db) == before, args
+
+
+def test_a_foreign_sqlite_file_is_refused_before_anything_is_written_to_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    run = tmp_path / "run"
+    run.mkdir()
+    conn = sqlite3.connect(run / "results.db")  # rollback-journal mode: switching it to WAL would change its header
+    conn.execute("CREATE TABLE recipes (name TEXT)")
+    conn.execute("INSERT INTO recipes VALUES ('bread')")
+    conn.commit()
+    conn.close()
+    before = _digest(run / "results.db")
+    for args in (("show", str(run)), ("export", str(run)), ("run", str(write_spec(tmp_path / "spec.yaml")), "--no-progress")):
+        res = cli(*args)
+        assert res.returncode == 2 and "not a knobscope store" in res.stderr and "recipes" in res.stderr, res.stderr
+    assert _digest(run / "results.db") == before
+    assert sorted(p.name for p in run.iterdir()) == ["results.db"]  # no -wal or -shm either
+
+
+@pytest.mark.parametrize(
+    ("knobs", "workload", "message"),
+    [
+        ({"nap_ms": [1, 2]}, "KnownStages", "knob name 'nap_ms' ends in _ms"),
+        ({"a": [1], "b": [1], "c": [1], "quality": [1, 2]}, "KnownQualityWorkload", "knob 'quality' has the name of a metric"),
+        ({"n": [16], "status": [1]}, "MatmulWorkload", "knob name 'status' is a column knobscope reports itself"),
+    ],
+)
+def test_a_knob_named_like_a_measurement_is_refused(tmp_path: Path, knobs: dict, workload: str, message: str) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", knobs=knobs, workload={"name": f"{PLUGINS}:{workload}", "args": {}})
+    res = cli("run", str(spec), "--no-progress")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--set", "num_active_blocks=ten"], "num_active_blocks value 'ten' is not possible"),
+        (["--set", "num_active_blok=2"], "num_active_blok"),
+    ],
+)
+def test_bad_knob_values_are_reported_before_the_model_loads_and_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: list[str], message: str
+) -> None:
+    import knobscope.models.loading as loading
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(loading, "load_causal_lm", no_loading)
+    spec = write_spec(tmp_path / "spec.yaml", workload={"name": "lm", "args": {"model": "random:llama:layers=2"}},
+                      knobs={"num_active_blocks": [1, 2]})  # fmt: skip
+    res = cli("run", str(spec), "--no-progress", *change)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_relative_paths_in_a_spec_are_read_from_the_spec_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from knobscope.spec import load_spec
+    from knobscope.workers import build_workload
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PLUGINS, project / "my_workloads.py")
+    (project / "questions.jsonl").write_text('{"question": "2+2?", "answers": ["4"]}\n{"question": "Sky?", "answers": ["blue"]}\n')
+    spec = write_spec(project / "spec.yaml", workload={"name": "my_workloads.py:MatmulWorkload", "args": {"num_samples": 1}},
+                      knobs={"n": [16], "reps": [1]}, output=str(tmp_path / "run"))  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli("run", str(spec), "--no-progress").returncode == 0
+    # A data path argument, the same way (the lm workload reads its questions when built).
+    lm = write_spec(project / "lm.yaml", workload={"name": "lm", "args": {"dataset": "questions.jsonl"}},
+                    knobs={"max_new_tokens": [1]})  # fmt: skip
+    assert len(build_workload(load_spec(lm)).samples()) == 2
+    # A plugin file that is not there: the error names the directory searched.
+    missing = write_spec(project / "missing.yaml", workload={"name": "nope.py:W", "args": {}})
+    res = cli("run", str(missing), "--no-progress")
+    assert res.returncode == 2 and "'nope.py' not found in" in res.stderr and str(project) in res.stderr, res.stderr
+
+
+def test_a_profile_whose_every_trial_failed_prints_the_failures_and_one_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knobscope.workloads.lm import LMWorkload
+
+    def broken(self: object, sample: object, timer: object) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(LMWorkload, "run", broken)
+    res = cli("profile", "output-tokens", "--model", "random:llama:layers=2", "--num-samples", "1",
+              "--max-new-tokens", "1", "--max-new-tokens", "2", "--out", str(tmp_path / "run"), "--no-progress")  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert sum(line.startswith("failed") for line in lines) == 2 and "illegal memory access" in lines[0], res.stderr
+    assert lines[-1].startswith("knobscope: error: profile output-tokens: no configuration was measured"), res.stderr

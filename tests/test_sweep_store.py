@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import PLUGINS, knobscope, write_spec
+from conftest import PLUGINS, cli, knobscope, write_spec
 from knobscope.store import Store
 
 
@@ -36,7 +36,7 @@ def test_sweep_records_every_sample_and_summary(tmp_path: Path) -> None:
         prov = store.runs()[0]["provenance"]
     assert {"knobscope_version", "knobscope_git", "python", "torch", "device", "seeds", "time"} <= set(prov)
     # Rerunning resumes: nothing left to do, nothing run twice.
-    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    proc = cli("run", str(spec), "--no-progress", check=True)
     assert "this invocation ran 0" in proc.stdout
     assert set(_done_lines(tmp_path / "run").values()) == {1}
 
@@ -45,13 +45,13 @@ def test_failed_trials_are_recorded_and_retried_only_on_request(tmp_path: Path) 
     spec = write_spec(
         tmp_path / "spec.yaml", workload={"name": f"{PLUGINS}:MatmulWorkload", "args": {"num_samples": 1, "fail_on_n": 32}}
     )
-    proc = knobscope("run", str(spec), "--no-progress", check=True)
+    proc = cli("run", str(spec), "--no-progress", check=True)
     assert "4 done, 2 failed" in proc.stdout and "out of memory" in proc.stderr
     with Store.open(tmp_path / "run") as store:
         failed = store.trials(status="failed")
         assert {t.config["n"] for t in failed} == {32} and all("out of memory" in t.error for t in failed)
-    assert "ran 0" in knobscope("run", str(spec), "--no-progress", check=True).stdout
-    proc = knobscope("run", str(spec), "--no-progress", "--retry-failed", check=True)
+    assert "ran 0" in cli("run", str(spec), "--no-progress", check=True).stdout
+    proc = cli("run", str(spec), "--no-progress", "--retry-failed", check=True)
     assert "4 done, 2 failed" in proc.stdout
     with Store.open(tmp_path / "run") as store:
         assert all(t.attempts == 2 for t in store.trials(status="failed"))
@@ -85,7 +85,7 @@ def test_device_pool_runs_one_worker_per_device(tmp_path: Path) -> None:
 def test_shards_partition_the_configs(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec.yaml", knobs={"n": [8, 16, 24, 32], "reps": [1, 2, 3]})
     for i in range(3):
-        knobscope("run", str(spec), "--no-progress", "--shard", f"{i}/3", check=True)
+        cli("run", str(spec), "--no-progress", "--shard", f"{i}/3", check=True)
     with Store.open(tmp_path / "run") as store:
         trials = store.trials()
     assert len(trials) == 12 and all(t.status == "done" and t.attempts == 1 for t in trials)
@@ -128,8 +128,8 @@ def test_exports_and_merge(tmp_path: Path) -> None:
     a = write_spec(tmp_path / "a" / "spec.yaml", knobs={"n": [16, 32], "reps": [1]}) if (tmp_path / "a").mkdir() is None else None
     b = write_spec(tmp_path / "b" / "spec.yaml", knobs={"n": [32, 48], "reps": [1]}) if (tmp_path / "b").mkdir() is None else None
     assert a and b
-    knobscope("run", str(a), "--no-progress", check=True)
-    knobscope("run", str(b), "--no-progress", check=True)
+    cli("run", str(a), "--no-progress", check=True)
+    cli("run", str(b), "--no-progress", check=True)
     run_a, run_b, merged = tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "merged"
 
     data = json.loads((run_a / "results.json").read_text())  # written by run
@@ -140,11 +140,11 @@ def test_exports_and_merge(tmp_path: Path) -> None:
     csv = pd.read_csv(run_a / "results.csv")
     assert list(csv["n"]) == [16, 32] and "total_ms_p99" in csv.columns
 
-    knobscope("export", str(run_a), "--format", "parquet", check=True)
+    cli("export", str(run_a), "--format", "parquet", check=True)
     assert len(pd.read_parquet(run_a / "summary.parquet")) == 2
     assert len(pd.read_parquet(run_a / "samples.parquet")) == 4
 
-    proc = knobscope("merge", str(run_a), str(run_b), "-o", str(merged), check=True)
+    proc = cli("merge", str(run_a), str(run_b), "-o", str(merged), check=True)
     assert "3 trials added" in proc.stdout and "1 duplicates" in proc.stdout
     with Store.open(merged) as store:
         trials = store.trials()

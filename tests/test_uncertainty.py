@@ -23,7 +23,7 @@ from knobscope.results import load_run
 from knobscope.spec import load_spec
 from knobscope.executors import run_local
 
-from conftest import PLUGINS, knobscope
+from conftest import PLUGINS, cli
 
 RUNS = 400
 
@@ -195,7 +195,7 @@ def test_coupling_verdicts_are_not_drawn_from_noise(tmp_path: Path, name: str, a
 def test_a_run_stores_exports_and_shows_intervals(tmp_path: Path) -> None:
     spec_path = _spec(tmp_path, "e2e", knobs={"a": [1, 2], "b": [1, 2]}, args={"num_samples": 8, "noise": 0.5},
                       measure={"repeats": 2})  # fmt: skip
-    knobscope("run", str(spec_path), "--no-progress", check=True)
+    cli("run", str(spec_path), "--no-progress", check=True)
     run_dir = tmp_path / "e2e"
     csv = pd.read_csv(run_dir / "results.csv")
     for column in ("cost", "cost_ci_low", "cost_ci_high", "total_ms_p95_ci_low", "total_ms_mean_ci_high", "noisy", "repeats"):
@@ -205,9 +205,9 @@ def test_a_run_stores_exports_and_shows_intervals(tmp_path: Path) -> None:
     assert all(r.cost_ci_low <= truth[(r.a, r.b)] <= r.cost_ci_high for r in csv.itertuples())
     summary = json.loads((run_dir / "results.json").read_text())["summary"][0]
     assert "quality_ci_low" in summary and "total_ms_p50_ci_high" in summary
-    shown = knobscope("show", str(run_dir), check=True).stdout
+    shown = cli("show", str(run_dir), check=True).stdout
     assert "95% interval" in shown and "[" in shown
-    analysed = knobscope("analyze", str(run_dir), check=True).stdout
+    analysed = cli("analyze", str(run_dir), check=True).stdout
     assert "P(optimal)" in analysed and "bootstrap replicates" in analysed
     frontier = json.loads((run_dir / "pareto_frontiers.json").read_text())["frontier"]
     assert frontier["hypervolume_interval"] and frontier["uncertainty"]["resamples"] > 0
@@ -242,7 +242,7 @@ def test_auto_repeats_stop_at_the_target_or_the_cap(tmp_path: Path) -> None:
 )
 def test_bad_repeat_settings_are_one_line(tmp_path: Path, measure: dict, message: str) -> None:
     spec_path = _spec(tmp_path, "bad", knobs={"a": [1], "b": [1]}, args={}, measure=measure)
-    proc = knobscope("run", str(spec_path), "--no-progress")
+    proc = cli("run", str(spec_path), "--no-progress")
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "bad").exists()
 
@@ -251,10 +251,10 @@ def test_refine_measurements_spends_repeats_only_where_the_frontier_is_undecided
     # b = 0 truly dominates b = 0.1 by less than one noise sd; b = 3 is dominated by far
     spec_path = _spec(tmp_path, "race", knobs={"a": [1, 2], "b": [0, 0.1, 3]},
                       args={"num_samples": 4, "noise": 0.1, "quality_noise": 0.1}, measure={"repeats": 1})  # fmt: skip
-    knobscope("run", str(spec_path), "--no-progress", check=True)
+    cli("run", str(spec_path), "--no-progress", check=True)
     run_dir = tmp_path / "race"
     before = load_run(run_dir).table.set_index(["a", "b"])["num_records"]
-    proc = knobscope("refine-measurements", str(run_dir), "--budget", "200", "--resamples", "200", check=True)
+    proc = cli("refine-measurements", str(run_dir), "--budget", "200", "--resamples", "200", check=True)
     after = load_run(run_dir).table.set_index(["a", "b"])
     grown = after["num_records"] - before
     assert (grown.xs(3, level="b") == 0).all(), grown  # in no open comparison: never measured again
@@ -264,7 +264,7 @@ def test_refine_measurements_spends_repeats_only_where_the_frontier_is_undecided
     refined = after[grown > 0]
     assert (refined["repeats"] == refined["num_records"] // 4).all()  # the summary counts the passes
     # rerunning finds nothing left to decide and measures nothing
-    again = knobscope("refine-measurements", str(run_dir), check=True)
+    again = cli("refine-measurements", str(run_dir), check=True)
     assert "frontier decided" in again.stdout and "0 samples spent" in again.stdout
 
 

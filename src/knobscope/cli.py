@@ -622,6 +622,8 @@ def profile(
     results_path = write_results(preset, result.run_dir)
     run = load_run(result.run_dir, with_samples=True)
     if run.samples is None or run.samples.empty:
+        for config, reason in result.failed:
+            err.print(f"[red]failed[/] {dict(config)}: {reason.strip().splitlines()[-1]}", highlight=False)
         reasons = "; ".join(sorted({reason.strip().splitlines()[-1] for _, reason in result.failed})) or "no trial finished"
         raise SpecError(f"profile {preset}: no configuration was measured, so there is nothing to draw ({reasons})")
     _, figure = preset_files(preset, result.run_dir)

@@ -91,7 +91,8 @@ def refine_measurements(
     run_dir = Path(run_dir)
     run, chosen, unc = _status(run_dir, objectives, resamples, seed)
     names = [o.column for o in chosen]
-    spec = parse_spec(run.runs[-1]["spec"], source=str(run_dir))
+    spec_dir = run.runs[-1]["provenance"].get("spec_dir")
+    spec = parse_spec(run.runs[-1]["spec"], source=str(run_dir), base_dir=Path(spec_dir) if spec_dir else None)
     if budget is None:
         budget = int(run.table["num_records"].fillna(0).sum()) if "num_records" in run.table else 0
     uncertain = {t: p for t, p in unc.probability.items() if unc.status[t] == "uncertain"}

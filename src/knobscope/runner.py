@@ -28,7 +28,6 @@ from knobscope.spec import ExperimentSpec
 from knobscope.store import DB_NAME, Store, owner_id
 from knobscope.trials import Trial, TrialSource, trial_id, trial_source
 from knobscope.workers import InProcessWorkers, Job, Outcome, Workers, build_workload, interleaved, repeat_policy
-from knobscope.workloads import resolve_workload
 
 __all__ = ["SweepResult", "SweepListener", "run_sweep", "run_log", "trial_id", "LOG_NAME"]
 
@@ -186,7 +185,8 @@ class _Sweep:
         info = provenance(device=getattr(workers, "device", "?"), seeds=seeds)
         info["executor"], info["workers"] = executor, workers.description
         # Metric directions travel with the run, so analysis never has to import the workload again.
-        info["metrics"] = {name: asdict(m) for name, m in resolve_workload(spec.workload.name).metrics.items()}  # type: ignore[union-attr]
+        info["metrics"] = {name: asdict(m) for name, m in spec.workload.workload_class().metrics.items()}  # type: ignore[union-attr]
+        info["spec_dir"] = str(spec.workload.base_dir or Path.cwd())  # type: ignore[union-attr]  # relative paths, for refine
         self.declared = [m for m in info["metrics"] if not m.endswith("_ms")]
         self.run_id = store.begin_run(spec.name, dict(spec.raw), info)
         workers.heartbeat = lambda trial: store.heartbeat(trial.trial_id, self.owner)

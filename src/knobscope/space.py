@@ -48,6 +48,13 @@ def range_values(lo: float, hi: float, step: float) -> tuple[Value, ...]:
     return tuple(round(lo + i * step, 12) for i in range(count))
 
 
+# Columns of the results tables that are not measurements: a knob must not shadow them.
+RESERVED_NAMES = frozenset({
+    "trial_id", "workload", "status", "error", "attempts", "sample_id", "repeat", "stages", "peak_memory_mb",
+    "num_records", "noisy", "noise_reason", "repeats", "target_met",
+})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Knob:
     """A named inference setting.
@@ -66,6 +73,15 @@ class Knob:
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise SpecError(f"knob name {self.name!r} must be an identifier (letters, digits, _)")
+        if self.name.endswith("_ms"):
+            raise SpecError(
+                f"knob name {self.name!r} ends in _ms, which knobscope keeps for measured times (a stage "
+                f"{self.name[:-3]!r} is reported as {self.name!r}), so the knob would be mistaken for a measurement; "
+                f"rename it, e.g. {self.name[:-3] + '_msec'!r}"
+            )
+        if self.name in RESERVED_NAMES:
+            raise SpecError(f"knob name {self.name!r} is a column knobscope reports itself; reserved names: "
+                            f"{', '.join(sorted(RESERVED_NAMES))}")  # fmt: skip
         if not self.values:
             raise SpecError(f"knob {self.name!r} has an empty value list; give at least one value")
         if len(set(map(canonical_json, self.values))) != len(self.values):

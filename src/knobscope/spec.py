@@ -98,10 +98,31 @@ class _SpecModel(_Model):
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """Which workload to build (registered name, ``module:Class`` or ``file.py:Class``) and its arguments."""
+    """Which workload to build (registered name, ``module:Class`` or ``file.py:Class``) and its
+    arguments. ``base_dir``: the spec file's directory, against which a relative plugin file and
+    the workload's relative path arguments are read (None: the current directory). The name and
+    arguments stay as written, so a trial's identity does not depend on where the spec lives."""
 
     name: str
     args: Mapping[str, Any] = field(default_factory=dict)
+    base_dir: Path | None = None
+
+    def workload_class(self) -> Any:
+        from knobscope.workloads import resolve_workload
+
+        return resolve_workload(self.name, base_dir=self.base_dir)
+
+    def resolved_args(self, path_args: Sequence[str]) -> dict[str, Any]:
+        """The arguments, with each relative path in ``path_args`` read from ``base_dir`` when it
+        exists there (otherwise as given: a built-in name, a hub id, or a path from here)."""
+        args = dict(self.args)
+        if self.base_dir is None:
+            return args
+        for key in path_args:
+            value = args.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute() and (self.base_dir / value).exists():
+                args[key] = str(self.base_dir / value)
+        return args
 
 
 @dataclass(frozen=True)
@@ -211,8 +232,10 @@ def _allowed_fields(loc: tuple[Any, ...]) -> str:
     return ", ".join(model.model_fields)
 
 
-def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = True) -> ExperimentSpec:
-    """Validate a spec mapping (as read from YAML) into an :class:`ExperimentSpec`.
+def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = True,
+               base_dir: Path | None = None) -> ExperimentSpec:  # fmt: skip
+    """Validate a spec mapping (as read from YAML) into an :class:`ExperimentSpec`; ``base_dir``
+    is where relative paths in it are read from (:func:`load_spec`: the spec file's directory).
 
     Raises:
         SpecError: one line naming the bad key or value and what is allowed.
@@ -251,7 +274,10 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
     workload = None
     if model.workload is not None:
         w = model.workload
-        workload = WorkloadSpec(name=w, args={}) if isinstance(w, str) else WorkloadSpec(name=w.name, args=dict(w.args))
+        name, args = (w, {}) if isinstance(w, str) else (w.name, dict(w.args))
+        workload = WorkloadSpec(name=name, args=args, base_dir=base_dir)
+        if require_workload:
+            _check_plugin_file(workload, source)
     elif require_workload:
         raise SpecError(f"{source}: the spec has no 'workload'; name a registered workload or a plugin 'module:Class'")
 
@@ -373,7 +399,18 @@ def load_spec(path: str | Path, *, require_workload: bool = True) -> ExperimentS
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SpecError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_spec(data, source=str(p), require_workload=require_workload)
+    return parse_spec(data, source=str(p), require_workload=require_workload, base_dir=p.parent.resolve())
+
+
+def _check_plugin_file(workload: WorkloadSpec, source: str) -> None:
+    """A plugin file named in the spec must exist now, not only when the model is about to load."""
+    module, sep, _ = workload.name.rpartition(":")
+    if not sep or not module.endswith(".py"):
+        return
+    where = workload.base_dir if workload.base_dir is not None else Path.cwd()
+    if not (where / module).is_file():
+        raise SpecError(f"{source}: workload file {module!r} not found in {str(where)!r} (a relative path in a spec "
+                        "is read from the spec file's directory)")  # fmt: skip
 
 
 def parse_set_option(items: Sequence[str]) -> dict[str, list[Value]]:

@@ -14,6 +14,7 @@ than the lease is returned to ``pending`` and runs again.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import sqlite3
@@ -119,6 +120,21 @@ class TrialRow:
         )  # fmt: skip
 
 
+def _damage_is_one_line(method: Any) -> Any:
+    """A store damaged where SQLite's structural check cannot see it (garbage inside a stored
+    record) raises a StoreError naming the file, not a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (json.JSONDecodeError, UnicodeDecodeError, sqlite3.DatabaseError) as exc:
+            raise StoreError(f"{str(self.path)!r} is damaged ({type(exc).__name__}: {exc}); "
+                             "it was left untouched: restore it from a copy") from None  # fmt: skip
+
+    return wrapper
+
+
 class Store:
     """Access to one ``results.db``. Open with :meth:`open`; safe to use from many processes."""
 
@@ -136,9 +152,11 @@ class Store:
         """
         p = Path(path)
         db = p / DB_NAME if p.suffix != ".db" else p
-        if not db.exists():
-            if not create:
-                raise StoreError(f"no knobscope store at {str(db)!r}; run 'knobscope run SPEC' to create one")
+        if db.exists():
+            cls.check(db)  # read-only: a damaged or foreign file is refused before anything is written to it
+        elif not create:
+            raise StoreError(f"no knobscope store at {str(db)!r}; run 'knobscope run SPEC' to create one")
+        else:
             db.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(db, timeout=120, isolation_level=None)
@@ -155,6 +173,34 @@ class Store:
                 f"{str(db)!r} has schema version {version}; this knobscope reads version {SCHEMA_VERSION}"
             )
         return cls(db, conn)
+
+    @staticmethod
+    def check(db: Path) -> None:
+        """Refuse a file that is not a sound knobscope store, opening it read-only (its bytes stay
+        as they are): SQLite's structural check (``PRAGMA quick_check``, ~60 ms for 50 MB), then
+        the knobscope tables.
+
+        Raises:
+            StoreError: one line naming the file and what is wrong with it.
+        """
+        try:
+            conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=120)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{str(db)!r} cannot be opened ({exc})") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 120000")
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                what = " ".join(problems[0].replace("***", "").split())  # SQLite's report spans lines
+                raise StoreError(f"{str(db)!r} is damaged ({what}); it was left untouched: restore it from a copy")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and not {"meta", "trials", "samples", "runs"} <= tables:
+                raise StoreError(f"{str(db)!r} is not a knobscope store (its tables: {', '.join(sorted(tables))}); "
+                                 "it was left untouched")  # fmt: skip
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{str(db)!r} is not a readable knobscope store ({exc}); it was left untouched") from None
+        finally:
+            conn.close()
 
     @staticmethod
     def _init_schema(conn: sqlite3.Connection) -> int:
@@ -202,6 +248,7 @@ class Store:
             )
             return int(cur.lastrowid)
 
+    @_damage_is_one_line
     def runs(self) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
         return [
@@ -326,6 +373,7 @@ class Store:
             )
             return c.total_changes - before
 
+    @_damage_is_one_line
     def trials(self, *, status: str | None = None, ids: Iterable[str] | None = None) -> list[TrialRow]:
         sql, args = "SELECT * FROM trials", []
         if status is not None:
@@ -336,11 +384,13 @@ class Store:
             rows = [r for r in rows if r.trial_id in wanted]
         return rows
 
+    @_damage_is_one_line
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
         """``trial_id -> status`` for those of ``ids`` already in the store."""
         wanted = set(ids)
         return {r[0]: r[1] for r in self._conn.execute("SELECT trial_id, status FROM trials") if r[0] in wanted}
 
+    @_damage_is_one_line
     def status_counts(self, ids: Iterable[str] | None = None) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         if ids is None:
@@ -353,6 +403,7 @@ class Store:
                 counts[r["status"]] += 1
         return counts
 
+    @_damage_is_one_line
     def samples(self, trial_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """``(trial_id, record)`` pairs, in trial then sample order."""
         sql = "SELECT s.trial_id, s.record FROM samples s JOIN trials t USING (trial_id)"

@@ -26,7 +26,7 @@ from knobscope.measure import Measurement, PeakMemory, RepeatPolicy, StageTimer,
 from knobscope.space import Config
 from knobscope.spec import ExperimentSpec, repeat_targets
 from knobscope.trials import Trial
-from knobscope.workloads import Workload, WorkloadContext, resolve_workload
+from knobscope.workloads import Workload, WorkloadContext
 
 __all__ = ["Job", "Outcome", "Workers", "InProcessWorkers", "build_workload", "prepare_workload", "measure_trial",
            "repeat_policy", "interleaved"]  # fmt: skip
@@ -130,21 +130,28 @@ class InProcessWorkers(Workers):
 
 
 def build_workload(spec: ExperimentSpec) -> Workload:
-    """The spec's workload object, arguments checked, nothing loaded."""
+    """The spec's workload object, nothing loaded: its arguments, knob names and the knob values
+    it can check without a model are checked (a typo costs a second, not a model load)."""
     assert spec.workload is not None
-    cls = resolve_workload(spec.workload.name)
+    cls = spec.workload.workload_class()
     try:
-        return cls(**dict(spec.workload.args))
+        workload = cls(**spec.workload.resolved_args(cls.path_args))
     except TypeError as exc:
         raise WorkloadError(f"workload {spec.workload.name!r} rejected its args {dict(spec.workload.args)}: {exc}") from None
+    shadowed = [n for n in spec.space.names if n in cls.metrics]
+    if shadowed:
+        raise WorkloadError(f"knob {shadowed[0]!r} has the name of a metric workload {spec.workload.name!r} reports; "
+                            "rename the knob, so results keep both")  # fmt: skip
+    Workload.check_space(workload, spec.space)  # knob names
+    workload.check_values(spec.space)
+    return workload
 
 
 def prepare_workload(
     spec: ExperimentSpec, *, device: str, run_dir: Path, timer: StageTimer, workload: Workload | None = None
 ) -> Workload:
     """Build the workload, load its model once, and check the space against it (nothing is stored)."""
-    workload = workload if workload is not None else build_workload(spec)
-    Workload.check_space(workload, spec.space)  # knob names: cheap, before loading anything
+    workload = workload if workload is not None else build_workload(spec)  # checks what needs no model
     workload.setup(WorkloadContext(device=device, seed=spec.measure.seed, timer=timer, run_dir=run_dir, log=log))
     try:
         workload.check_space(spec.space)  # values that need the loaded model (e.g. block counts)

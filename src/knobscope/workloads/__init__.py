@@ -24,8 +24,9 @@ def register_workload(name: str, target: str) -> None:
     WORKLOADS.add(name, target)
 
 
-def resolve_workload(name: str) -> type[Workload]:
-    """A registered name, ``package.module:Class`` or ``path/to/file.py:Class`` -> the class.
+def resolve_workload(name: str, *, base_dir: Path | None = None) -> type[Workload]:
+    """A registered name, ``package.module:Class`` or ``path/to/file.py:Class`` -> the class; a
+    relative file is read from ``base_dir`` (the spec's directory; default: the current one).
 
     Raises:
         WorkloadError: unknown name, module or file not found, class missing or not a Workload.
@@ -38,9 +39,10 @@ def resolve_workload(name: str) -> type[Workload]:
         )
     module_name, _, class_name = target.rpartition(":")
     if module_name.endswith(".py"):
-        path = Path(module_name)
+        where = base_dir if base_dir is not None else Path.cwd()
+        path = where / module_name
         if not path.is_file():
-            raise WorkloadError(f"workload file {str(path)!r} does not exist")
+            raise WorkloadError(f"workload file {module_name!r} not found in {str(where)!r}")
         mod_id = f"knobscope_plugin_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(mod_id, path)
         if spec is None or spec.loader is None:

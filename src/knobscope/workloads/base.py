@@ -87,21 +87,30 @@ class Workload(ABC):
             rejected before anything runs. Empty means "accepts any knob".
         metrics: per-sample metrics the workload reports, with their directions. Timing
             metrics (``*_ms``) are added by knobscope and are always lower-is-better.
+        path_args: arguments that may be file or directory paths; a relative one is read from
+            the spec file's directory when it exists there.
 
     Constructor keyword arguments are the spec's ``workload.args``.
     """
 
     knobs: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[Mapping[str, Metric]] = {}
+    path_args: ClassVar[tuple[str, ...]] = ()
 
     def setup(self, ctx: WorkloadContext) -> None:
         """Load model and data (once per worker). Optional."""
+
+    def check_values(self, space: Space) -> None:
+        """Raise :class:`WorkloadError` for knob values this workload can never take (a wrong
+        type, an unknown name), whatever the model. Called before :meth:`setup`, so a typo is
+        reported in a second, not after the model has loaded. Optional."""
 
     def check_space(self, space: Space) -> None:
         """Raise :class:`WorkloadError` if the space asks for something this workload lacks.
 
         The default checks knob names against :attr:`knobs`; override to also check values
-        (e.g. more active blocks than the model has). Called after :meth:`setup`.
+        that need the loaded model (e.g. more active blocks than the model has). Called after
+        :meth:`setup`; the names are also checked before it.
         """
         if self.knobs:
             unknown = [n for n in space.names if n not in self.knobs]

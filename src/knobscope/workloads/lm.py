@@ -87,6 +87,7 @@ class LMWorkload(Workload):
     """Greedy generation with a Hugging Face causal LM, timed per stage and scored on QA."""
 
     knobs = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens")
+    path_args = ("model", "dataset", "calibration_dataset")
     metrics = {
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
         "accuracy": Metric(True, "", "share of answers containing a reference answer"),
@@ -147,8 +148,19 @@ class LMWorkload(Workload):
     def max_positions(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 1 << 20))
 
+    def check_values(self, space: Space) -> None:
+        values = {name: space.knob(name).values for name in space.names}
+        for knob in ("num_active_blocks", "top_k", "max_new_tokens", "input_tokens"):
+            bad = [v for v in values.get(knob, []) if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+            if bad:
+                raise WorkloadError(f"{knob} value {bad[0]!r} is not possible: values must be whole numbers >= 1")
+        bad = [v for v in values.get("block_selection", []) if v not in BLOCK_SELECTIONS]
+        if bad:
+            raise WorkloadError(f"block_selection value {bad[0]!r} is unknown; choose from {', '.join(BLOCK_SELECTIONS)}")
+
     def check_space(self, space: Space) -> None:
         super().check_space(space)
+        self.check_values(space)
         values = {name: space.knob(name).values for name in space.names}
         bad = [v for v in values.get("num_active_blocks", []) if not (isinstance(v, int) and 1 <= v <= self.num_blocks)]
         if bad:

@@ -183,6 +183,7 @@ class SketchWalkWorkload(Workload):
     """SketchWalk against dense SDPA on captured or synthetic Q/K/V; optionally inside SmolLM2."""
 
     knobs = ("seq_len", *KNOB_FIELDS)
+    path_args = ("model", "text")
     metrics = {
         "speedup": Metric(True, "x", "dense attention time / SketchWalk time on the same Q/K/V"),
         "cosine": Metric(True, "", "mean over sparse layers of cos(SketchWalk output, dense output)"),
