@@ -30,3 +30,17 @@ def test_every_strategy_and_option_is_documented() -> None:
 def test_sketchwalk_knobs_and_metrics_are_documented() -> None:
     for name in ("seq_len", *KNOB_FIELDS, *SketchWalkWorkload.metrics):
         assert f"`{name}`" in DOC, f"{name} is not in docs/spec.md"
+
+
+def test_every_run_option_and_executor_is_in_the_readme() -> None:
+    import typer
+
+    from knobscope.cli import app
+    from knobscope.executors import EXECUTORS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    options = [opt for param in run.params for opt in param.opts if opt.startswith("--")]
+    missing = [opt for opt in options if opt not in readme]
+    assert not missing, f"README.md lacks knobscope run options {missing}"
+    assert [name for name in EXECUTORS.names() if f"`{name}`" not in readme] == []

@@ -96,7 +96,8 @@ def test_sweep_on_two_nodes_survives_a_killed_actor(cluster: object, tmp_path: P
 
 
 def test_ctrl_c_then_resume_measures_each_configuration_once(cluster: object, tmp_path: Path) -> None:
-    path = _spec(tmp_path, knobs={"a_sleep": [150, 200, 250, 300], "b_sleep": [1, 2]})
+    # 8 trials of 1.2-2.1 s on two actors: the driver is interrupted well before the end, even on a busy machine.
+    path = _spec(tmp_path, knobs={"a_sleep": [400, 500, 600, 700], "b_sleep": [1, 2]})
     env = dict(os.environ, COLUMNS="200")
     cmd = [sys.executable, "-m", "knobscope.cli", "run", str(path), "--executor", "ray", "--address", cluster.address,
            "--no-progress"]  # fmt: skip
@@ -106,16 +107,16 @@ def test_ctrl_c_then_resume_measures_each_configuration_once(cluster: object, tm
         time.sleep(0.2)
         try:
             with Store.open(tmp_path / "run") as store:
-                if store.status_counts()["done"] >= 2:
+                if store.status_counts()["done"] >= 1:
                     break
         except Exception:  # noqa: BLE001 - not created yet
             pass
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (proc.returncode, err)
     with Store.open(tmp_path / "run") as store:
         counts = store.status_counts()
-    assert counts["running"] == 0 and 2 <= counts["done"] < 8  # claims handed back, nothing half-written
+    assert counts["running"] == 0 and 1 <= counts["done"] < 8, counts  # claims handed back, nothing half-written
     resumed = cli("run", str(path), "--executor", "ray", "--address", cluster.address, "--no-progress")
     assert resumed.returncode == 0 and f"this invocation ran {8 - counts['done']}" in resumed.stdout, resumed.stderr
     _exactly_once(tmp_path / "run", 8)

@@ -22,6 +22,7 @@ from knobscope.measure import Measurement, noise_of
 from knobscope.results import load_run
 from knobscope.spec import load_spec
 from knobscope.executors import run_local
+from knobscope.runner import run_log
 
 from conftest import PLUGINS, cli
 
@@ -281,7 +282,8 @@ def test_interleaved_passes_keep_a_busy_spell_from_posing_as_a_faster_configurat
     }  # fmt: skip
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    run_local(load_spec(path))
+    with run_log(tmp_path / "run"):  # the log file is the caller's (the CLI's) to open
+        run_local(load_spec(path))
     table = load_run(tmp_path / "run").table
     assert (table["num_records"] == 12).all() and (table["repeats"] == 3).all()
     result = analyze(load_run(tmp_path / "run", with_samples=True), AnalysisOptions(resamples=300)).to_json()

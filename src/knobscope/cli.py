@@ -73,24 +73,26 @@ def run(
     gpus_per_trial: Annotated[float | None, typer.Option(help="ray executor: GPUs per actor (default 1 when the cluster has GPUs, else 0).")] = None,
     cpus_per_trial: Annotated[float | None, typer.Option(help="ray executor: CPUs per actor (default 1).")] = None,
     max_failures: Annotated[int | None, typer.Option(help="ray executor: times a trial whose actor died is retried before it is recorded as failed (default 3).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="ray executor: actors to start (default: as many as the cluster's CPUs/GPUs fit).")] = None,
     lease: Annotated[float, typer.Option(help="Seconds without heartbeat after which another host's claim is presumed dead.")] = 900.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a sweep: measure every selected configuration, store every sample, resume on rerun."""
     from knobscope.executors import run as run_with
     from knobscope.results import export
+    from knobscope.runner import run_log
     from knobscope.trials import parse_shard
 
     spec = _load(spec_path, sets, strategy=strategy, require_workload=True, output=out_dir)
     shard_ix = parse_shard(shard)
     options: dict[str, Any] = {"address": address, "gpus_per_trial": gpus_per_trial, "cpus_per_trial": cpus_per_trial,
-                               "max_failures": max_failures}  # fmt: skip
+                               "max_failures": max_failures, "workers": workers}  # fmt: skip
     options = {k: v for k, v in options.items() if v is not None}
     if devices is not None:
         options["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
     name = executor or ("devices" if devices is not None else "local")
     try:
-        with _listener(progress) as listener:
+        with _listener(progress) as listener, run_log(spec.output_dir):
             result = run_with(spec, name, listener=listener, shard=shard_ix, retry_failed=retry_failed, device=device,
                               lease_s=lease, **options)  # fmt: skip
     except KeyboardInterrupt:
@@ -596,6 +598,7 @@ def profile(
     """Run one of seed 002's profiling experiments; write expN_<name>_results.json and its figure."""
     from knobscope.executors import run_local
     from knobscope.models.loading import load_causal_lm
+    from knobscope.runner import run_log
     from knobscope.profile import PRESETS, build_spec, flops_table, model_shape, preset_files, swept_knob, write_results
     from knobscope.figures import FigureContext, make_figures
     from knobscope.results import load_run
@@ -613,7 +616,7 @@ def profile(
     out.print(f"[bold]{preset}[/]: {info.description}; {knob} = {list(spec.space.knob(knob).values)}, "
               f"{num_samples} samples each, model {model}")  # fmt: skip
     try:
-        with _listener(progress) as listener:
+        with _listener(progress) as listener, run_log(spec.output_dir):
             result = run_local(spec, device=device, listener=listener)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished trials are stored; run the same command again to resume.")

@@ -288,8 +288,11 @@ def build_report(run: RunResults, analysis: Analysis, *, compare: Sequence[RunRe
     parts.append(f"<section id='failures'><h2>Failures</h2>{body}</section>")
 
     # provenance
-    prov = {k: v for k, v in analysis.provenance.items() if k != "metrics"}
-    parts.append(f"<section id='provenance'><h2>Provenance</h2><pre>{_esc(json.dumps(prov, indent=1, default=str))}</pre></section>")
+    prov = {k: v for k, v in analysis.provenance.items() if k not in ("metrics", "measured_on")}
+    where = analysis.provenance.get("measured_on") or []
+    measured_on = _table(["node", "device", "trials"], [[w["node"], w["device"], w["trials"]] for w in where], left=2) if where else ""
+    parts.append(f"<section id='provenance'><h2>Provenance</h2><h3>Measured on</h3>{measured_on}"
+                 f"<h3>The latest invocation</h3><pre>{_esc(json.dumps(prov, indent=1, default=str))}</pre></section>")
 
     nav = "".join(f"<a href='#{s}'>{s}</a>" for s in SECTIONS)
     title = f"knobscope report: {run.label}"

@@ -192,6 +192,7 @@ class Store:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
             if problems != ["ok"]:
                 what = " ".join(problems[0].replace("***", "").split())  # SQLite's report spans lines
+                what = what if len(what) <= 120 else what[:120] + "..."
                 raise StoreError(f"{str(db)!r} is damaged ({what}); it was left untouched: restore it from a copy")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if tables and not {"meta", "trials", "samples", "runs"} <= tables:

@@ -35,7 +35,9 @@ class Executor:
     Contract: a subclass sets ``name``, ``summary`` and ``options`` (the option names it takes,
     with their defaults) and implements :meth:`run`, which measures every trial of the spec
     that is left (resuming what an earlier invocation stored), reports progress only through
-    ``listener`` (a :class:`knobscope.runner.SweepListener`), and returns a
+    ``listener`` (a :class:`knobscope.runner.SweepListener`), logs to the ``knobscope``
+    logger (the caller decides where that goes: the CLI appends it to the run's
+    ``knobscope.log`` with :func:`knobscope.runner.run_log`), and returns a
     :class:`knobscope.runner.SweepResult`. Bad input raises a
     :class:`~knobscope.errors.KnobscopeError` before anything is created; Ctrl-C stops the
     workers, leaves the store consistent (no trial half-written, claims handed back) and

@@ -25,6 +25,7 @@ __all__ = ["DevicesExecutor"]
 
 
 def _worker(spec: ExperimentSpec, device: str, kwargs: dict[str, Any], errors: Any) -> None:
+    # A worker process is the caller of its own sweep: it writes its lines to the run's log.
     try:
         with run_log(spec.output_dir):
             run_sweep(spec, device=device, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from knobscope.executors import Executor
-from knobscope.runner import SweepListener, SweepResult, run_log, run_sweep
+from knobscope.runner import SweepListener, SweepResult, run_sweep
 from knobscope.spec import ExperimentSpec
 
 __all__ = ["LocalExecutor"]
@@ -16,6 +16,4 @@ class LocalExecutor(Executor):
 
     def run(self, spec: ExperimentSpec, *, listener: SweepListener | None = None, shard: tuple[int, int] = (0, 1),
             retry_failed: bool = False, device: str = "auto", lease_s: float = 900.0) -> SweepResult:  # fmt: skip
-        with run_log(spec.output_dir):
-            return run_sweep(spec, shard=shard, retry_failed=retry_failed, device=device, lease_s=lease_s,
-                             listener=listener)  # fmt: skip
+        return run_sweep(spec, shard=shard, retry_failed=retry_failed, device=device, lease_s=lease_s, listener=listener)

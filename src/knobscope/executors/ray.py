@@ -27,7 +27,7 @@ from typing import Any
 
 from knobscope.errors import KnobscopeError, SpecError, WorkloadError
 from knobscope.executors import Executor
-from knobscope.runner import SweepListener, SweepResult, run_log, run_sweep
+from knobscope.runner import SweepListener, SweepResult, run_sweep
 from knobscope.spec import ExperimentSpec
 from knobscope.trials import trial_source
 from knobscope.workers import Job, Outcome, Workers, build_workload
@@ -67,14 +67,14 @@ class RayExecutor(Executor):
             address = s["address"] or "local"  # "local": a new instance, never an unrelated running one
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-            except (ConnectionError, ValueError) as exc:
-                raise SpecError(f"--address {address!r}: cannot connect to a Ray cluster ({exc})") from None
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise SpecError(f"--address {address!r}: cannot connect to a Ray cluster ({first})") from None
         try:
             workers = RayWorkers(spec, device=device, gpus_per_trial=s["gpus_per_trial"],
                                  cpus_per_trial=s["cpus_per_trial"], count=s["workers"])  # fmt: skip
-            with run_log(spec.output_dir):
-                return run_sweep(spec, shard=shard, retry_failed=retry_failed, lease_s=lease_s, listener=listener,
-                                 workers=workers, max_failures=int(s["max_failures"]), executor="ray")  # fmt: skip
+            return run_sweep(spec, shard=shard, retry_failed=retry_failed, lease_s=lease_s, listener=listener,
+                             workers=workers, max_failures=int(s["max_failures"]), executor="ray")  # fmt: skip
         finally:
             if started:
                 ray.shutdown()
