@@ -101,7 +101,10 @@ def test_ctrl_c_then_resume_measures_each_configuration_once(cluster: object, tm
     env = dict(os.environ, COLUMNS="200")
     cmd = [sys.executable, "-m", "knobscope.cli", "run", str(path), "--executor", "ray", "--address", cluster.address,
            "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit
+    # that (CI scripts do): give the driver SIGINT as a terminal gives it, as Ctrl-C would send it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 90
     while time.time() < deadline:
         time.sleep(0.2)

@@ -14,7 +14,7 @@
               Pareto-optimal configurations, until none is left or ``n_trials`` is reached.
 ==========  ==============================================================================
 
-The runner drives them (:func:`knobscope.runner.run_sweep`): before each trial it asks the
+The sweep drives them through :class:`knobscope.trials.AdaptiveTrials`: before each trial it asks the
 strategy for one configuration given every finished trial in the run directory, adds it to the
 store, measures it, and asks again. Every measurement lives in the store, so an interrupted
 search resumes from its results (they are told to a new study), several processes can share

@@ -152,6 +152,7 @@ def prepare_workload(
 ) -> Workload:
     """Build the workload, load its model once, and check the space against it (nothing is stored)."""
     workload = workload if workload is not None else build_workload(spec)  # checks what needs no model
+    import scipy.stats  # noqa: F401 - the intervals need it: imported here, not inside the first trial's time
     workload.setup(WorkloadContext(device=device, seed=spec.measure.seed, timer=timer, run_dir=run_dir, log=log))
     try:
         workload.check_space(spec.space)  # values that need the loaded model (e.g. block counts)
