@@ -1,4 +1,5 @@
-"""Read the data sets knobscope ships or a user points to: QA items and plain text."""
+"""Read the data sets knobscope ships or a user points to: QA items, plain text, and images with
+questions (VQA v2 format) or captions (COCO captions format)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from knobscope.errors import WorkloadError
 
-__all__ = ["load_qa", "load_text", "BUILTIN_QA", "BUILTIN_TEXT"]
+__all__ = ["load_qa", "load_text", "load_vqa", "load_captions", "image_dir", "BUILTIN_QA", "BUILTIN_TEXT"]
 
 BUILTIN_QA = {"builtin:qa": "qa.jsonl", "builtin:qa_calibration": "qa_calibration.jsonl"}
 BUILTIN_TEXT = {"builtin:text": "text.txt"}
@@ -54,3 +55,104 @@ def load_text(source: str) -> str:
     if not text.strip():
         raise WorkloadError(f"text {source!r} is empty")
     return text
+
+
+# -- images: VQA v2 and COCO captions formats ----------------------------------------------------
+
+BUILTIN_VQA = ("builtin:vqa", "vlm/vqa_questions.json", "vlm/vqa_annotations.json")
+BUILTIN_CAPTIONS = ("builtin:captions", "vlm/captions.json")
+BUILTIN_IMAGES = "builtin:skimage"  # the images scikit-image ships in skimage/data
+
+
+def image_dir(source: str | Path) -> Path:
+    """An image directory: a path, or ``builtin:skimage`` (the images scikit-image ships)."""
+    if str(source) == BUILTIN_IMAGES:
+        try:
+            import skimage
+        except ImportError:
+            raise WorkloadError(f"images {BUILTIN_IMAGES!r} need scikit-image: pip install 'knobscope[vlm]'") from None
+        return Path(skimage.__file__).parent / "data"
+    path = Path(source)
+    if not path.is_dir():
+        raise WorkloadError(f"image directory {str(source)!r} does not exist")
+    return path
+
+
+def _json(path: str | Path, what: str, key: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise WorkloadError(f"{what} file {str(path)!r} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WorkloadError(f"{what} file {str(path)!r} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise WorkloadError(f"{what} file {str(path)!r} is not in the expected format: it needs a list under {key!r}")
+    return data
+
+
+def _image_files(data: dict[str, Any], images: Path) -> dict[int, Path]:
+    """image id -> file, from the file's ``images`` list (COCO's; empty when it has none)."""
+    if isinstance(data.get("images"), list):
+        return {int(im["id"]): images / im["file_name"] for im in data["images"]}
+    return {}
+
+
+def load_vqa(questions: str, annotations: str | None = None, images: str = BUILTIN_IMAGES,
+             *, pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg") -> list[dict[str, Any]]:  # fmt: skip
+    """VQA v2 items ``{"id", "image", "question", "answers" (ten), "answer_type"}`` from a questions
+    file and its annotations file (the official format), images from ``images``; ``builtin:vqa``
+    is the shipped set. An image is named by the files' ``images`` list if they have one, else
+    by ``pattern`` (the COCO naming the official set uses)."""
+    if questions == BUILTIN_VQA[0]:
+        root = resources.files("knobscope.data")
+        questions, annotations = str(root.joinpath(BUILTIN_VQA[1])), str(root.joinpath(BUILTIN_VQA[2]))
+    if annotations is None:
+        raise WorkloadError("a VQA set needs its annotations file (the human answers) next to the questions file")
+    qs = _json(questions, "VQA questions", "questions")
+    ann = _json(annotations, "VQA annotations", "annotations")
+    folder = image_dir(images)
+    files = _image_files(qs, folder)
+    by_id = {a["question_id"]: a for a in ann["annotations"]}
+    items = []
+    for q in qs["questions"]:
+        try:
+            a = by_id[q["question_id"]]
+            image = files.get(int(q["image_id"])) or folder / pattern.format(
+                data_subtype=qs.get("data_subtype", ""), image_id=int(q["image_id"]))
+            items.append({"id": f"q{q['question_id']}", "image": image, "question": q["question"],
+                          "answers": [x["answer"] for x in a["answers"]], "answer_type": a.get("answer_type", "")})  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WorkloadError(f"VQA question {q.get('question_id', q)!r}: not in the expected format ({exc!r})") from None
+    _check_images(items, folder)
+    return items
+
+
+def load_captions(annotations: str, images: str = BUILTIN_IMAGES) -> list[dict[str, Any]]:
+    """COCO captions items ``{"id", "image", "captions"}`` (one per image, all its reference
+    captions) from a captions annotations file (the official format); ``builtin:captions`` is
+    the shipped set."""
+    if annotations == BUILTIN_CAPTIONS[0]:
+        annotations = str(resources.files("knobscope.data").joinpath(BUILTIN_CAPTIONS[1]))
+    data = _json(annotations, "COCO captions", "annotations")
+    if not isinstance(data.get("images"), list):
+        raise WorkloadError(f"COCO captions file {annotations!r} is not in the expected format: it needs a list under 'images'")
+    folder = image_dir(images)
+    files = _image_files(data, folder)
+    refs: dict[int, list[str]] = {}
+    try:
+        for a in data["annotations"]:
+            refs.setdefault(int(a["image_id"]), []).append(str(a["caption"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WorkloadError(f"COCO captions file {annotations!r}: an annotation is not in the expected format ({exc!r})") from None
+    items = [{"id": f"img{i}", "image": files[i], "captions": refs[i]} for i in sorted(files) if i in refs]
+    if not items:
+        raise WorkloadError(f"COCO captions file {annotations!r} holds no captioned image")
+    _check_images(items, folder)
+    return items
+
+
+def _check_images(items: list[dict[str, Any]], folder: Path) -> None:
+    missing = [it["image"] for it in items if not Path(it["image"]).is_file()]
+    if missing:
+        raise WorkloadError(f"{len(missing)} image(s) missing from {str(folder)!r}, e.g. {Path(missing[0]).name!r}")
