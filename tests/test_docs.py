@@ -8,12 +8,13 @@ import pytest
 
 from knobscope.strategies import STRATEGIES
 from knobscope.workloads.lm import LMArgs
+from knobscope.workloads.vlm import VLMArgs
 from knobscope.workloads.sketchwalk import KNOB_FIELDS, SketchWalkArgs, SketchWalkWorkload
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "spec.md").read_text()
 
 
-@pytest.mark.parametrize("model", [LMArgs, SketchWalkArgs])
+@pytest.mark.parametrize("model", [LMArgs, SketchWalkArgs, VLMArgs])
 def test_every_workload_argument_is_documented(model) -> None:
     missing = [name for name in model.model_fields if f"`{name}`" not in DOC]
     assert not missing, f"docs/spec.md lacks {model.__name__} arguments {missing}"

@@ -17,6 +17,7 @@ WORKLOADS: Registry[str] = Registry("workload")
 # Built-ins are registered by import path, so that listing them imports no model code.
 WORKLOADS.add("lm", "knobscope.workloads.lm:LMWorkload")
 WORKLOADS.add("sketchwalk", "knobscope.workloads.sketchwalk:SketchWalkWorkload")
+WORKLOADS.add("vlm", "knobscope.workloads.vlm:VLMWorkload")
 
 
 def register_workload(name: str, target: str) -> None:

@@ -1,0 +1,180 @@
+"""Vision-language models: loading, and the image-size mechanism each family really reads.
+
+Sources (like :func:`knobscope.models.loading.load_causal_lm`):
+    a checkpoint directory or hub id: ``AutoModelForImageTextToText`` + ``AutoProcessor``;
+    ``random:idefics3[:text=FAMILY,layers=..,experts=..,top_k=..]``: a tiny randomly initialised
+        Idefics3 (SmolVLM's architecture), with its real image processor and processor, SmolLM2's
+        tokenizer plus the image tokens, and a text backbone of any ``random:`` language family
+        (``text=qwen3_moe`` makes a tiny MoE VLM). Quality is meaningless; every code path is real.
+
+A :class:`VisionFamily` knows, for one architecture, where the vision tower and the projector
+are (the stages are timed with forward hooks on them, no model edits) and how a crop budget or a
+vision-token budget becomes the processor's own setting. Families: :data:`VLM_FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from knobscope.errors import WorkloadError
+
+__all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "VLM_FAMILIES", "load_vlm"]
+
+
+class VisionFamily:
+    """How one VLM architecture exposes its vision stages and its image-size knob."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()
+
+    def vision_tower(self, model: Any) -> Any:
+        raise NotImplementedError
+
+    def projector(self, model: Any) -> Any:
+        raise NotImplementedError
+
+    def text_model(self, model: Any) -> Any:
+        raise NotImplementedError
+
+    def processor_kwargs(self, processor: Any, size: tuple[int, int], *, max_crops: int | None,
+                         vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
+        """Keyword arguments for ``processor(...)`` that keep an image of ``size`` (width,
+        height) within ``max_crops`` crops and/or ``vision_tokens`` vision tokens (the most the
+        budget allows); with neither, none (the processor's own settings)."""
+        raise NotImplementedError
+
+    def prompt(self, processor: Any, text: str) -> str:
+        """The prompt with one image, in the checkpoint's chat format when it has one."""
+        template = getattr(processor, "chat_template", None)
+        if template:
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+            return processor.apply_chat_template(messages, add_generation_prompt=True)
+        return f"<image>{text}"
+
+
+class Idefics3Family(VisionFamily):
+    """Idefics3 and SmolVLM (v1): the image is resized so its longest edge is
+    ``size["longest_edge"]``, then split into tiles of ``max_image_size["longest_edge"]`` (plus
+    one global view when there is more than one tile); each tile becomes ``image_seq_len`` tokens."""
+
+    name = "idefics3"
+    model_types = ("idefics3",)
+
+    def vision_tower(self, model: Any) -> Any:
+        return model.model.vision_model
+
+    def projector(self, model: Any) -> Any:
+        return model.model.connector
+
+    def text_model(self, model: Any) -> Any:
+        return model.model.text_model
+
+    @staticmethod
+    def crops_at(size: tuple[int, int], longest: int, tile: int) -> int:
+        """Crops the processor makes of an image of ``size`` resized to ``longest`` (tiles + global)."""
+        width, height = size
+        scale = longest / max(width, height)
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        tiles = math.ceil(w / tile) * math.ceil(h / tile)
+        return tiles + 1 if tiles > 1 else 1
+
+    def processor_kwargs(self, processor: Any, size: tuple[int, int], *, max_crops: int | None,
+                         vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
+        if max_crops is None and vision_tokens is None:
+            return {}  # no budget: the processor's own settings
+        tile = int(processor.image_processor.max_image_size["longest_edge"])
+        per_crop = int(processor.image_seq_len)
+        best = tile
+        for k in range(1, 64):  # longest edge = k tiles
+            crops = self.crops_at(size, k * tile, tile)
+            tiles = crops - 1 if crops > 1 else 1
+            if (max_crops is not None and tiles > max_crops) or (vision_tokens is not None and crops * per_crop > vision_tokens):
+                break
+            best = k * tile
+        return {"size": {"longest_edge": best}, "do_image_splitting": best > tile}
+
+
+VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(),)}
+
+
+@dataclass
+class LoadedVLM:
+    model: Any
+    processor: Any
+    family: VisionFamily
+    source: str
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+
+def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int = 0) -> LoadedVLM:
+    """Load a vision-language model and its processor; raises WorkloadError with one line for a
+    source that is not one (a text-only model included)."""
+    import torch
+
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    torch_dtype = getattr(torch, dtype)
+    if source.startswith("random:"):
+        torch.manual_seed(seed)
+        model, processor, family = _random_vlm(source)
+        model = model.to(dtype=torch_dtype, device=device).eval()
+        return LoadedVLM(model, processor, family, source)
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise WorkloadError(f"model {source!r} cannot be read: {str(exc).splitlines()[0]}") from None
+    family = next((f for f in VLM_FAMILIES.values() if config.model_type in f.model_types), None)
+    if family is None:
+        kind = "a text-only model" if not hasattr(config, "vision_config") else f"a {config.model_type!r} model"
+        raise WorkloadError(f"model {source!r} is {kind}; the vlm workload takes these families: "
+                            f"{', '.join(sorted(t for f in VLM_FAMILIES.values() for t in f.model_types))}")  # fmt: skip
+    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(source)
+    return LoadedVLM(model, processor, family, source)
+
+
+def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from knobscope.models.loading import RANDOM_FAMILIES, load_causal_lm, random_config
+
+    _, _, rest = source.partition(":")
+    family, _, options = rest.partition(":")
+    if family not in VLM_FAMILIES:
+        raise WorkloadError(f"unknown random VLM family {family!r}; families: {', '.join(VLM_FAMILIES)}")
+    text_family, text_options = "llama", {}
+    for item in filter(None, options.split(",")):
+        key, _, value = item.partition("=")
+        if key == "text":
+            if value not in RANDOM_FAMILIES:
+                raise WorkloadError(f"random VLM option text={value!r}: text families are {', '.join(RANDOM_FAMILIES)}")
+            text_family = value
+        elif key in ("layers", "hidden", "heads", "kv_heads", "intermediate", "experts", "top_k") and value.isdigit():
+            text_options[key] = int(value)
+        else:
+            raise WorkloadError(f"random VLM option {item!r}: use text=FAMILY or layers/hidden/heads/kv_heads/"
+                                "intermediate/experts/top_k=N")  # fmt: skip
+    tokenizer = load_causal_lm("smollm2", structure_only=True).tokenizer
+    image_tokens = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": image_tokens + [
+        f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]})  # fmt: skip
+    tile, patch, scale = 64, 16, 2  # tiny: 64-pixel tiles of 16-pixel patches, 4 tokens per tile
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 4 * tile}, max_image_size={"longest_edge": tile},
+                                                do_image_splitting=True)  # fmt: skip
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=(tile // patch) ** 2 // scale**2)  # fmt: skip
+    text_config = random_config(text_family, text_options, tokenizer)
+    config = Idefics3Config(
+        vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                       "image_size": tile, "patch_size": patch},
+        text_config=text_config.to_dict(), scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )  # fmt: skip
+    return Idefics3ForConditionalGeneration(config), processor, VLM_FAMILIES[family]

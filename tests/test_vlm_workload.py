@@ -1,0 +1,162 @@
+"""The vlm workload on a tiny randomly initialised Idefics3 (SmolVLM's architecture): the crop and
+vision-token knobs against the model's own processor, stages that add up, the greedy loop against
+generate(), sweeps on both tasks, an MoE text backbone, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli, write_spec
+from knobscope.measure import StageTimer
+from knobscope.workloads.base import WorkloadContext
+from knobscope.workloads.vlm import VLMWorkload
+
+pytest.importorskip("skimage", reason="the shipped VQA/caption set reads the images scikit-image ships")
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory: pytest.TempPathFactory) -> VLMWorkload:
+    workload = VLMWorkload(num_samples=6)
+    timer = StageTimer("cpu")
+    workload.setup(WorkloadContext("cpu", 0, timer, tmp_path_factory.mktemp("vlm")))
+    workload.timer = timer  # type: ignore[attr-defined]
+    yield workload
+    timer.detach_all()
+    workload.teardown()
+
+
+def _tiles(crops: int) -> int:
+    return crops - 1 if crops > 1 else 1
+
+
+def test_max_crops_is_the_most_tiles_the_processor_makes_within_the_budget(vlm: VLMWorkload) -> None:
+    tile = vlm.processor.image_processor.max_image_size["longest_edge"]
+    per_crop = vlm.processor.image_seq_len
+    for sample in (vlm.samples()[0], vlm.samples()[3]):  # a square image and a landscape one
+        image = vlm.images[str(sample["image"])]
+        for budget in (1, 2, 4, 9):
+            vlm.apply({"max_crops": budget})
+            inputs = vlm.inputs(sample)
+            crops = int(inputs["pixel_values"].shape[1])
+            assert _tiles(crops) <= budget, (image.size, budget, crops)
+            vision = int((inputs["input_ids"] == vlm.image_token_id).sum())
+            assert vision == crops * per_crop  # the count the model's own processor produced
+            # The processor itself, one tile-size step larger, would break the budget: the most was taken.
+            longest = vlm.family.processor_kwargs(vlm.processor, image.size, max_crops=budget, vision_tokens=None)["size"]["longest_edge"]
+            bigger = vlm.processor(images=[[image]], text=["<image>x"], return_tensors="pt",
+                                   size={"longest_edge": longest + tile}, do_image_splitting=True)  # fmt: skip
+            assert _tiles(int(bigger["pixel_values"].shape[1])) > budget
+
+
+def test_vision_tokens_is_a_budget_the_reported_count_stays_within(vlm: VLMWorkload) -> None:
+    sample = vlm.samples()[0]
+    counts = []
+    for target in (4, 20, 40, 100):
+        vlm.apply({"vision_tokens": target, "max_new_tokens": 1})
+        with vlm.timer.sample():  # type: ignore[attr-defined]
+            record = vlm.run(sample, vlm.timer)  # type: ignore[attr-defined]
+        assert record["vision_tokens"] <= target
+        counts.append(record["vision_tokens"])
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+    vlm.apply({})
+
+
+def test_stages_add_up_and_vision_stages_sit_inside_the_prefill(vlm: VLMWorkload) -> None:
+    vlm.apply({"max_crops": 4, "max_new_tokens": 4})
+    for sample in vlm.samples()[:3]:
+        with vlm.timer.sample() as timing:  # type: ignore[attr-defined]
+            record = vlm.run(sample, vlm.timer)  # type: ignore[attr-defined]
+        assert timing.top_level == {"preprocess", "prefill", "decode"}
+        s = timing.stages_ms
+        assert s["preprocess"] + s["prefill"] + s["decode"] + timing.other_ms == pytest.approx(timing.total_ms)
+        assert s["vision_encoder"] + s["projector"] <= s["prefill"] and record["llm_prefill_ms"] >= 0
+        assert len(timing.calls_ms["decode"]) == record["tokens_out"] - 1 and record["tokens_out"] <= 4
+        assert 0.0 <= record["vqa_accuracy"] <= 1.0
+
+
+def test_the_greedy_loop_matches_generate(vlm: VLMWorkload) -> None:
+    vlm.apply({"max_crops": 4, "max_new_tokens": 6})
+    vlm.args = vlm.args.model_copy(update={"ignore_eos": True})
+    try:
+        inputs = vlm.inputs(vlm.samples()[3])
+        ours = vlm.generate(inputs, lambda name: torch.no_grad())
+        with torch.inference_mode():
+            ref = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+    finally:
+        vlm.args = vlm.args.model_copy(update={"ignore_eos": False})
+    assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def _spec(tmp_path: Path, args: dict, knobs: dict) -> Path:
+    return write_spec(tmp_path / "spec.yaml", workload={"name": "vlm", "args": args}, knobs=knobs,
+                      measure={"warmup": 0, "repeats": 1})  # fmt: skip
+
+
+def test_a_vqa_sweep_and_a_captioning_sweep_store_their_quality(tmp_path: Path) -> None:
+    import pandas as pd
+
+    (tmp_path / "vqa").mkdir()
+    vqa = _spec(tmp_path / "vqa", {"num_samples": 3}, {"max_crops": [1, 4], "max_new_tokens": [2]})
+    assert cli("run", str(vqa), "--no-progress").returncode == 0
+    table = pd.read_csv(tmp_path / "vqa" / "run" / "results.csv")
+    assert (table["status"] == "done").all() and len(table) == 2
+    assert {"vqa_accuracy", "vqa_accuracy_ci_low", "vision_encoder_ms_mean", "projector_ms_mean", "crops_mean"} <= set(table.columns)
+    assert table.set_index("max_crops")["vision_tokens_mean"][1] < table.set_index("max_crops")["vision_tokens_mean"][4]
+    (tmp_path / "cap").mkdir()
+    cap = _spec(tmp_path / "cap", {"task": "captions", "num_samples": 3}, {"max_new_tokens": [3]})
+    assert cli("run", str(cap), "--no-progress").returncode == 0
+    row = pd.read_csv(tmp_path / "cap" / "run" / "results.csv").iloc[0]
+    assert row["status"] == "done" and all(0 <= row[m] for m in ("cider_d", "bleu4", "rouge_l"))
+
+
+def test_top_k_on_an_moe_text_backbone(tmp_path: Path) -> None:
+    workload = VLMWorkload(model="random:idefics3:text=qwen3_moe,experts=4,top_k=2,layers=2", num_samples=1)
+    timer = StageTimer("cpu")
+    workload.setup(WorkloadContext("cpu", 0, timer, tmp_path))
+    try:
+        assert workload.topk and workload.topk.num_experts == 4
+        for k in (1, 3):
+            workload.apply({"top_k": k, "max_new_tokens": 2})
+            assert all(layer.top_k == k for layer in workload.topk.layers)
+            with timer.sample():
+                assert workload.run(workload.samples()[0], timer)["tokens_out"] >= 1
+    finally:
+        timer.detach_all()
+        workload.teardown()
+
+
+@pytest.mark.parametrize(
+    ("args", "knobs", "message"),
+    [
+        ({"images": "/no/such/dir"}, {"max_crops": [1]}, "image directory '/no/such/dir' does not exist"),
+        ({"questions": "QUESTIONS", "annotations": "QUESTIONS"}, {"max_crops": [1]}, "needs a list under 'annotations'"),
+        ({"model": "random:llama"}, {"max_crops": [1]}, "unknown random VLM family 'llama'"),
+        ({}, {"max_crops": [0, 2]}, "max_crops value 0 is not possible"),
+        ({}, {"top_k": [1]}, "knob top_k needs an MoE text backbone"),
+    ],
+)
+def test_bad_vlm_input_is_one_line_and_exit_2(tmp_path: Path, args: dict, knobs: dict, message: str) -> None:
+    from knobscope.datasets import BUILTIN_VQA
+
+    from importlib import resources
+
+    questions = str(resources.files("knobscope.data").joinpath(BUILTIN_VQA[1]))
+    args = {k: (questions if v == "QUESTIONS" else v) for k, v in args.items()}
+    res = cli("run", str(_spec(tmp_path, args, knobs)), "--no-progress")
+    lines = [line for line in res.stderr.splitlines() if line.strip() and "torchvision" not in line]
+    assert res.returncode == 2 and len(lines) == 1 and message in lines[0], res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_text_only_checkpoint_is_refused(tmp_path: Path) -> None:
+    from knobscope.errors import WorkloadError
+    from knobscope.models.loading import load_causal_lm
+    from knobscope.models.vlm import load_vlm
+
+    load_causal_lm("random:llama:layers=1", structure_only=False).model.save_pretrained(tmp_path / "llama")
+    with pytest.raises(WorkloadError, match="is a text-only model; the vlm workload takes these families: idefics3"):
+        load_vlm(str(tmp_path / "llama"))
