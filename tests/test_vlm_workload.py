@@ -91,6 +91,47 @@ def test_the_greedy_loop_matches_generate(vlm: VLMWorkload) -> None:
     assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()
 
 
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> VLMWorkload:
+    workload = VLMWorkload(model="random:qwen_vl", num_samples=3)
+    timer = StageTimer("cpu")
+    workload.setup(WorkloadContext("cpu", 0, timer, tmp_path_factory.mktemp("qwen")))
+    workload.timer = timer  # type: ignore[attr-defined]
+    yield workload
+    timer.detach_all()
+    workload.teardown()
+
+
+def test_qwen_vision_tokens_follow_its_image_processor(qwen: VLMWorkload) -> None:
+    sample = qwen.samples()[0]
+    image = qwen.images[str(sample["image"])]
+    ip = qwen.processor.image_processor
+    for budget in (16, 64, 256):
+        qwen.apply({"vision_tokens": budget, "max_new_tokens": 2})
+        with qwen.timer.sample() as timing:  # type: ignore[attr-defined]
+            record = qwen.run(sample, qwen.timer)  # type: ignore[attr-defined]
+        # The image processor called directly with Qwen's own max_pixels: its patch grid, merged 2x2.
+        grid = ip(images=[image], return_tensors="pt", max_pixels=budget * 28 * 28)["image_grid_thw"][0]
+        assert record["vision_tokens"] == int(grid.prod()) // 4 <= budget and record["crops"] == 1
+        s = timing.stages_ms
+        assert s["projector"] <= s["vision_encoder"] <= s["prefill"]  # the merger runs inside the vision tower
+        assert record["llm_prefill_ms"] == pytest.approx(s["prefill"] - s["vision_encoder"])
+    qwen.args = qwen.args.model_copy(update={"ignore_eos": True})
+    try:
+        qwen.apply({"vision_tokens": 64, "max_new_tokens": 5})
+        inputs = qwen.inputs(sample)
+        ours = qwen.generate(inputs, lambda name: torch.no_grad())
+        with torch.inference_mode():
+            ref = qwen.model.generate(**inputs, max_new_tokens=5, do_sample=False, min_new_tokens=5)
+    finally:
+        qwen.args = qwen.args.model_copy(update={"ignore_eos": False})
+    assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()  # the same tokens, multimodal rope included
+    with pytest.raises(Exception, match="resizes images instead of cropping"):
+        from knobscope.space import Knob, Space
+
+        qwen.check_space(Space((Knob("max_crops", (1, 2)),)))
+
+
 def _spec(tmp_path: Path, args: dict, knobs: dict) -> Path:
     return write_spec(tmp_path / "spec.yaml", workload={"name": "vlm", "args": args}, knobs=knobs,
                       measure={"warmup": 0, "repeats": 1})  # fmt: skip

@@ -6,6 +6,8 @@ Sources (like :func:`knobscope.models.loading.load_causal_lm`):
         Idefics3 (SmolVLM's architecture), with its real image processor and processor, SmolLM2's
         tokenizer plus the image tokens, and a text backbone of any ``random:`` language family
         (``text=qwen3_moe`` makes a tiny MoE VLM). Quality is meaningless; every code path is real.
+    ``random:qwen_vl[:layers=..,hidden=..]``: a tiny randomly initialised Qwen2.5-VL with its real
+        image processor (see :class:`QwenImageTextProcessor` for the processor).
 
 A :class:`VisionFamily` knows, for one architecture, where the vision tower and the projector
 are (the stages are timed with forward hooks on them, no model edits) and how a crop budget or a
@@ -28,6 +30,10 @@ class VisionFamily:
 
     name: str = ""
     model_types: tuple[str, ...] = ()
+    # Whether the projector runs inside the vision tower's forward (its time is then part of the
+    # vision encoder's, and the LLM's share of the prefill must not subtract it twice).
+    projector_inside_vision: bool = False
+    takes_crops: bool = True  # False: the family resizes instead of cropping (no max_crops knob)
 
     def vision_tower(self, model: Any) -> Any:
         raise NotImplementedError
@@ -44,6 +50,10 @@ class VisionFamily:
         height) within ``max_crops`` crops and/or ``vision_tokens`` vision tokens (the most the
         budget allows); with neither, none (the processor's own settings)."""
         raise NotImplementedError
+
+    def crops(self, inputs: Any) -> int:
+        """How many image crops the processor made (tiles and global views)."""
+        return 1
 
     def prompt(self, processor: Any, text: str) -> str:
         """The prompt with one image, in the checkpoint's chat format when it has one."""
@@ -71,6 +81,9 @@ class Idefics3Family(VisionFamily):
     def text_model(self, model: Any) -> Any:
         return model.model.text_model
 
+    def crops(self, inputs: Any) -> int:
+        return int(inputs["pixel_values"].shape[1])  # (batch, crops, channels, height, width)
+
     @staticmethod
     def crops_at(size: tuple[int, int], longest: int, tile: int) -> int:
         """Crops the processor makes of an image of ``size`` resized to ``longest`` (tiles + global)."""
@@ -96,7 +109,42 @@ class Idefics3Family(VisionFamily):
         return {"size": {"longest_edge": best}, "do_image_splitting": best > tile}
 
 
-VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(),)}
+class QwenVLFamily(VisionFamily):
+    """Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE: no crops; the image is resized to at most
+    ``size["longest_edge"]`` pixels (the processor's ``max_pixels``), cut into ``patch_size``
+    patches, and each ``merge_size`` x ``merge_size`` block of patches becomes one token."""
+
+    name = "qwen_vl"
+    model_types = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+    projector_inside_vision = True
+    takes_crops = False
+
+    def vision_tower(self, model: Any) -> Any:
+        return model.model.visual
+
+    def projector(self, model: Any) -> Any:
+        return model.model.visual.merger
+
+    def text_model(self, model: Any) -> Any:
+        return model.model.language_model
+
+    def processor_kwargs(self, processor: Any, size: tuple[int, int], *, max_crops: int | None,
+                         vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
+        if vision_tokens is None:
+            return {}
+        ip = processor.image_processor
+        per_token = (int(ip.patch_size) * int(ip.merge_size)) ** 2  # pixels one token covers
+        longest = vision_tokens * per_token
+        shortest = min(int(ip.size["shortest_edge"]), longest)
+        return {"size": {"shortest_edge": shortest, "longest_edge": longest}}
+
+    def prompt(self, processor: Any, text: str) -> str:
+        if getattr(processor, "chat_template", None):
+            return super().prompt(processor, text)
+        return f"<|vision_start|><|image_pad|><|vision_end|>{text}"
+
+
+VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(), QwenVLFamily())}
 
 
 @dataclass
@@ -141,10 +189,7 @@ def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int
 
 
 def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
-
-    from knobscope.models.loading import RANDOM_FAMILIES, load_causal_lm, random_config
+    from knobscope.models.loading import RANDOM_FAMILIES
 
     _, _, rest = source.partition(":")
     family, _, options = rest.partition(":")
@@ -162,6 +207,19 @@ def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
         else:
             raise WorkloadError(f"random VLM option {item!r}: use text=FAMILY or layers/hidden/heads/kv_heads/"
                                 "intermediate/experts/top_k=N")  # fmt: skip
+    if family == "qwen_vl":
+        if text_family != "llama":
+            raise WorkloadError("random:qwen_vl has Qwen2.5-VL's own text model; drop text=")
+        return _random_qwen_vl(text_options)
+    return _random_idefics3(text_family, text_options)
+
+
+def _random_idefics3(text_family: str, text_options: dict[str, int]) -> tuple[Any, Any, VisionFamily]:
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from knobscope.models.loading import load_causal_lm, random_config
+
     tokenizer = load_causal_lm("smollm2", structure_only=True).tokenizer
     image_tokens = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
     tokenizer.add_special_tokens({"additional_special_tokens": image_tokens + [
@@ -177,4 +235,61 @@ def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
                        "image_size": tile, "patch_size": patch},
         text_config=text_config.to_dict(), scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )  # fmt: skip
-    return Idefics3ForConditionalGeneration(config), processor, VLM_FAMILIES[family]
+    return Idefics3ForConditionalGeneration(config), processor, VLM_FAMILIES["idefics3"]
+
+
+class QwenImageTextProcessor:
+    """What ``Qwen2_5_VLProcessor`` does for one image, composed from its image processor and a
+    tokenizer: the image processor resizes and patches the image (it reads ``size``), and the
+    prompt's ``<|image_pad|>`` is repeated once per merged patch. Used for ``random:qwen_vl``:
+    transformers builds the real processor only with a video processor, which needs torchvision,
+    which this machine's CPU torch cannot load. Real checkpoints use ``AutoProcessor``."""
+
+    chat_template = None
+
+    def __init__(self, image_processor: Any, tokenizer: Any) -> None:
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+
+    def __call__(self, images: Any, text: list[str], return_tensors: str = "pt", **kwargs: Any) -> Any:
+        from transformers import BatchFeature
+
+        flat = [im for group in images for im in (group if isinstance(group, list) else [group])]
+        vision = self.image_processor(images=flat, return_tensors=return_tensors, **kwargs)
+        merge = int(self.image_processor.merge_size) ** 2
+        counts = iter(int(g.prod()) // merge for g in vision["image_grid_thw"])
+        prompts = []
+        for t in text:
+            while "<|image_pad|>" in t and "<|placeholder|>" not in t.split("<|image_pad|>", 1)[0]:
+                t = t.replace("<|image_pad|>", "<|placeholder|>" * next(counts), 1)
+            prompts.append(t.replace("<|placeholder|>", "<|image_pad|>"))
+        encoded = self.tokenizer(prompts, return_tensors=return_tensors)
+        return BatchFeature({**encoded, **vision})
+
+
+def _random_qwen_vl(text_options: dict[str, int]) -> tuple[Any, Any, VisionFamily]:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from knobscope.models.loading import load_causal_lm
+
+    tokenizer = load_causal_lm("smollm2", structure_only=True).tokenizer
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                                                                "<|video_pad|>"]})  # fmt: skip
+    hidden = text_options.get("hidden", 64)
+    heads = text_options.get("heads", 4)
+    half = hidden // heads // 2  # rotary frequencies per head, split over (time, height, width)
+    config = Qwen2_5_VLConfig(
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+                       "fullatt_block_indexes": [1]},
+        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden, "num_hidden_layers": text_options.get("layers", 2),
+                     "num_attention_heads": heads, "num_key_value_heads": text_options.get("kv_heads", 2),
+                     "intermediate_size": text_options.get("intermediate", 2 * hidden), "max_position_embeddings": 8192,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]}},
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+    )  # fmt: skip
+    image_processor = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
+                                               size={"shortest_edge": 4 * 28 * 28, "longest_edge": 256 * 28 * 28})  # fmt: skip
+    return Qwen2_5_VLForConditionalGeneration(config), QwenImageTextProcessor(image_processor, tokenizer), VLM_FAMILIES["qwen_vl"]

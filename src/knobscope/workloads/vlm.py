@@ -5,8 +5,10 @@ see :mod:`knobscope.models.vlm`), knobs applied in place:
 
 ==================  ============================================================================
 ``max_crops``       at most this many image crops (tiles; the global view comes on top), reached
-                    through the family's own processor setting (Idefics3: the longest edge)
-``vision_tokens``   at most this many vision tokens, the same way; the count reached is reported
+                    through the family's own processor setting (Idefics3: the longest edge;
+                    Qwen-VL families resize instead of cropping and refuse this knob)
+``vision_tokens``   at most this many vision tokens, the same way (Qwen-VL: ``max_pixels``, i.e.
+                    tokens x (patch x merge)^2 pixels); the count reached is reported
 ``max_new_tokens``  output length
 ``num_active_blocks`` / ``block_selection``  first-N decoder blocks of the language model on
 ``top_k``           experts per token of an MoE text backbone
@@ -43,7 +45,7 @@ class VLMArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field("random:idefics3", description="a VLM checkpoint dir, a hub id, or random:idefics3[:text=FAMILY,...]")
+    model: str = Field("random:idefics3", description="a VLM checkpoint dir, a hub id, random:idefics3[:text=FAMILY,...] or random:qwen_vl")
     task: Literal["vqa", "captions"] = Field("vqa", description="vqa (soft accuracy) or captions (CIDEr-D, BLEU-4, ROUGE-L)")
     questions: str = Field("builtin:vqa", description="VQA v2 questions JSON, or builtin:vqa")
     annotations: str | None = Field(None, description="VQA v2 annotations JSON (the human answers) for `questions`")
@@ -118,7 +120,8 @@ class VLMWorkload(Workload):
         ctx.timer.attach(self.family.projector(self.model), "projector")
         self.image_token_id = int(self.model.config.image_token_id)
         tok = self.processor.tokenizer
-        self.eos_ids = {t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_utterance>")) if isinstance(t, int)}
+        vocab = tok.get_vocab()
+        self.eos_ids = {t for t in (tok.eos_token_id, vocab.get("<end_of_utterance>"), vocab.get("<|im_end|>")) if isinstance(t, int)}
         self.images = {str(it["image"]): Image.open(it["image"]).convert("RGB") for it in self.items}  # decoded once
 
     def check_space(self, space: Space) -> None:
@@ -131,6 +134,9 @@ class VLMWorkload(Workload):
         if bad:
             raise WorkloadError(f"num_active_blocks value {bad[0]!r} is not possible: the language model has "
                                 f"{len(self.blocks)} blocks, so values must be integers in 1..{len(self.blocks)}")  # fmt: skip
+        if "max_crops" in values and not self.family.takes_crops:
+            raise WorkloadError(f"knob max_crops: {self.args.model!r} ({self.family.name}) resizes images instead of "
+                                "cropping them; use the knob vision_tokens")  # fmt: skip
         if "top_k" in values:
             if not self.topk:
                 raise WorkloadError(f"knob top_k needs an MoE text backbone, but {self.args.model!r} has none "
@@ -200,8 +206,9 @@ class VLMWorkload(Workload):
         vision = int((ids == self.image_token_id).sum())
         record: dict[str, Any] = {
             "vision_tokens": vision, "text_tokens": int(ids.shape[1]) - vision,
-            "crops": int(inputs["pixel_values"].shape[1]), "tokens_out": len(generated), "prediction": prediction,
-            "llm_prefill_ms": timer.stage_ms("prefill") - timer.stage_ms("vision_encoder") - timer.stage_ms("projector"),
+            "crops": self.family.crops(inputs), "tokens_out": len(generated), "prediction": prediction,
+            "llm_prefill_ms": timer.stage_ms("prefill") - timer.stage_ms("vision_encoder")
+            - (0.0 if self.family.projector_inside_vision else timer.stage_ms("projector")),
         }  # fmt: skip
         if self.args.task == "vqa":
             record["vqa_accuracy"] = vqa_soft_accuracy(prediction, sample["answers"])
