@@ -254,3 +254,19 @@ def test_knobs_that_only_change_together_are_undetermined_not_a_crash() -> None:
     result = coupling_analysis(table, ["a", "b", "c"], objectives)
     assert [p["verdict"] for p in result["pairs"]] == ["undetermined"] * 3
     assert all(result["effects"][o.column]["main"][k]["share"] is None for o in objectives for k in "abc")
+
+
+def test_an_objective_that_never_changes_is_not_coupled_and_not_a_crash() -> None:
+    from knobscope.analysis.coupling import coupling_analysis
+
+    # A random model's accuracy is 0 everywhere (seed 000's Exp5 on a tiny VLM): the pair's
+    # verdict rests on the objective that moves, and the constant one shows no interaction.
+    grid = list(itertools.product([1, 2, 3], [10, 20]))
+    table = pd.DataFrame({"a": [a for a, _ in grid], "b": [b for _, b in grid], "status": "done",
+                          "cost": [a * b + (a == 3) * b * 2.0 for a, b in grid], "quality": 0.0})  # fmt: skip
+    objectives = [Objective("cost", "min"), Objective("quality", "max")]
+    result = coupling_analysis(table, ["a", "b"], objectives)
+    (pair,) = result["pairs"]
+    quality = next(e for e in pair["evidence"] if e["objective"] == "quality")
+    assert quality["interaction_share"] == 0.0 and quality["material"] is False
+    assert pair["verdict"] in ("coupled", "not coupled")

@@ -110,8 +110,9 @@ def test_qwen_vision_tokens_follow_its_image_processor(qwen: VLMWorkload) -> Non
         qwen.apply({"vision_tokens": budget, "max_new_tokens": 2})
         with qwen.timer.sample() as timing:  # type: ignore[attr-defined]
             record = qwen.run(sample, qwen.timer)  # type: ignore[attr-defined]
-        # The image processor called directly with Qwen's own max_pixels: its patch grid, merged 2x2.
-        grid = ip(images=[image], return_tensors="pt", max_pixels=budget * 28 * 28)["image_grid_thw"][0]
+        # The image processor called directly with a max_pixels of budget x 28 x 28: its patch grid, merged 2x2.
+        pixels = {"shortest_edge": min(ip.size["shortest_edge"], budget * 28 * 28), "longest_edge": budget * 28 * 28}
+        grid = ip(images=[image], return_tensors="pt", size=pixels)["image_grid_thw"][0]
         assert record["vision_tokens"] == int(grid.prod()) // 4 <= budget and record["crops"] == 1
         s = timing.stages_ms
         assert s["projector"] <= s["vision_encoder"] <= s["prefill"]  # the merger runs inside the vision tower
@@ -201,3 +202,25 @@ def test_a_text_only_checkpoint_is_refused(tmp_path: Path) -> None:
     load_causal_lm("random:llama:layers=1", structure_only=False).model.save_pretrained(tmp_path / "llama")
     with pytest.raises(WorkloadError, match="is a text-only model; the vlm workload takes these families: idefics3"):
         load_vlm(str(tmp_path / "llama"))
+
+
+def test_seed_000_exp5_runs_on_a_moe_vlm_and_is_analysed_like_any_run(tmp_path: Path) -> None:
+    import yaml
+
+    from conftest import ROOT
+
+    spec = yaml.safe_load((ROOT / "examples" / "exp5.yaml").read_text())
+    spec["workload"]["args"]["num_samples"] = 2  # the example's 6 questions, cut for the suite
+    spec["measure"] = {"warmup": 0, "repeats": 1}
+    spec["output"] = str(tmp_path / "run")
+    path = tmp_path / "exp5.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    res = cli("run", str(path), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "36 done, 0 failed" in res.stdout  # balanced: 3 x 4 x 3 of the 6 x 8 x 5 grid
+    analysed = cli("analyze", str(tmp_path / "run"))
+    assert analysed.returncode == 0 and "frontier" in analysed.stdout.lower(), analysed.stderr
+    reported = cli("report", str(tmp_path / "run"))
+    assert reported.returncode == 0 and (tmp_path / "run" / "report.html").is_file(), reported.stderr
+    again = cli("run", str(path), "--no-progress")
+    assert "this invocation ran 0" in again.stdout  # resumable: nothing measured twice

@@ -59,6 +59,14 @@ def knob_effects(table: pd.DataFrame, knobs: Sequence[str], objective: Objective
     if not varying or len(data) < 3 or total_ss == 0.0:
         for k in varying:
             result["main"][k]["share"] = 0.0
+        # A constant objective: every effect, interactions included, is exactly nothing. Too few
+        # configurations: the interactions cannot be estimated.
+        constant = total_ss == 0.0 and len(data) >= 3
+        result["interactions"] = [
+            {"knobs": [a, b], "share": 0.0 if constant else None, "p_value": None, "df": 0, "residual_df": 0,
+             "estimable": constant}
+            for a, b in itertools.combinations(varying, 2)
+        ]  # fmt: skip
         result["strongest"] = []
         return result
     base = " + ".join(_formula_term(k) for k in varying)
