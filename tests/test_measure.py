@@ -67,11 +67,18 @@ def test_module_hooks_time_a_model_without_edits() -> None:
 
 
 def test_peak_memory_window_resets() -> None:
+    import mmap
+
     mem = PeakMemory("cpu")
     mem.reset()
-    block = np.ones(200 * 2**20 // 8)  # 200 MiB
+    # An anonymous mapping, touched page by page, then unmapped: its 200 MiB surely leave the
+    # resident set. (A numpy array may reuse heap memory an earlier test freed, which free()
+    # keeps resident: the resident set would not drop, and the reset would rightly keep the peak.)
+    block = mmap.mmap(-1, 200 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
     high = mem.peak_mb()
-    del block
+    block.close()
     mem.reset()
     if not mem.resettable:
         pytest.skip("this kernel does not let a process reset its RSS high-water mark")
