@@ -4,6 +4,7 @@ generate(), sweeps on both tasks, an MoE text backbone, and bad input."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +19,20 @@ pytest.importorskip("skimage", reason="the shipped VQA/caption set reads the ima
 pytestmark = pytest.mark.model
 
 
-@pytest.fixture(scope="module")
-def vlm(tmp_path_factory: pytest.TempPathFactory) -> VLMWorkload:
-    workload = VLMWorkload(num_samples=6)
+def _loaded(tmp: Path, **args: object) -> Iterator[VLMWorkload]:
+    """A set-up workload with its timer (``workload.timer``), torn down after the module."""
+    workload = VLMWorkload(**args)
     timer = StageTimer("cpu")
-    workload.setup(WorkloadContext("cpu", 0, timer, tmp_path_factory.mktemp("vlm")))
+    workload.setup(WorkloadContext("cpu", 0, timer, tmp))
     workload.timer = timer  # type: ignore[attr-defined]
     yield workload
     timer.detach_all()
     workload.teardown()
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLMWorkload]:
+    yield from _loaded(tmp_path_factory.mktemp("vlm"), num_samples=6)
 
 
 def _tiles(crops: int) -> int:
@@ -92,14 +98,8 @@ def test_the_greedy_loop_matches_generate(vlm: VLMWorkload) -> None:
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory: pytest.TempPathFactory) -> VLMWorkload:
-    workload = VLMWorkload(model="random:qwen_vl", num_samples=3)
-    timer = StageTimer("cpu")
-    workload.setup(WorkloadContext("cpu", 0, timer, tmp_path_factory.mktemp("qwen")))
-    workload.timer = timer  # type: ignore[attr-defined]
-    yield workload
-    timer.detach_all()
-    workload.teardown()
+def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLMWorkload]:
+    yield from _loaded(tmp_path_factory.mktemp("qwen"), model="random:qwen_vl", num_samples=3)
 
 
 def test_qwen_vision_tokens_follow_its_image_processor(qwen: VLMWorkload) -> None:
