@@ -97,6 +97,31 @@ def test_the_greedy_loop_matches_generate(vlm: VLMWorkload) -> None:
     assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()
 
 
+def test_block_influence_ranks_the_language_model_blocks_once_and_selects_the_top_n(
+    vlm: VLMWorkload, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knobscope.models.importance import block_influence
+
+    monkeypatch.setenv("KNOBSCOPE_CACHE", str(tmp_path))
+    monkeypatch.setattr(vlm, "_importance", None)
+    monkeypatch.setattr(vlm, "args", vlm.args.model_copy(update={"calibration_samples": 2}))
+    n = len(vlm.blocks)
+    vlm.apply({"num_active_blocks": n - 1, "block_selection": "block_influence"})
+    ranking = vlm.importance()
+    assert len(ranking.scores) == n and ranking.calibration["samples"] == [str(s["id"]) for s in vlm.samples()[:2]]
+    assert list(vlm.blocks.active) == [i in ranking.top(n - 1) for i in range(n)]
+    # The scores are ShortGPT's on the processor's inputs (pixels included), computed by hand here.
+    vlm.blocks.set_active(range(n))
+    assert ranking.scores == pytest.approx(block_influence(vlm.model, vlm.blocks.layers,
+                                                           [vlm.inputs(s) for s in vlm.samples()[:2]]))  # fmt: skip
+    assert len(list((tmp_path / "importance").glob("block_influence-*.json"))) == 1
+    # A second workload object reads the cache rather than ranking again.
+    vlm._importance = None
+    monkeypatch.setattr("knobscope.models.importance.block_influence", lambda *a: pytest.fail("ranked twice"))
+    assert vlm.importance().scores == ranking.scores
+    vlm.apply({})
+
+
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLMWorkload]:
     yield from _loaded(tmp_path_factory.mktemp("qwen"), model="random:qwen_vl", num_samples=3)
@@ -179,6 +204,7 @@ def test_top_k_on_an_moe_text_backbone(tmp_path: Path) -> None:
         ({"model": "random:llama"}, {"max_crops": [1]}, "unknown random VLM family 'llama'"),
         ({}, {"max_crops": [0, 2]}, "max_crops value 0 is not possible"),
         ({}, {"top_k": [1]}, "knob top_k needs an MoE text backbone"),
+        ({}, {"block_selection": ["accuracy_drop"]}, "block_selection value 'accuracy_drop' is not possible for vlm"),
     ],
 )
 def test_bad_vlm_input_is_one_line_and_exit_2(tmp_path: Path, args: dict, knobs: dict, message: str) -> None:

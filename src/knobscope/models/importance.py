@@ -24,7 +24,7 @@ import datetime as _dt
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,9 @@ def _hidden_of(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output[0]
 
 
-def block_influence(model: nn.Module, layers: nn.ModuleList, batches: Sequence[torch.Tensor]) -> list[float]:
-    """ShortGPT Block Influence of every block over the tokens of ``batches`` (input-id tensors)."""
+def block_influence(model: nn.Module, layers: nn.ModuleList, batches: Sequence[Any]) -> list[float]:
+    """ShortGPT Block Influence of every block over the tokens of ``batches``: input-id tensors,
+    or mappings of model inputs (a VLM's processor output: pixels and the prompt's ids)."""
     sums = [0.0] * len(layers)
     tokens = [0] * len(layers)
     handles = []
@@ -99,8 +100,9 @@ def block_influence(model: nn.Module, layers: nn.ModuleList, batches: Sequence[t
         handles.append(layer.register_forward_hook(hook, with_kwargs=True))
     try:
         with torch.inference_mode():
-            for ids in batches:
-                model(input_ids=ids, use_cache=False)
+            for batch in batches:
+                inputs = dict(batch) if isinstance(batch, Mapping) else {"input_ids": batch}
+                model(**inputs, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()

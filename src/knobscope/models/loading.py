@@ -117,7 +117,7 @@ def _convert_gguf(source: str, gguf: str, target: Path, log: Any) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _dir_identity(path: Path) -> str:
+def checkpoint_identity(path: Path) -> str:
     """A checkpoint's identity from its config and weight files (not its location), so caches
     keyed by it (block importance) survive moving the checkpoint or the cache."""
     config = path / "config.json"
@@ -236,5 +236,5 @@ def _load_pretrained(model: str, gguf_file: str | None, torch_dtype: Any, device
     except (OSError, ValueError) as exc:
         raise WorkloadError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from None
     path = Path(source)
-    identity = _dir_identity(path) if path.is_dir() else identity_hash([source])
+    identity = checkpoint_identity(path) if path.is_dir() else identity_hash([source])
     return LoadedModel(net, tokenizer, source, identity)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from knobscope.errors import WorkloadError
+from knobscope.models.loading import checkpoint_identity
+from knobscope.space import identity_hash
 
 __all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "VLM_FAMILIES", "load_vlm"]
 
@@ -153,6 +156,7 @@ class LoadedVLM:
     processor: Any
     family: VisionFamily
     source: str
+    identity: str  # stable across moves of the checkpoint: keys caches (block importance)
 
     @property
     def tokenizer(self) -> Any:
@@ -171,7 +175,7 @@ def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int
         torch.manual_seed(seed)
         model, processor, family = _random_vlm(source)
         model = model.to(dtype=torch_dtype, device=device).eval()
-        return LoadedVLM(model, processor, family, source)
+        return LoadedVLM(model, processor, family, source, identity_hash([source, seed, dtype]))
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     try:
@@ -185,7 +189,8 @@ def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int
                             f"{', '.join(sorted(t for f in VLM_FAMILIES.values() for t in f.model_types))}")  # fmt: skip
     model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(source)
-    return LoadedVLM(model, processor, family, source)
+    path = Path(source)
+    return LoadedVLM(model, processor, family, source, checkpoint_identity(path) if path.is_dir() else identity_hash([source]))
 
 
 def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:

@@ -10,7 +10,10 @@ see :mod:`knobscope.models.vlm`), knobs applied in place:
 ``vision_tokens``   at most this many vision tokens, the same way (Qwen-VL: ``max_pixels``, i.e.
                     tokens x (patch x merge)^2 pixels); the count reached is reported
 ``max_new_tokens``  output length
-``num_active_blocks`` / ``block_selection``  first-N decoder blocks of the language model on
+``num_active_blocks`` / ``block_selection``  N decoder blocks of the language model on: the
+                    ``first`` N, or the N of highest ShortGPT Block Influence
+                    (``block_influence``, ranked once on the workload's own images and prompts,
+                    label-free, and cached)
 ``top_k``           experts per token of an MoE text backbone
 ==================  ============================================================================
 
@@ -39,6 +42,8 @@ from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_ar
 
 __all__ = ["VLMWorkload", "VLMArgs"]
 
+BLOCK_SELECTIONS = ("first", "block_influence")
+
 
 class VLMArgs(BaseModel):
     """Arguments of the ``vlm`` workload (the spec's ``workload.args``)."""
@@ -55,6 +60,8 @@ class VLMArgs(BaseModel):
     vqa_prompt: str = Field("{question} Answer with one word or number.", description="the VQA prompt; {question} is replaced")
     caption_prompt: str = Field("Describe the image in one sentence.", description="the captioning prompt")
     default_max_new_tokens: int | None = Field(None, ge=1, description="when max_new_tokens is not a knob (default: vqa 8, captions 24)")
+    block_selection: Literal["first", "block_influence"] = Field("first", description="used when block_selection is not a knob")
+    calibration_samples: int = Field(8, ge=1, description="samples (images with their prompts) that rank blocks by block_influence")
     ignore_eos: bool = Field(False, description="always generate max_new_tokens (scored up to the first EOS)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: float32 on CPU, bfloat16 on CUDA")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU (default: torch's)")
@@ -88,6 +95,7 @@ class VLMWorkload(Workload):
         self.max_new_tokens = self.args.default_max_new_tokens or (8 if self.args.task == "vqa" else 24)
         self.max_crops: int | None = None
         self.vision_tokens: int | None = None
+        self._importance: Any = None
 
     def check_values(self, space: Space) -> None:
         values = {name: space.knob(name).values for name in space.names}
@@ -95,9 +103,10 @@ class VLMWorkload(Workload):
             bad = [v for v in values.get(knob, []) if isinstance(v, bool) or not isinstance(v, int) or v < 1]
             if bad:
                 raise WorkloadError(f"{knob} value {bad[0]!r} is not possible: values must be whole numbers >= 1")
-        bad = [v for v in values.get("block_selection", []) if v != "first"]
+        bad = [v for v in values.get("block_selection", []) if v not in BLOCK_SELECTIONS]
         if bad:
-            raise WorkloadError(f"block_selection value {bad[0]!r}: the vlm workload ranks blocks 'first' only so far")
+            raise WorkloadError(f"block_selection value {bad[0]!r} is not possible for vlm; choose from "
+                                f"{', '.join(BLOCK_SELECTIONS)} (accuracy_drop is the lm workload's)")  # fmt: skip
 
     # ---------------------------------------------------------------- setup
     def setup(self, ctx: WorkloadContext) -> None:
@@ -110,8 +119,9 @@ class VLMWorkload(Workload):
 
         if self.args.threads is not None:
             torch.set_num_threads(self.args.threads)
-        self.device = ctx.device
+        self.device, self.log = ctx.device, ctx.log
         loaded = load_vlm(self.args.model, dtype=self.args.dtype, device=ctx.device, seed=ctx.seed)
+        self.loaded = loaded
         self.model, self.processor, self.family = loaded.model, loaded.processor, loaded.family
         text_model = self.family.text_model(self.model)
         self.blocks = BlockMask(find_decoder_layers(text_model))
@@ -155,7 +165,11 @@ class VLMWorkload(Workload):
         return self.items
 
     def apply(self, config: Mapping[str, Any]) -> None:
-        self.blocks.first_n(int(config.get("num_active_blocks", len(self.blocks))))
+        n = int(config.get("num_active_blocks", len(self.blocks)))
+        if config.get("block_selection", self.args.block_selection) == "first":
+            self.blocks.first_n(n)
+        else:
+            self.blocks.set_active(self.importance().top(n))
         if "top_k" in config:
             self.topk.set(int(config["top_k"]))
         self.max_new_tokens = int(config.get("max_new_tokens", self.args.default_max_new_tokens or self.max_new_tokens))
@@ -215,6 +229,40 @@ class VLMWorkload(Workload):
         if len(generated) == 1:
             record["decode_ms"] = 0.0  # no decode step ran; 0 keeps the column numeric
         return record
+
+    def importance(self) -> Any:
+        """Block Influence of the language model's blocks on the first ``calibration_samples``
+        samples at the processor's default budget, from the disk cache or computed now. It reads
+        the images and prompts only, never the answers or captions."""
+        from knobscope.models.importance import BlockImportance, block_influence, cached_importance, importance_path
+        from knobscope.space import identity_hash
+
+        if self._importance is not None:
+            return self._importance
+        items = self.items[: self.args.calibration_samples]
+        calibration = {"task": self.args.task, "samples": [str(it["id"]) for it in items],
+                       "images": identity_hash([self.images[str(it["image"])].tobytes() for it in items]),
+                       "prompt": self.args.vqa_prompt if self.args.task == "vqa" else self.args.caption_prompt,
+                       "questions": [it.get("question", "") for it in items],
+                       "dtype": str(next(self.model.parameters()).dtype)}  # fmt: skip
+        path = importance_path(self.loaded.identity, "block_influence", identity_hash(calibration))
+
+        def compute() -> BlockImportance:
+            self.log.info("ranking %d blocks by block_influence on %d samples (once; cached in %s)",
+                          len(self.blocks), len(items), path)  # fmt: skip
+            saved = list(self.blocks.active)
+            budget = self.max_crops, self.vision_tokens
+            self.blocks.set_active(range(len(self.blocks)))
+            self.max_crops = self.vision_tokens = None
+            try:
+                scores = block_influence(self.model, self.blocks.layers, [self.inputs(it) for it in items])
+            finally:
+                self.blocks.set_active(i for i, a in enumerate(saved) if a)
+                self.max_crops, self.vision_tokens = budget
+            return BlockImportance("block_influence", scores, model=self.loaded.identity, calibration=calibration)
+
+        self._importance = cached_importance(path, compute, log=self.log)
+        return self._importance
 
     # ---------------------------------------------------------------- per-configuration metrics
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
