@@ -171,6 +171,34 @@ def test_analyze_json_policies_and_comparison(known_runs: dict[str, Path]) -> No
     assert names == {"recommendation", "fast_enough"}
 
 
+def test_compare_writes_seed_001s_e2_files(known_runs: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "e2"
+    cli("analyze", str(known_runs["interaction"]), "--compare", str(known_runs["separable"]), "--prefix", "e2",
+        "--out", str(out), "--objective", "matmuls:min", "--objective", "quality:max", check=True)  # fmt: skip
+    grid = json.loads((out / "e2_knob_grid_results.json").read_text())
+    assert grid["knobs"] == ["a", "b", "c"] and set(grid["workloads"]) == {"interaction", "separable"}
+    for form, data in grid["workloads"].items():
+        assert len(data["configurations"]) == 27
+        table = pd.read_csv(known_runs[form] / "results.csv")
+        row = data["configurations"][0]
+        stored = table[(table.a == row["config"]["a"]) & (table.b == row["config"]["b"]) & (table.c == row["config"]["c"])]
+        assert row["results"]["quality_mean"] == pytest.approx(float(stored["quality_mean"].iloc[0]))
+    fronts = json.loads((out / "e2_pareto_frontiers.json").read_text())
+    assert fronts["comparison"]["common_configs"] == 27
+    assert [o["column"] for o in fronts["workloads"]["interaction"]["objectives"]] == ["matmuls", "quality"]
+    coupling = json.loads((out / "e2_coupling_analysis.json").read_text())
+    verdicts = {w: {tuple(p["knobs"]): p["verdict"] for p in c["pairs"]} for w, c in coupling["workloads"].items()}
+    assert verdicts["interaction"][("a", "b")] == "coupled"  # each workload judged on its own, as analyze does
+    assert verdicts["separable"][("a", "b")] == "not coupled"
+    for name in ("e2_pareto_interaction", "e2_pareto_separable", "e2_coupling_proof", "e2_illustrative_cases"):
+        with Image.open(out / "figures" / f"{name}.png") as image:
+            assert round(image.info["dpi"][0]) == 300
+    # The run directory keeps its own analysis files.
+    assert (known_runs["interaction"] / "analysis.json").is_file()
+
+
 def test_report_renders_in_headless_chromium(known_runs: dict[str, Path], tmp_path: Path) -> None:
     from browser import find_chromium, render
 

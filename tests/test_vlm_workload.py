@@ -65,8 +65,8 @@ def test_vision_tokens_is_a_budget_the_reported_count_stays_within(vlm: VLMWorkl
         vlm.apply({"vision_tokens": target, "max_new_tokens": 1})
         with vlm.timer.sample():  # type: ignore[attr-defined]
             record = vlm.run(sample, vlm.timer)  # type: ignore[attr-defined]
-        assert record["vision_tokens"] <= target
-        counts.append(record["vision_tokens"])
+        assert record["vision_tokens_actual"] <= target
+        counts.append(record["vision_tokens_actual"])
     assert counts == sorted(counts) and counts[0] < counts[-1]
     vlm.apply({})
 
@@ -138,7 +138,7 @@ def test_qwen_vision_tokens_follow_its_image_processor(qwen: VLMWorkload) -> Non
         # The image processor called directly with a max_pixels of budget x 28 x 28: its patch grid, merged 2x2.
         pixels = {"shortest_edge": min(ip.size["shortest_edge"], budget * 28 * 28), "longest_edge": budget * 28 * 28}
         grid = ip(images=[image], return_tensors="pt", size=pixels)["image_grid_thw"][0]
-        assert record["vision_tokens"] == int(grid.prod()) // 4 <= budget and record["crops"] == 1
+        assert record["vision_tokens_actual"] == int(grid.prod()) // 4 <= budget and record["crops"] == 1
         s = timing.stages_ms
         assert s["projector"] <= s["vision_encoder"] <= s["prefill"]  # the merger runs inside the vision tower
         assert record["llm_prefill_ms"] == pytest.approx(s["prefill"] - s["vision_encoder"])
@@ -172,7 +172,7 @@ def test_a_vqa_sweep_and_a_captioning_sweep_store_their_quality(tmp_path: Path) 
     table = pd.read_csv(tmp_path / "vqa" / "run" / "results.csv")
     assert (table["status"] == "done").all() and len(table) == 2
     assert {"vqa_accuracy", "vqa_accuracy_ci_low", "vision_encoder_ms_mean", "projector_ms_mean", "crops_mean"} <= set(table.columns)
-    assert table.set_index("max_crops")["vision_tokens_mean"][1] < table.set_index("max_crops")["vision_tokens_mean"][4]
+    assert table.set_index("max_crops")["vision_tokens_actual_mean"][1] < table.set_index("max_crops")["vision_tokens_actual_mean"][4]
     (tmp_path / "cap").mkdir()
     cap = _spec(tmp_path / "cap", {"task": "captions", "num_samples": 3}, {"max_new_tokens": [3]})
     assert cli("run", str(cap), "--no-progress").returncode == 0

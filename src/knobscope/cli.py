@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -467,16 +468,36 @@ def analyze(
     minimize: MinimizeOpt = None, score: ScoreOpt = None, weight: WeightOpt = None, scenario: ScenarioOpt = None,
     fix: FixOpt = None, reference: ReferenceOpt = None, top: TopOpt = None, compare: CompareOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole analysis as JSON.")] = False,
+    prefix: Annotated[str, typer.Option("--prefix", help="With --compare: the comparison files' prefix (seed 001: e2).")] = "comparison",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="With --compare: folder for the comparison files (default: DIR).")] = None,
+    color_by: Annotated[str | None, typer.Option("--color-by", help="With --compare: knob that colours the Pareto plots.")] = None,
 ) -> None:  # fmt: skip
     """Pareto frontier, knob coupling, single- vs multi-knob policies and recommendations for a run.
 
     Also writes analysis.json, coupling_analysis.json and pareto_frontiers.json into the run directory.
+    With --compare, also the workload comparison (seed 001's E2 outputs) into --out:
+    PREFIX_knob_grid_results.json, PREFIX_pareto_frontiers.json, PREFIX_coupling_analysis.json and
+    figures/PREFIX_pareto_WORKLOAD.png, PREFIX_coupling_proof.png, PREFIX_illustrative_cases.png.
     """
     from knobscope.results import to_json
 
-    _, _, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
-                             score=score, weight=weight, scenario=scenario, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):
+        raise SpecError(f"--prefix {prefix!r} must be letters, digits, '-', '_' or '.'")
+    run, others, result = _analysis(run_dir, objective=objective, constraint=constraint, maximize=maximize, minimize=minimize,
+                                    score=score, weight=weight, scenario=scenario, fix=fix, reference=reference, top=top, compare=compare)  # fmt: skip
+    if others:
+        from knobscope.analysis import AnalysisOptions, analyze as analyze_run
+        from knobscope.comparison import write_comparison
+        from knobscope.figures import FigureContext
+
+        _check_colour_knob(FigureContext(run, result, color_by=color_by))
+        # each compared workload analysed on the objectives the comparison gave it
+        given = list(result.comparison.objectives.values())[1:]
+        analyses = [result] + [analyze_run(o, AnalysisOptions(objectives=tuple(f"{g['column']}:{g['direction']}" for g in objs),
+                                                              fix=tuple(fix or ()))) for o, objs in zip(others, given)]  # fmt: skip
     paths = result.write(run_dir)
+    if others:
+        paths += write_comparison([run, *others], analyses, out_dir or run_dir, prefix=prefix, color_by=color_by)
     if as_json:
         sys.stdout.write(to_json(result.to_json()) + "\n")
         return
@@ -590,26 +611,32 @@ def profile(
     num_active_blocks: Annotated[list[int] | None, typer.Option("--num-active-blocks", help="num_active_blocks values (repeatable).")] = None,
     max_new_tokens: Annotated[list[int] | None, typer.Option("--max-new-tokens", help="max_new_tokens values (repeatable).")] = None,
     input_tokens: Annotated[list[int] | None, typer.Option("--input-tokens", help="input_tokens values (context-scaling; repeatable).")] = None,
+    max_crops: Annotated[list[int] | None, typer.Option("--max-crops", help="max_crops values (context-scaling on a VLM; repeatable).")] = None,
     block_selection: Annotated[list[str] | None, typer.Option("--block-selection", help="first | accuracy_drop | block_influence (repeatable).")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="Warm-up samples per configuration.")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Run one of seed 002's profiling experiments; write expN_<name>_results.json and its figure."""
+    """Run one of seed 002's profiling experiments; write expN_<name>_results.json and its figure.
+
+    On a vision-language model (random:idefics3 or a VLM checkpoint), context-scaling sweeps image
+    crops 1..12 (tilings 1x1..1x12) and stacks vision encoder + projector + LLM prefill."""
     from knobscope.executors import run_local
     from knobscope.models.loading import load_causal_lm
+    from knobscope.models.vlm import is_vlm_source
     from knobscope.runner import run_log
-    from knobscope.profile import PRESETS, build_spec, flops_table, model_shape, preset_files, swept_knob, write_results
+    from knobscope.profile import PRESETS, build_spec, flops_table, model_shape, preset_files, preset_for, swept_knob, write_results
     from knobscope.figures import FigureContext, make_figures
     from knobscope.results import load_run
 
     if preset not in PRESETS:
         raise SpecError(f"unknown profile preset {preset!r}; presets: {', '.join(PRESETS)}")
-    info = PRESETS[preset]
-    shape = model_shape(load_causal_lm(model, structure_only=True).model)  # no weights loaded
+    vlm = is_vlm_source(model)
+    info = preset_for(preset, vlm=vlm)
+    shape = None if vlm else model_shape(load_causal_lm(model, structure_only=True).model)  # no weights loaded
     out_path = out_dir or Path("runs") / "profiling" / f"exp{info.number}_{info.stem}"
     values = {"top_k": top_k, "num_active_blocks": num_active_blocks, "max_new_tokens": max_new_tokens,
-              "input_tokens": input_tokens, "block_selection": block_selection}  # fmt: skip
+              "input_tokens": input_tokens, "block_selection": block_selection, "max_crops": max_crops}  # fmt: skip
     spec = build_spec(preset, shape, model=model, out=out_path, num_samples=num_samples,
                       values={k: v for k, v in values.items() if v}, warmup=warmup, device=device)  # fmt: skip
     knob = swept_knob(info, shape)

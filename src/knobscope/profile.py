@@ -12,6 +12,10 @@ format and drawn as the seed's stacked-bar latency breakdown at 300 DPI.
 | ``blocks-mask`` | Exp3 | ``num_active_blocks`` | 1 .. all blocks |
 | ``output-tokens`` | Exp4 | ``max_new_tokens`` | 1 5 10 20 50 100 200 |
 | ``flops-scaling`` | Exp5 | ``top_k`` (MoE) or ``num_active_blocks`` | 1 8 / N/4 N/2 N |
+
+On a vision-language model (``--model random:idefics3`` or a VLM checkpoint) ``context-scaling``
+is the seed's own Exp1: the ``vlm`` workload with ``max_crops`` 1 ... 12, each image resized to one
+row of that many tiles (tilings 1x1 ... 1x12), drawn as vision encoder + projector + LLM prefill.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 from knobscope.errors import SpecError, WorkloadError
 from knobscope.spec import ExperimentSpec, parse_spec
 
-__all__ = ["Preset", "PRESETS", "ModelShape", "model_shape", "build_spec", "preset_files"]
+__all__ = ["Preset", "PRESETS", "VLM_PRESETS", "ModelShape", "model_shape", "build_spec", "preset_files"]
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,10 @@ class Preset:
         number, stem: the seed's ``exp{number}_{stem}_results.json``.
         knob: the swept knob; defaults: its default values for a model.
         args: workload arguments the experiment needs (e.g. forced output length).
-        layout: ``phases`` (prefill and decode subplots) or ``stacked_log`` (one stacked bar
-            per value, log scale), as the seed draws each experiment.
+        layout: ``phases`` (prefill and decode subplots), ``stacked_log`` (one stacked bar
+            per value, log scale) or ``vision`` (the prefill split into vision encoder,
+            projector and LLM prefill), as the seed draws each experiment.
+        workload: ``lm`` or ``vlm``.
     """
 
     number: int
@@ -56,6 +62,7 @@ class Preset:
     args: Mapping[str, Any] = field(default_factory=dict)
     layout: str = "phases"
     description: str = ""
+    workload: str = "lm"
 
     @property
     def results_name(self) -> str:
@@ -103,6 +110,29 @@ PRESETS: dict[str, Preset] = {
 }  # fmt: skip
 
 
+# The presets a vision-language model runs (seed 002's Exp1 is about vision tokens).
+VLM_PRESETS: dict[str, Preset] = {
+    "context-scaling": Preset(
+        1, "context_scaling", "max_crops", lambda s: list(range(1, 13)),
+        {"exact_tiling": True, "default_max_new_tokens": 1},
+        layout="vision", workload="vlm",
+        description="image crops (tilings 1x1 ... 1x12) vs vision encoder, projector and LLM prefill latency",
+    ),
+}  # fmt: skip
+
+
+def preset_for(name: str, *, vlm: bool) -> Preset:
+    """Preset ``name`` for a language model, or for a vision-language one (``vlm``)."""
+    if name not in PRESETS:
+        raise SpecError(f"unknown profile preset {name!r}; presets: {', '.join(PRESETS)}")
+    if vlm:
+        if name not in VLM_PRESETS:
+            raise SpecError(f"profile preset {name!r} runs on language models; a vision-language model runs "
+                            f"{', '.join(VLM_PRESETS)}")  # fmt: skip
+        return VLM_PRESETS[name]
+    return PRESETS[name]
+
+
 def model_shape(model: Any) -> ModelShape:
     """Blocks, experts and context length of a loaded Hugging Face model."""
     from knobscope.models.block_mask import find_decoder_layers
@@ -117,15 +147,15 @@ def model_shape(model: Any) -> ModelShape:
     )
 
 
-def swept_knob(preset: Preset, shape: ModelShape) -> str:
-    if preset.stem == "flops_scaling" and shape.num_experts is None:
+def swept_knob(preset: Preset, shape: ModelShape | None) -> str:
+    if preset.stem == "flops_scaling" and shape is not None and shape.num_experts is None:
         return "num_active_blocks"  # a dense model: scale depth instead of experts
     return preset.knob
 
 
 def build_spec(
     name: str,
-    shape: ModelShape,
+    shape: ModelShape | None,
     *,
     model: str,
     out: Path,
@@ -136,14 +166,13 @@ def build_spec(
     seed: int = 0,
     device: str = "auto",
 ) -> ExperimentSpec:
-    """The experiment spec of preset ``name``; ``values`` overrides or adds knob lists."""
-    if name not in PRESETS:
-        raise SpecError(f"unknown profile preset {name!r}; presets: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
+    """The experiment spec of preset ``name``; ``values`` overrides or adds knob lists. ``shape``
+    None: the model is a vision-language one (:data:`VLM_PRESETS`)."""
+    preset = preset_for(name, vlm=shape is None)
     knob = swept_knob(preset, shape)
     knobs: dict[str, Any] = {}
     values = dict(values or {})
-    main = list(values.pop(knob, None) or preset.defaults(shape))
+    main = list(values.pop(knob, None) or preset.defaults(shape))  # type: ignore[arg-type]  # VLM defaults ignore it
     knobs[knob] = {"values": main}
     for other, vals in values.items():
         if vals:
@@ -152,7 +181,7 @@ def build_spec(
     raw = {
         "name": f"exp{preset.number}_{preset.stem}",
         "description": preset.description,
-        "workload": {"name": "lm", "args": args},
+        "workload": {"name": preset.workload, "args": args},
         "knobs": knobs,
         "strategy": "full",
         "measure": {"warmup": warmup, "repeats": 1, "num_samples": num_samples, "seed": seed, "device": device},
@@ -163,7 +192,7 @@ def build_spec(
 
 def preset_files(name: str, out: Path) -> tuple[Path, Path]:
     """(results JSON, figure) paths of preset ``name`` in run directory ``out``."""
-    preset = PRESETS[name]
+    preset = PRESETS[name]  # a VLM preset has the same number and stem
     return out / preset.results_name, out / "figures" / f"exp{preset.number}_{preset.stem}.png"
 
 

@@ -1,5 +1,7 @@
 """``coupling_<knob>.png``: seed 001's coupling proof, one subplot per fixed value of the knob:
-every configuration in grey, those at the fixed value in blue, their frontier in red."""
+every configuration in grey, those at the fixed value in blue, their frontier in red.
+:func:`coupling_proof_png` draws several of them as the rows of one image (seed 001's
+``e2_coupling_proof.png``: one row per workload and fixed knob)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 
 from knobscope.figures.base import Figure, FigureContext, Info, axis_label, done_rows, frontier_points, hover, plt, save, slug
 
-__all__ = ["CouplingFigure", "CouplingInfo"]
+__all__ = ["CouplingFigure", "CouplingInfo", "coupling_proof_png"]
 
 _ALL, _PART, _FRONT = "#c8ccd2", "#2c6fbb", "#c0392b"
 
@@ -107,3 +109,31 @@ class CouplingFigure(Figure):
                                      hoverinfo="skip", name="their frontier", legendgroup="front", showlegend=first), row=r, col=c)  # fmt: skip
         fig.update_layout(title=info.title, height=300 * nrows + 100)
         return fig
+
+
+def coupling_proof_png(rows: list[tuple[str, CouplingInfo]], path: Path) -> None:
+    """One row per ``(workload, info)``: the panels of each fixed value of the info's knob."""
+    cols = max(len(info.panels) for _, info in rows) or 1
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.7 * cols, 2.5 * len(rows) + 0.8), squeeze=False)
+    for r, (label, info) in enumerate(rows):
+        for ax in axes[r, len(info.panels):]:
+            ax.set_visible(False)
+        for c, p in enumerate(info.panels):
+            ax = axes[r, c]
+            ax.scatter(info.all_x, info.all_y, color=_ALL, s=6)
+            ax.scatter(p.x, p.y, color=_PART, s=9)
+            if p.frontier[0]:
+                ax.step(*p.frontier, where="post", color=_FRONT, linewidth=1.2)
+            ax.set_title(f"{info.knob} = {p.value}", fontsize=7)
+            ax.tick_params(labelsize=6)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(f"{label}\n{info.y_label}", fontsize=7)
+            ax.set_xlabel(info.x_label, fontsize=6)
+    handles = [plt.Line2D([], [], color=_ALL, marker="o", ls="", label="every configuration of the workload"),
+               plt.Line2D([], [], color=_PART, marker="o", ls="", label="configurations at the fixed value"),
+               plt.Line2D([], [], color=_FRONT, label="their frontier over the other knobs")]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Coupling proof: the frontier over the other knobs, one row per workload and fixed knob", fontsize=10)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.98))
+    save(fig, path)

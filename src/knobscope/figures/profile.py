@@ -9,7 +9,8 @@ sample; decode: time per generated token (summed decode time over summed decode 
 early EOS does not blur the comparison). Each bar stacks attention, feed-forward (MoE) and the
 rest of the phase (embedding, norms, LM head, sampling) when the run timed those modules
 (``breakdown``). Another knob that varies (``block_selection``) gets a row of subplots per
-value. ``stacked_log`` (Exp4): tokenize + prefill + decode + other per value on a log scale,
+value. ``vision`` (Exp1 on a vision-language model): per value, the prefill as the seed stacks
+it: vision encoder + projector + LLM prefill, with the vision tokens under each bar. ``stacked_log`` (Exp4): tokenize + prefill + decode + other per value on a log scale,
 as the seed draws output-token scaling. Error bars: the std over samples.
 
 They apply when the context's ``options`` name a preset (``profile: {knob, layout, file,
@@ -28,11 +29,13 @@ import pandas as pd
 
 from knobscope.figures.base import Figure, FigureContext, Info, plt, save
 
-__all__ = ["ProfileFigure", "FlopsFigure", "ProfileInfo", "phase_bars"]
+__all__ = ["ProfileFigure", "FlopsFigure", "ProfileInfo", "phase_bars", "vision_bars"]
 
 _PARTS = (("attention", "#4C72B0"), ("ffn", "#DD8452"))
 _REST = "#8C8C8C"
 _STACK = (("tokenize", "#937860"), ("prefill", "#4C72B0"), ("decode", "#DD8452"), ("other", _REST))
+_VISION = (("vision_encoder", "#4C72B0", "Vision encoder"), ("projector", "#DD8452", "Projector"),
+           ("llm_prefill", "#55A868", "LLM prefill"))  # fmt: skip
 
 
 def _col(group: pd.DataFrame, name: str) -> pd.Series:
@@ -61,6 +64,21 @@ def phase_bars(samples: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def vision_bars(samples: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per configuration: the mean prefill split into vision encoder, projector and LLM prefill
+    (they add up to the prefill: a projector inside the vision tower, as Qwen-VL's merger, is
+    taken out of the encoder's time), and the mean vision tokens."""
+    rows = []
+    for key, group in samples.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        prefill, llm, projector = _col(group, "prefill_ms"), _col(group, "llm_prefill_ms"), _col(group, "projector_ms")
+        rows.append({**dict(zip(by, key)), "vision_encoder": (prefill - llm - projector).mean(), "projector": projector.mean(),
+                     "llm_prefill": llm.mean(), "prefill": prefill.mean(),
+                     "prefill_std": prefill.std(ddof=1) if len(group) > 1 else 0.0,
+                     "vision_tokens": _col(group, "vision_tokens_actual").mean()})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 @dataclass(frozen=True)
 class ProfileInfo(Info):
     knob: str
@@ -78,10 +96,8 @@ class ProfileFigure(Figure):
         if not opts or samples is None or samples.empty:
             return []
         knob = opts["knob"]
-        from knobscope.workloads.lm import LMWorkload
-
-        others = [c for c in LMWorkload.knobs if c != knob and c in samples.columns and samples[c].nunique() > 1]
-        bars = phase_bars(samples, others + [knob])
+        others = [c for c in ctx.knobs if c != knob and c in samples.columns and samples[c].nunique() > 1]
+        bars = (vision_bars if opts["layout"] == "vision" else phase_bars)(samples, others + [knob])
         groups = []
         for key, group in (list(bars.groupby(others, sort=True)) if others else [((), bars)]):
             key = key if isinstance(key, tuple) else (key,)
@@ -98,6 +114,12 @@ class ProfileFigure(Figure):
                     _phase_panel(ax, group, info.knob, phase)
                     name = "Prefill (time to first token)" if phase == "prefill" else "Decode (per generated token)"
                     ax.set_title(f"{name}{f' | {where}' if where else ''}", fontsize=10)
+        elif info.layout == "vision":
+            fig, axes = plt.subplots(len(info.groups), 1, figsize=(9, 4.6 * len(info.groups) + 0.6), squeeze=False)
+            for (where, group), (ax,) in zip(info.groups, axes):
+                _vision_panel(ax, group, info.knob)
+                if where:
+                    ax.set_title(where, fontsize=10)
         else:
             fig, axes = plt.subplots(len(info.groups), 1, figsize=(8, 4.4 * len(info.groups) + 0.6), squeeze=False)
             for (where, group), (ax,) in zip(info.groups, axes):
@@ -124,13 +146,16 @@ class ProfileFigure(Figure):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        phases = ("prefill", "decode") if info.layout == "phases" else ("total",)
+        phases = {"phases": ("prefill", "decode"), "vision": ("prefill",)}.get(info.layout, ("total",))
         titles = [f"{p}{f' | {w}' if w else ''}" for w, _ in info.groups for p in phases]
         fig = make_subplots(rows=len(info.groups), cols=len(phases), subplot_titles=titles)
         for r, (_, group) in enumerate(info.groups, start=1):
             x = [str(v) for v in group[info.knob]]
             for c, phase in enumerate(phases, start=1):
-                if phase == "total":
+                if info.layout == "vision":
+                    x = [t.replace("\n", "<br>") for t in _vision_ticks(group, info.knob)]
+                    parts = [(label, group[part], colour) for part, colour, label in _VISION]
+                elif phase == "total":
                     parts = [(s, group[s if s == "prefill" else f"{s}_per_sample"], colour) for s, colour in _STACK]
                 else:
                     split = [(p, group[f"{phase}_{p}"], colour) for p, colour in _PARTS if group[f"{phase}_{p}"].any()]
@@ -143,6 +168,25 @@ class ProfileFigure(Figure):
         if info.layout != "phases":
             fig.update_yaxes(type="log")
         return fig
+
+
+def _vision_ticks(bars: pd.DataFrame, knob: str) -> list[str]:
+    return [f"{v}\n{t:.0f} tok" for v, t in zip(bars[knob], bars["vision_tokens"])]
+
+
+def _vision_panel(ax: Any, bars: pd.DataFrame, knob: str) -> None:
+    x = np.arange(len(bars))
+    bottom = np.zeros(len(bars))
+    for part, colour, label in _VISION:
+        heights = bars[part].to_numpy(dtype=float)
+        ax.bar(x, heights, bottom=bottom, color=colour, label=label)
+        bottom += heights
+    ax.errorbar(x, bars["prefill"], yerr=bars["prefill_std"].fillna(0).to_numpy(), fmt="none", ecolor="black", capsize=2, lw=0.8)
+    ax.set_xticks(x, _vision_ticks(bars, knob), fontsize=8)
+    ax.set_xlabel(f"{knob} (vision tokens)")
+    ax.set_ylabel("prefill time per sample [ms]")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _phase_panel(ax: Any, bars: pd.DataFrame, knob: str, phase: str) -> None:

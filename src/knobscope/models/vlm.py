@@ -25,7 +25,7 @@ from knobscope.errors import WorkloadError
 from knobscope.models.loading import checkpoint_identity
 from knobscope.space import identity_hash
 
-__all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "VLM_FAMILIES", "load_vlm"]
+__all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "VLM_FAMILIES", "load_vlm", "is_vlm_source"]
 
 
 class VisionFamily:
@@ -58,6 +58,11 @@ class VisionFamily:
         """How many image crops the processor made (tiles and global views)."""
         return 1
 
+    def tiling_size(self, processor: Any, tiles: int) -> tuple[int, int]:
+        """(width, height) of an image the processor cuts into exactly one row of ``tiles``
+        tiles (seed 002's Exp1 tilings 1x1 ... 1xN)."""
+        raise WorkloadError(f"the {self.name} family resizes images instead of cutting them into tiles")
+
     def prompt(self, processor: Any, text: str) -> str:
         """The prompt with one image, in the checkpoint's chat format when it has one."""
         template = getattr(processor, "chat_template", None)
@@ -86,6 +91,10 @@ class Idefics3Family(VisionFamily):
 
     def crops(self, inputs: Any) -> int:
         return int(inputs["pixel_values"].shape[1])  # (batch, crops, channels, height, width)
+
+    def tiling_size(self, processor: Any, tiles: int) -> tuple[int, int]:
+        tile = int(processor.image_processor.max_image_size["longest_edge"])
+        return tiles * tile, tile
 
     @staticmethod
     def crops_at(size: tuple[int, int], longest: int, tile: int) -> int:
@@ -161,6 +170,19 @@ class LoadedVLM:
     @property
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
+
+
+def is_vlm_source(source: str) -> bool:
+    """Whether ``source`` names a vision-language model (``random:idefics3``, ``random:qwen_vl``,
+    or a checkpoint whose config has a vision part); reads the config only."""
+    if source.startswith("random:"):
+        return source.split(":")[1] in VLM_FAMILIES
+    from transformers import AutoConfig
+
+    try:
+        return hasattr(AutoConfig.from_pretrained(source), "vision_config")
+    except (OSError, ValueError):
+        return False  # not a checkpoint transformers reads (smollm2, a GGUF): the lm loader says why
 
 
 def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int = 0) -> LoadedVLM:

@@ -21,7 +21,7 @@ Stages: ``preprocess`` (the processor: image resizing, splitting, tokenising), `
 model's first forward pass) with ``vision_encoder`` and ``projector`` timed inside it by forward
 hooks on the vision tower and the connector, and ``decode`` (one call per further token). The
 LLM's share of the prefill is reported as ``llm_prefill_ms``. Token counts come from tensor
-shapes: ``vision_tokens`` (image tokens in the prompt), ``text_tokens``, ``crops``.
+shapes: ``vision_tokens_actual`` (image tokens in the prompt), ``text_tokens``, ``crops``.
 
 Quality: ``task: vqa`` scores each answer with the official VQA soft accuracy (``vqa_accuracy``);
 ``task: captions`` reports corpus CIDEr-D, BLEU-4 and ROUGE-L of the captions
@@ -62,6 +62,7 @@ class VLMArgs(BaseModel):
     default_max_new_tokens: int | None = Field(None, ge=1, description="when max_new_tokens is not a knob (default: vqa 8, captions 24)")
     block_selection: Literal["first", "block_influence"] = Field("first", description="used when block_selection is not a knob")
     calibration_samples: int = Field(8, ge=1, description="samples (images with their prompts) that rank blocks by block_influence")
+    exact_tiling: bool = Field(False, description="resize each image to one row of max_crops tiles, so the processor makes exactly that many (seed 002 Exp1: tilings 1x1 ... 1xN)")
     ignore_eos: bool = Field(False, description="always generate max_new_tokens (scored up to the first EOS)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: float32 on CPU, bfloat16 on CUDA")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU (default: torch's)")
@@ -77,7 +78,7 @@ class VLMWorkload(Workload):
         "cider_d": Metric(True, "", "corpus CIDEr-D of the captions (pycocoevalcap)"),
         "bleu4": Metric(True, "", "corpus BLEU-4 of the captions (pycocoevalcap)"),
         "rouge_l": Metric(True, "", "ROUGE-L of the captions, averaged (pycocoevalcap)"),
-        "vision_tokens": Metric(False, "tokens", "image tokens in the prompt"),
+        "vision_tokens_actual": Metric(False, "tokens", "image tokens in the prompt (the count the vision_tokens budget reached)"),
         "text_tokens": Metric(False, "tokens", "prompt tokens that are not image tokens"),
         "crops": Metric(False, "crops", "image crops the processor made (tiles and the global view)"),
         "tokens_out": Metric(False, "tokens", "generated tokens"),
@@ -144,7 +145,9 @@ class VLMWorkload(Workload):
         if bad:
             raise WorkloadError(f"num_active_blocks value {bad[0]!r} is not possible: the language model has "
                                 f"{len(self.blocks)} blocks, so values must be integers in 1..{len(self.blocks)}")  # fmt: skip
-        if "max_crops" in values and not self.family.takes_crops:
+        if self.args.exact_tiling and "max_crops" not in values:
+            raise WorkloadError("exact_tiling: true needs the knob max_crops (the number of tiles in the row)")
+        if ("max_crops" in values or self.args.exact_tiling) and not self.family.takes_crops:
             raise WorkloadError(f"knob max_crops: {self.args.model!r} ({self.family.name}) resizes images instead of "
                                 "cropping them; use the knob vision_tokens")  # fmt: skip
         if "top_k" in values:
@@ -179,6 +182,8 @@ class VLMWorkload(Workload):
     def inputs(self, sample: Mapping[str, Any]) -> Any:
         """The processor's output for ``sample`` under the current crop / vision-token budget."""
         image = self.images[str(sample["image"])]
+        if self.args.exact_tiling and self.max_crops:
+            image = image.resize(self.family.tiling_size(self.processor, int(self.max_crops)))
         text = self.args.vqa_prompt.format(question=sample["question"]) if self.args.task == "vqa" else self.args.caption_prompt
         kwargs = self.family.processor_kwargs(self.processor, image.size, max_crops=self.max_crops,
                                               vision_tokens=self.vision_tokens)  # fmt: skip
@@ -219,7 +224,7 @@ class VLMWorkload(Workload):
         ids = inputs["input_ids"]
         vision = int((ids == self.image_token_id).sum())
         record: dict[str, Any] = {
-            "vision_tokens": vision, "text_tokens": int(ids.shape[1]) - vision,
+            "vision_tokens_actual": vision, "text_tokens": int(ids.shape[1]) - vision,
             "crops": self.family.crops(inputs), "tokens_out": len(generated), "prediction": prediction,
             "llm_prefill_ms": timer.stage_ms("prefill") - timer.stage_ms("vision_encoder")
             - (0.0 if self.family.projector_inside_vision else timer.stage_ms("projector")),
