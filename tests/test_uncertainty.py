@@ -56,6 +56,18 @@ def test_binary_metric_gets_an_exact_binomial_interval_over_samples() -> None:
     assert (doubled["mean_ci_low"], doubled["mean_ci_high"]) == pytest.approx((stats["mean_ci_low"], stats["mean_ci_high"]))
 
 
+def test_a_count_that_is_1_everywhere_is_not_a_proportion() -> None:
+    from knobscope.measure import describe_records
+
+    # One image crop on every sample: a constant count, not 2 of 2 right answers (whose exact
+    # interval would reach down to 0.16).
+    records = [{"sample_id": i, "crops": 1, "correct": 1} for i in range(2)]
+    metrics, _ = describe_records(records, quantities=["crops"])
+    assert metrics["crops"]["ci_method"] == "samples"
+    assert (metrics["crops"]["mean_ci_low"], metrics["crops"]["mean_ci_high"]) == (1.0, 1.0)
+    assert metrics["correct"]["ci_method"] == "binary" and metrics["correct"]["mean_ci_low"] == pytest.approx(0.158, abs=1e-3)
+
+
 def test_few_records_cannot_bound_a_tail_quantile() -> None:
     x = np.arange(20.0)
     lo, hi = order_statistic_interval(x, 0.95)

@@ -70,9 +70,10 @@ def _groups(values: np.ndarray, groups: Sequence[Any] | None) -> list[np.ndarray
     return [values[ix] for ix in index.values()]
 
 
-def interval_mode(values: np.ndarray, parts: list[np.ndarray], *, timing: bool) -> Mode:
-    """Which interval fits these records (see the module docstring)."""
-    if len(values) and np.isin(values, (0.0, 1.0)).all() and all(np.all(p == p[0]) for p in parts):
+def interval_mode(values: np.ndarray, parts: list[np.ndarray], *, timing: bool, proportion: bool = True) -> Mode:
+    """Which interval fits these records (see the module docstring); ``proportion`` False: the
+    metric is a count or an amount (it has a unit), never a 0/1 outcome, even when every value is 1."""
+    if proportion and len(values) and np.isin(values, (0.0, 1.0)).all() and all(np.all(p == p[0]) for p in parts):
         return "binary"
     if timing and len(parts) and all(len(p) >= 2 for p in parts):
         return "within"
@@ -170,6 +171,7 @@ def describe(
     groups: Sequence[Any] | None = None,
     *,
     timing: bool,
+    proportion: bool = True,
     seed: int = 0,
     name: str = "",
     resamples: int = RESAMPLES,
@@ -179,7 +181,8 @@ def describe(
     interval's ``ci_method`` (binary, within, samples; see the module docstring).
 
     ``groups`` gives each value's sample (None: every value is its own sample); ``timing`` says
-    whether repeats of a sample are measurements of the same thing (timings) or not.
+    whether repeats of a sample are measurements of the same thing (timings) or not;
+    ``proportion`` False rules out the ``binary`` interval (a count such as crops, all 1).
     """
     raw = np.asarray([np.nan if v is None else v for v in values], dtype=float)
     keep = ~np.isnan(raw)
@@ -200,7 +203,7 @@ def describe(
         **{s: float(q) for s, q in zip(QUANTILES, qs)},
         "n": int(arr.size),
     }
-    mode = interval_mode(arr, parts, timing=timing)
+    mode = interval_mode(arr, parts, timing=timing, proportion=proportion)
     out["ci_method"] = mode
     if arr.size < 2 or (mode == "samples" and len(parts) < 2):
         for s in INTERVAL_STATS:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -475,11 +475,12 @@ class Measurement:
         records: Sequence[Mapping[str, Any]],
         *,
         declared: Sequence[str] = (),
+        quantities: Collection[str] = (),
         aggregate: Mapping[str, Any] | None = None,
         seed: int = 0,
         **fields: Any,
     ) -> Measurement:
-        metrics, per_call = describe_records(records, seed=seed)
+        metrics, per_call = describe_records(records, seed=seed, quantities=quantities)
         values: dict[str, dict[str, Any]] = {}
         for name in declared:
             if name in metrics:
@@ -522,6 +523,7 @@ def extend_summary(
     declared: Sequence[str],
     seed: int,
     policy: RepeatPolicy | None = None,
+    quantities: Collection[str] = (),
 ) -> dict[str, Any]:
     """A trial's summary after another pass: statistics over all its ``records`` (old and new);
     configuration-level aggregates (perplexity, FLOPs) do not depend on repeats and are kept.
@@ -533,7 +535,7 @@ def extend_summary(
         target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
                   "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
     merged = Measurement.from_records(
-        records, declared=declared, aggregate=old.get("aggregate", {}), seed=seed,
+        records, declared=declared, quantities=quantities, aggregate=old.get("aggregate", {}), seed=seed,
         top_level_stages=tuple(sorted(set(old.get("top_level_stages", [])) | set(new.top_level_stages))),
         peak_memory_mb=max(float(old.get("peak_memory_mb") or 0.0), new.peak_memory_mb), memory_kind=new.memory_kind,
         wall_s=float(old.get("measure_wall_s") or 0.0) + new.wall_s, passes=passes,
@@ -559,8 +561,11 @@ def _stats_only(stats: Mapping[str, Any]) -> dict[str, Any]:
     return {s: stats[s] for s in STAT_NAMES if s in stats}
 
 
-def describe_records(records: Sequence[Mapping[str, Any]], *, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-metric statistics with intervals, and per-call statistics of repeated stages."""
+def describe_records(
+    records: Sequence[Mapping[str, Any]], *, seed: int = 0, quantities: Collection[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-metric statistics with intervals, and per-call statistics of repeated stages.
+    ``quantities``: metrics declared with a unit (counts, amounts), never 0/1 outcomes."""
     from knobscope.intervals import describe
 
     numeric: dict[str, tuple[list[float], list[Any]]] = {}
@@ -579,7 +584,8 @@ def describe_records(records: Sequence[Mapping[str, Any]], *, seed: int = 0) -> 
                 vals, groups = numeric.setdefault(key, ([], []))
                 vals.append(value)
                 groups.append(group)
-    metrics = {k: describe(v, g, timing=_is_timing(k), seed=seed, name=k) for k, (v, g) in numeric.items()}
+    metrics = {k: describe(v, g, timing=_is_timing(k), proportion=k not in quantities and not _is_timing(k), seed=seed, name=k)
+               for k, (v, g) in numeric.items()}  # fmt: skip
     per_call = {f"{stage}_per_call_ms": describe(v, g, timing=False, seed=seed, name=stage) for stage, (v, g) in calls.items()}
     return metrics, per_call
 
@@ -653,10 +659,15 @@ def measure_config(
     wall = time.perf_counter() - started  # bookkeeping, not a measurement
     declared = [m for m in getattr(workload, "metrics", {}) if not _is_timing(m)]
     return Measurement.from_records(
-        records, declared=declared, aggregate=dict(workload.summarize(records)), seed=seed,
+        records, declared=declared, quantities=quantities_of(workload), aggregate=dict(workload.summarize(records)), seed=seed,
         top_level_stages=tuple(sorted(top_level)), peak_memory_mb=memory.peak_mb(), memory_kind=memory.kind,
         wall_s=wall, passes=passes, policy=policy.mode, target=target,
     )  # fmt: skip
+
+
+def quantities_of(workload: Any) -> list[str]:
+    """The workload's metrics declared with a unit: counts and amounts, not 0/1 outcomes."""
+    return [name for name, m in getattr(workload, "metrics", {}).items() if getattr(m, "unit", "")]
 
 
 def _sample_id(sample: Any, index: int) -> Any:

@@ -188,6 +188,7 @@ class _Sweep:
         info["metrics"] = {name: asdict(m) for name, m in spec.workload.workload_class().metrics.items()}  # type: ignore[union-attr]
         info["spec_dir"] = str(spec.workload.base_dir or Path.cwd())  # type: ignore[union-attr]  # relative paths, for refine
         self.declared = [m for m in info["metrics"] if not m.endswith("_ms")]
+        self.quantities = [m for m, d in info["metrics"].items() if d.get("unit")]
         self.run_id = store.begin_run(spec.name, dict(spec.raw), info)
         workers.heartbeat = lambda trial: store.heartbeat(trial.trial_id, self.owner)
 
@@ -282,7 +283,7 @@ class _Sweep:
         (trial,) = self.store.trials(ids=[tid])
         old = [rec for _, rec in self.store.samples(tid)]
         added = [{**r, "repeat": job.passes_before} for r in out.measurement.records]
-        summary = extend_summary(trial.summary or {}, old + added, out.measurement, declared=self.declared,
+        summary = extend_summary(trial.summary or {}, old + added, out.measurement, declared=self.declared, quantities=self.quantities,
                                  seed=self.spec.measure.seed, policy=repeat_policy(self.spec))  # fmt: skip
         if self.store.add_pass(tid, added, summary, passes_before=job.passes_before):
             log.info("pass %d of %s stored%s", job.passes_before + 1, tid,
