@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from knobscope.figures.base import Figure, FigureContext, Info, axis_label, done_rows, frontier_points, hover, plt, save, slug
+from knobscope.figures.base import FIGURE_DPI, Figure, FigureContext, Info, axis_label, done_rows, frontier_points, hover, plt, save, slug
 
 __all__ = ["CouplingFigure", "CouplingInfo", "coupling_proof_png"]
 
@@ -124,6 +124,7 @@ def coupling_proof_png(rows: list[tuple[str, CouplingInfo]], path: Path) -> None
             ax.scatter(p.x, p.y, color=_PART, s=9)
             if p.frontier[0]:
                 ax.step(*p.frontier, where="post", color=_FRONT, linewidth=1.2)
+                ax.scatter(*p.frontier, color=_FRONT, s=12, zorder=3)  # a one-point frontier has no line
             ax.set_title(f"{info.knob} = {p.value}", fontsize=7)
             ax.tick_params(labelsize=6)
             ax.grid(alpha=0.3)
@@ -132,8 +133,9 @@ def coupling_proof_png(rows: list[tuple[str, CouplingInfo]], path: Path) -> None
             ax.set_xlabel(info.x_label, fontsize=6)
     handles = [plt.Line2D([], [], color=_ALL, marker="o", ls="", label="every configuration of the workload"),
                plt.Line2D([], [], color=_PART, marker="o", ls="", label="configurations at the fixed value"),
-               plt.Line2D([], [], color=_FRONT, label="their frontier over the other knobs")]  # fmt: skip
+               plt.Line2D([], [], color=_FRONT, marker="o", label="their frontier over the other knobs")]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Coupling proof: the frontier over the other knobs, one row per workload and fixed knob", fontsize=10)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.98))
-    save(fig, path)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.98))
+    fig.savefig(path, dpi=FIGURE_DPI)  # save() would lay it out again, over the legend
+    plt.close(fig)
