@@ -250,3 +250,13 @@ def test_seed_000_exp5_runs_on_a_moe_vlm_and_is_analysed_like_any_run(tmp_path: 
     assert reported.returncode == 0 and (tmp_path / "run" / "report.html").is_file(), reported.stderr
     again = cli("run", str(path), "--no-progress")
     assert "this invocation ran 0" in again.stdout  # resumable: nothing measured twice
+
+
+def test_random_idefics3_takes_a_vision_encoder_size() -> None:
+    from knobscope.errors import WorkloadError
+    from knobscope.models.vlm import load_vlm
+
+    vision = load_vlm("random:idefics3:vision_hidden=48,vision_layers=1,vision_heads=2").model.config.vision_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.intermediate_size) == (48, 1, 2, 192)
+    with pytest.raises(WorkloadError, match="random VLM option 'vision_layers=1'"):
+        load_vlm("random:qwen_vl:vision_layers=1")

@@ -222,7 +222,7 @@ def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
     family, _, options = rest.partition(":")
     if family not in VLM_FAMILIES:
         raise WorkloadError(f"unknown random VLM family {family!r}; families: {', '.join(VLM_FAMILIES)}")
-    text_family, text_options = "llama", {}
+    text_family, text_options, vision_options = "llama", {}, {}
     for item in filter(None, options.split(",")):
         key, _, value = item.partition("=")
         if key == "text":
@@ -231,17 +231,22 @@ def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
             text_family = value
         elif key in ("layers", "hidden", "heads", "kv_heads", "intermediate", "experts", "top_k") and value.isdigit():
             text_options[key] = int(value)
+        elif key in VISION_OPTIONS and value.isdigit() and family == "idefics3":
+            vision_options[key] = int(value)
         else:
-            raise WorkloadError(f"random VLM option {item!r}: use text=FAMILY or layers/hidden/heads/kv_heads/"
-                                "intermediate/experts/top_k=N")  # fmt: skip
+            raise WorkloadError(f"random VLM option {item!r}: use text=FAMILY, layers/hidden/heads/kv_heads/"
+                                "intermediate/experts/top_k=N, or (idefics3) vision_layers/vision_hidden/vision_heads=N")  # fmt: skip
     if family == "qwen_vl":
         if text_family != "llama":
             raise WorkloadError("random:qwen_vl has Qwen2.5-VL's own text model; drop text=")
         return _random_qwen_vl(text_options)
-    return _random_idefics3(text_family, text_options)
+    return _random_idefics3(text_family, text_options, vision_options)
 
 
-def _random_idefics3(text_family: str, text_options: dict[str, int]) -> tuple[Any, Any, VisionFamily]:
+VISION_OPTIONS = ("vision_layers", "vision_hidden", "vision_heads")
+
+
+def _random_idefics3(text_family: str, text_options: dict[str, int], vision: dict[str, int]) -> tuple[Any, Any, VisionFamily]:
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
@@ -258,8 +263,9 @@ def _random_idefics3(text_family: str, text_options: dict[str, int]) -> tuple[An
                                   image_seq_len=(tile // patch) ** 2 // scale**2)  # fmt: skip
     text_config = random_config(text_family, text_options, tokenizer)
     config = Idefics3Config(
-        vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-                       "image_size": tile, "patch_size": patch},
+        vision_config={"hidden_size": vision.get("vision_hidden", 32), "num_hidden_layers": vision.get("vision_layers", 2),
+                       "num_attention_heads": vision.get("vision_heads", 2),
+                       "intermediate_size": 4 * vision["vision_hidden"] if "vision_hidden" in vision else 64, "image_size": tile, "patch_size": patch},
         text_config=text_config.to_dict(), scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )  # fmt: skip
     return Idefics3ForConditionalGeneration(config), processor, VLM_FAMILIES["idefics3"]
