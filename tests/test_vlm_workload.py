@@ -260,3 +260,56 @@ def test_random_idefics3_takes_a_vision_encoder_size() -> None:
     assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.intermediate_size) == (48, 1, 2, 192)
     with pytest.raises(WorkloadError, match="random VLM option 'vision_layers=1'"):
         load_vlm("random:qwen_vl:vision_layers=1")
+
+
+@pytest.fixture(scope="module")
+def molmo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLMWorkload]:
+    yield from _loaded(tmp_path_factory.mktemp("molmo2"), model="random:molmo2", num_samples=4)
+
+
+def test_molmo2_max_crops_and_vision_tokens_follow_its_image_processor(molmo: VLMWorkload) -> None:
+    ip = molmo.processor.image_processor
+    sample = molmo.samples()[3]  # a landscape image
+    width, height = molmo.images[str(sample["image"])].size
+    counts = []
+    for k in (1, 2, 4, 8):
+        molmo.apply({"max_crops": k, "max_new_tokens": 1})
+        inputs = molmo.inputs(sample)
+        tokens = int((inputs["input_ids"] == molmo.image_token_id).sum())
+        grid, crops = ip.get_image_grid_and_crops(height, width, {"max_crops": k})  # the processor's own arithmetic
+        assert tokens == ip.get_number_of_image_patches(height, width, {"max_crops": k})
+        assert molmo.family.crops(inputs) == crops <= k + 1  # at most k crops and the low-resolution view
+        counts.append(tokens)
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+    for budget in (20, 60, 120):
+        molmo.apply({"vision_tokens": budget, "max_new_tokens": 1})
+        with molmo.timer.sample():  # type: ignore[attr-defined]
+            record = molmo.run(sample, molmo.timer)  # type: ignore[attr-defined]
+        assert record["vision_tokens_actual"] <= budget
+    for tiles in range(1, 7):  # seed 002's tilings 1x1 ... 1x6
+        molmo.apply({"max_crops": tiles})
+        molmo.args = molmo.args.model_copy(update={"exact_tiling": True})
+        try:
+            assert molmo.family.crops(molmo.inputs(sample)) == tiles + 1
+        finally:
+            molmo.args = molmo.args.model_copy(update={"exact_tiling": False})
+    molmo.apply({})
+
+
+def test_molmo2_stages_add_up_and_the_greedy_loop_matches_generate(molmo: VLMWorkload) -> None:
+    molmo.apply({"max_crops": 4, "max_new_tokens": 5})
+    with molmo.timer.sample() as timing:  # type: ignore[attr-defined]
+        record = molmo.run(molmo.samples()[0], molmo.timer)  # type: ignore[attr-defined]
+    s = timing.stages_ms
+    assert s["preprocess"] + s["prefill"] + s.get("decode", 0.0) + timing.other_ms == pytest.approx(timing.total_ms)
+    assert 0 < s["vision_encoder"] and 0 < s["projector"] and s["vision_encoder"] + s["projector"] <= s["prefill"]
+    assert record["llm_prefill_ms"] >= 0
+    molmo.args = molmo.args.model_copy(update={"ignore_eos": True})
+    try:
+        inputs = molmo.inputs(molmo.samples()[1])
+        ours = molmo.generate(inputs, lambda name: torch.no_grad())
+        with torch.inference_mode():
+            ref = molmo.model.generate(**inputs, max_new_tokens=5, do_sample=False, min_new_tokens=5)
+    finally:
+        molmo.args = molmo.args.model_copy(update={"ignore_eos": False})
+    assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()

@@ -1,5 +1,6 @@
-"""Read the data sets knobscope ships or a user points to: QA items, plain text, and images with
-questions (VQA v2 format) or captions (COCO captions format)."""
+"""Read the data sets knobscope ships or a user points to: QA items, long-form generation prompts
+with reference texts, plain text, and images with questions (VQA v2 format) or captions (COCO
+captions format)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 from knobscope.errors import WorkloadError
 
-__all__ = ["load_qa", "load_text", "load_vqa", "load_captions", "image_dir", "BUILTIN_QA", "BUILTIN_TEXT"]
+__all__ = ["load_qa", "load_generation", "load_text", "load_vqa", "load_captions", "image_dir", "BUILTIN_QA",
+           "BUILTIN_GENERATION", "BUILTIN_TEXT"]  # fmt: skip
 
 BUILTIN_QA = {"builtin:qa": "qa.jsonl", "builtin:qa_calibration": "qa_calibration.jsonl"}
+BUILTIN_GENERATION = {"builtin:generation": "generation.jsonl"}
 BUILTIN_TEXT = {"builtin:text": "text.txt"}
 
 
@@ -45,6 +48,31 @@ def load_qa(dataset: str) -> list[dict[str, Any]]:
         items.append({"id": item.get("id", f"q{n}"), "question": question, "answers": answers})
     if not items:
         raise WorkloadError(f"dataset {dataset} holds no questions")
+    return items
+
+
+def load_generation(dataset: str) -> list[dict[str, Any]]:
+    """Long-form prompts ``{"id", "prompt", "references"}`` from a built-in set or a JSONL file.
+
+    Built-in: ``builtin:generation`` (65 prompts asking to describe or explain something in a
+    sentence or two, three reference texts each, written for knobscope; scored like captions).
+    """
+    text = _read(dataset, BUILTIN_GENERATION, "dataset")
+    items = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            prompt, references = item["prompt"], item["references"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise WorkloadError(f"{dataset} line {n}: expected JSON with 'prompt' and 'references' (task: generation)") from None
+        references = [references] if isinstance(references, str) else list(references)
+        if not references or not all(isinstance(r, str) and r.strip() for r in references):
+            raise WorkloadError(f"{dataset} line {n}: 'references' must be one or more non-empty texts")
+        items.append({"id": str(item.get("id", f"g{n}")), "prompt": prompt, "references": references})
+    if not items:
+        raise WorkloadError(f"dataset {dataset} holds no prompts")
     return items
 
 

@@ -8,6 +8,8 @@ Sources (like :func:`knobscope.models.loading.load_causal_lm`):
         (``text=qwen3_moe`` makes a tiny MoE VLM). Quality is meaningless; every code path is real.
     ``random:qwen_vl[:layers=..,hidden=..]``: a tiny randomly initialised Qwen2.5-VL with its real
         image processor (see :class:`QwenImageTextProcessor` for the processor).
+    ``random:molmo2[:layers=..,vision_layers=..]``: a tiny randomly initialised Molmo2 with its real
+        image processor's crop geometry and token layout (see :class:`Molmo2ImageTextProcessor`).
 
 A :class:`VisionFamily` knows, for one architecture, where the vision tower and the projector
 are (the stages are timed with forward hooks on them, no model edits) and how a crop budget or a
@@ -25,7 +27,8 @@ from knobscope.errors import WorkloadError
 from knobscope.models.loading import checkpoint_identity
 from knobscope.space import identity_hash
 
-__all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "VLM_FAMILIES", "load_vlm", "is_vlm_source"]
+__all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "QwenVLFamily", "Molmo2Family", "VLM_FAMILIES", "load_vlm",
+           "is_vlm_source"]  # fmt: skip
 
 
 class VisionFamily:
@@ -156,7 +159,56 @@ class QwenVLFamily(VisionFamily):
         return f"<|vision_start|><|image_pad|><|vision_end|>{text}"
 
 
-VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(), QwenVLFamily())}
+class Molmo2Family(VisionFamily):
+    """Molmo2 (seed 000's own family): the image is cut into at most ``max_crops`` overlapping
+    crops of ``size`` pixels (the processor's ``max_crops``), plus one low-resolution view; the
+    adapter pools each ``pooling_size`` window of patches into one token."""
+
+    name = "molmo2"
+    model_types = ("molmo2",)
+
+    def vision_tower(self, model: Any) -> Any:
+        return model.model.vision_tower
+
+    def projector(self, model: Any) -> Any:
+        return model.model.multi_modal_projector
+
+    def text_model(self, model: Any) -> Any:
+        return model.model.language_model
+
+    def crops(self, inputs: Any) -> int:
+        return int(inputs["image_num_crops"].sum())  # the crops and the low-resolution view
+
+    @staticmethod
+    def tokens_at(processor: Any, size: tuple[int, int], max_crops: int) -> int:
+        """Image patch tokens the processor makes of an image of ``size`` (width, height)."""
+        width, height = size
+        return int(processor.image_processor.get_number_of_image_patches(height, width, {"max_crops": max_crops}))
+
+    def processor_kwargs(self, processor: Any, size: tuple[int, int], *, max_crops: int | None,
+                         vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
+        if max_crops is None and vision_tokens is None:
+            return {}
+        best = 1
+        for k in range(1, (max_crops or 64) + 1):
+            if vision_tokens is not None and self.tokens_at(processor, size, k) > vision_tokens:
+                break
+            best = k
+        return {"max_crops": best}
+
+    def tiling_size(self, processor: Any, tiles: int) -> tuple[int, int]:
+        ip = processor.image_processor
+        crop = ip.size["height"] if isinstance(ip.size, dict) else ip.size.height
+        margin = (ip.overlap_margins[0] + ip.overlap_margins[1]) * ip.patch_size  # crops overlap by this much
+        return tiles * (crop - margin) + margin, crop
+
+    def prompt(self, processor: Any, text: str) -> str:
+        if getattr(processor, "chat_template", None):
+            return super().prompt(processor, text)
+        return f"<|image|>{text}"
+
+
+VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(), QwenVLFamily(), Molmo2Family())}
 
 
 @dataclass
@@ -231,11 +283,15 @@ def _random_vlm(source: str) -> tuple[Any, Any, VisionFamily]:
             text_family = value
         elif key in ("layers", "hidden", "heads", "kv_heads", "intermediate", "experts", "top_k") and value.isdigit():
             text_options[key] = int(value)
-        elif key in VISION_OPTIONS and value.isdigit() and family == "idefics3":
+        elif key in VISION_OPTIONS and value.isdigit() and family in ("idefics3", "molmo2"):
             vision_options[key] = int(value)
         else:
             raise WorkloadError(f"random VLM option {item!r}: use text=FAMILY, layers/hidden/heads/kv_heads/"
-                                "intermediate/experts/top_k=N, or (idefics3) vision_layers/vision_hidden/vision_heads=N")  # fmt: skip
+                                "intermediate/experts/top_k=N, or (idefics3, molmo2) vision_layers/vision_hidden/vision_heads=N")  # fmt: skip
+    if family == "molmo2":
+        if text_family != "llama":
+            raise WorkloadError("random:molmo2 has Molmo2's own text model; drop text=")
+        return _random_molmo2(text_options, vision_options)
     if family == "qwen_vl":
         if text_family != "llama":
             raise WorkloadError("random:qwen_vl has Qwen2.5-VL's own text model; drop text=")
@@ -326,3 +382,89 @@ def _random_qwen_vl(text_options: dict[str, int]) -> tuple[Any, Any, VisionFamil
     image_processor = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
                                                size={"shortest_edge": 4 * 28 * 28, "longest_edge": 256 * 28 * 28})  # fmt: skip
     return Qwen2_5_VLForConditionalGeneration(config), QwenImageTextProcessor(image_processor, tokenizer), VLM_FAMILIES["qwen_vl"]
+
+
+def _molmo2_image_processor(**kwargs: Any) -> Any:
+    """Molmo2's own image processor (its crop geometry, patches and pooling indices) with its two
+    torchvision calls, a bilinear resize without antialiasing and a normalisation, done by the
+    torch functions torchvision calls for tensors; torchvision cannot load on this machine."""
+    import torch
+    from torch.nn import functional as F
+    from transformers.models.molmo2.image_processing_molmo2 import Molmo2ImageProcessor
+
+    class Molmo2ImageProcessorTorch(Molmo2ImageProcessor):
+        def resize(self, image: Any, size: Any, resample: Any = None, antialias: bool = True, **_: Any) -> Any:
+            return F.interpolate(image, size=(size.height, size.width), mode="bilinear", align_corners=False, antialias=antialias)
+
+        def normalize(self, image: Any, mean: Any, std: Any, inplace: bool = False, **_: Any) -> Any:
+            mean = torch.as_tensor(mean, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+            std = torch.as_tensor(std, dtype=image.dtype, device=image.device).view(-1, 1, 1)
+            return (image - mean) / std
+
+    return Molmo2ImageProcessorTorch(**kwargs)
+
+
+class Molmo2ImageTextProcessor:
+    """What ``Molmo2Processor`` does for images, composed from its image processor, its own token
+    layout (``Molmo2Processor.replace_image_token``: the low-resolution view, then the crops' patch
+    rows with column tokens) and a tokenizer. Used for ``random:molmo2``: transformers builds the
+    real processor only when it can check the video processor's class, which needs torchvision."""
+
+    chat_template = None
+    image_use_col_tokens = True
+    use_single_crop_col_tokens = None
+    use_single_crop_start_token = True
+
+    def __init__(self, image_processor: Any, tokenizer: Any) -> None:
+        from transformers.models.molmo2.processing_molmo2 import Molmo2Processor
+
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+        self._layout = Molmo2Processor.replace_image_token  # the real layout, read with this object's settings
+
+    def __call__(self, images: Any, text: list[str], return_tensors: str = "pt", **kwargs: Any) -> Any:
+        from transformers import BatchFeature
+
+        flat = [im for group in images for im in (group if isinstance(group, list) else [group])]
+        vision = self.image_processor(images=flat, return_tensors=return_tensors, **kwargs)
+        bos = self.tokenizer.bos_token or self.tokenizer.eos_token
+        index, prompts = 0, []
+        for t in text:
+            head, *rest = t.split("<|image|>")
+            for part in rest:
+                head += self._layout(self, vision, index) + part
+                index += 1
+            prompts.append(head if head.startswith(bos) else bos + head)  # as Molmo2Processor does
+        return BatchFeature({**self.tokenizer(prompts, return_tensors=return_tensors), **vision})
+
+
+def _random_molmo2(text_options: dict[str, int], vision: dict[str, int]) -> tuple[Any, Any, VisionFamily]:
+    from transformers import Molmo2Config, Molmo2ForConditionalGeneration
+
+    from knobscope.models.loading import load_causal_lm
+
+    tokenizer = load_causal_lm("smollm2", structure_only=True).tokenizer
+    special = ["<|image|>", "<|video|>", "<im_patch>", "<im_col>", "<im_start>", "<low_res_im_start>", "<frame_start>",
+               "<im_end>", "<frame_end>", "<im_low>"]  # fmt: skip
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    ids = dict(zip(special, tokenizer.convert_tokens_to_ids(special)))
+    crop, patch = 84, 14  # tiny: 84-pixel crops of 6 x 6 patches, overlapping by one patch each side, pooled 2 x 2
+    image_processor = _molmo2_image_processor(size={"height": crop, "width": crop}, patch_size=patch, pooling_size=[2, 2],
+                                              overlap_margins=[1, 1], max_crops=8)  # fmt: skip
+    v_hidden, v_heads = vision.get("vision_hidden", 32), vision.get("vision_heads", 2)
+    hidden, heads = text_options.get("hidden", 64), text_options.get("heads", 4)
+    config = Molmo2Config(
+        vision_config={"hidden_size": v_hidden, "intermediate_size": 2 * v_hidden, "num_hidden_layers": vision.get("vision_layers", 2),
+                       "num_attention_heads": v_heads, "num_key_value_heads": v_heads, "head_dim": v_hidden // v_heads,
+                       "image_size": [crop, crop], "patch_size": patch},
+        adapter_config={"vision_feature_layer": [-1], "hidden_size": v_hidden, "num_attention_heads": v_heads,
+                        "num_key_value_heads": v_heads, "head_dim": v_hidden // v_heads, "intermediate_size": 2 * hidden,
+                        "text_hidden_size": hidden},
+        text_config={"hidden_size": hidden, "num_attention_heads": heads, "num_key_value_heads": text_options.get("kv_heads", 2),
+                     "head_dim": hidden // heads, "vocab_size": len(tokenizer), "additional_vocab_size": 0,
+                     "num_hidden_layers": text_options.get("layers", 2), "intermediate_size": text_options.get("intermediate", 2 * hidden),
+                     "max_position_embeddings": 8192},
+        image_start_token_id=ids["<im_start>"], low_res_image_start_token_id=ids["<low_res_im_start>"],
+        image_end_token_id=ids["<im_end>"], image_patch_id=ids["<im_patch>"], frame_start_token_id=ids["<frame_start>"],
+        frame_end_token_id=ids["<frame_end>"],
+    )  # fmt: skip
+    return Molmo2ForConditionalGeneration(config), Molmo2ImageTextProcessor(image_processor, tokenizer), VLM_FAMILIES["molmo2"]

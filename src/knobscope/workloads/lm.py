@@ -1,4 +1,5 @@
-"""``lm``: a Hugging Face causal language model answering short factual questions.
+"""``lm``: a Hugging Face causal language model answering short factual questions or writing a
+sentence or two per prompt.
 
 Knobs:
     num_active_blocks: how many decoder blocks run; the rest act as identity (a mask, not
@@ -18,7 +19,10 @@ inter-token latency), plus ``total`` and ``other``. ``breakdown: true`` also tim
 block's attention and feed-forward (MoE) modules through hooks, per phase:
 ``prefill_attention``, ``prefill_ffn``, ``decode_attention``, ``decode_ffn``.
 
-Quality: contains-answer accuracy and exact match against the references of a QA set.
+Quality: ``task: qa`` (default): contains-answer accuracy and exact match against the references
+of a QA set. ``task: generation``: long-form answers to prompts, scored against several
+reference texts per prompt with corpus CIDEr-D, BLEU-4 and ROUGE-L (pycocoevalcap's scorers, as
+the vlm workload scores captions; ``Workload.summarize``).
 Optional, computed once per configuration outside the timed samples: ``perplexity`` on a text
 corpus; ``fidelity`` against the full configuration (all blocks, the model's own top-k):
 ``top1_agreement`` and ``kl_divergence`` of next-token distributions; ``count_flops``:
@@ -37,7 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from knobscope.datasets import load_qa, load_text
+from knobscope.datasets import load_generation, load_qa, load_text
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.metrics.qa import contains_answer, exact_match
@@ -45,11 +49,17 @@ from knobscope.models.loading import DEFAULT_MODEL, resolve_model
 from knobscope.space import Space, identity_hash
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
-__all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS"]
+__all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS", "prompt_of"]
 
 BLOCK_SELECTIONS = ("first", "accuracy_drop", "block_influence")
+INSTRUCTIONS = {"qa": "Answer in a few words.", "generation": "Answer in one or two sentences."}
 ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
 FFN_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
+
+
+def prompt_of(item: Mapping[str, Any]) -> str:
+    """The text put to the model: a QA item's question or a generation item's prompt."""
+    return str(item["question"] if "question" in item else item["prompt"])
 
 
 class LMArgs(BaseModel):
@@ -59,8 +69,9 @@ class LMArgs(BaseModel):
 
     model: str = Field(DEFAULT_MODEL, description="'smollm2' (packaged GGUF), a checkpoint dir, a hub id, or random:FAMILY")
     gguf_file: str | None = Field(None, description="GGUF file inside `model` (found automatically if only one)")
-    dataset: str = Field("builtin:qa", description="'builtin:qa' or a JSONL file with question/answers")
-    instruction: str = Field("Answer in a few words.", description="appended to every question")
+    task: Literal["qa", "generation"] = Field("qa", description="qa (short answers, accuracy) or generation (long-form, CIDEr-D/BLEU-4/ROUGE-L)")
+    dataset: str | None = Field(None, description="qa: builtin:qa or a JSONL of question/answers; generation: builtin:generation or a JSONL of prompt/references")
+    instruction: str | None = Field(None, description="appended to every prompt (default: qa 'Answer in a few words.', generation 'Answer in one or two sentences.')")
     chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template")
     ignore_eos: bool = Field(False, description="always generate max_new_tokens (scored up to the first EOS)")
     default_max_new_tokens: int = Field(16, ge=1, description="used when max_new_tokens is not a knob")
@@ -92,6 +103,9 @@ class LMWorkload(Workload):
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
         "accuracy": Metric(True, "", "share of answers containing a reference answer"),
         "exact_match": Metric(True, "", "share of answers equal to a reference (normalised)"),
+        "cider_d": Metric(True, "", "generation: corpus CIDEr-D of the answers against the reference texts"),
+        "bleu4": Metric(True, "", "generation: corpus BLEU-4 of the answers"),
+        "rouge_l": Metric(True, "", "generation: ROUGE-L of the answers, averaged"),
         "tokens_in": Metric(False, "tokens", "prompt length"),
         "tokens_out": Metric(False, "tokens", "generated tokens"),
         "perplexity": Metric(False, "", "perplexity on the text corpus"),
@@ -105,7 +119,11 @@ class LMWorkload(Workload):
 
     def __init__(self, **args: Any) -> None:
         self.args = parse_args(LMArgs, args, "lm")
-        self.items = load_qa(self.args.dataset)
+        if self.args.task == "qa":
+            self.items = load_qa(self.args.dataset or "builtin:qa")
+        else:
+            self.items = load_generation(self.args.dataset or "builtin:generation")
+        self.instruction = self.args.instruction if self.args.instruction is not None else INSTRUCTIONS[self.args.task]
         self.max_new_tokens = self.args.default_max_new_tokens
         self.input_tokens: int | None = None
         self._importance: dict[str, Any] = {}
@@ -187,7 +205,7 @@ class LMWorkload(Workload):
         if bad:
             raise WorkloadError(f"max_new_tokens value {bad[0]!r} must be an integer >= 1")
         if "input_tokens" in values:
-            needed = max(len(self._encode(item["question"], None)) for item in self.items)
+            needed = max(len(self._encode(prompt_of(item), None)) for item in self.items)
             longest_out = max(values.get("max_new_tokens", [self.args.default_max_new_tokens]))
             limit = self.max_positions - longest_out
             bad = [v for v in values["input_tokens"] if not (isinstance(v, int) and needed <= v <= limit)]
@@ -236,9 +254,10 @@ class LMWorkload(Workload):
             self._text_ids = self.tokenizer(load_text(self.args.text), add_special_tokens=False)["input_ids"]
         return self._text_ids
 
-    def _encode(self, question: str, input_tokens: int | None) -> list[int]:
-        """Prompt token ids; with ``input_tokens``, corpus text fills the prompt to that length."""
-        text = f"{question} {self.args.instruction}".strip()
+    def _encode(self, question: str, input_tokens: int | None, instruction: str | None = None) -> list[int]:
+        """Prompt token ids; with ``input_tokens``, corpus text fills the prompt to that length.
+        ``instruction``: what follows the question (default: the task's)."""
+        text = f"{question} {self.instruction if instruction is None else instruction}".strip()
         templated = self.args.chat_template and self.tokenizer.chat_template
         if input_tokens is None:
             if templated:
@@ -293,16 +312,13 @@ class LMWorkload(Workload):
         import torch
 
         with timer.stage("tokenize"):
-            input_ids = torch.tensor([self._encode(sample["question"], self.input_tokens)], device=self.device)
+            input_ids = torch.tensor([self._encode(prompt_of(sample), self.input_tokens)], device=self.device)
         generated = self._greedy(input_ids, timer.stage, self.max_new_tokens, self.args.ignore_eos)
         prediction = self._answer(generated)
-        record: dict[str, Any] = {
-            "tokens_in": int(input_ids.shape[1]),
-            "tokens_out": len(generated),
-            "accuracy": contains_answer(prediction, sample["answers"]),
-            "exact_match": exact_match(prediction, sample["answers"]),
-            "prediction": prediction,
-        }
+        record: dict[str, Any] = {"tokens_in": int(input_ids.shape[1]), "tokens_out": len(generated), "prediction": prediction}
+        if self.args.task == "qa":
+            record["accuracy"] = contains_answer(prediction, sample["answers"])
+            record["exact_match"] = exact_match(prediction, sample["answers"])
         if len(generated) == 1:
             record["decode_ms"] = 0.0  # no decode step ran; 0 keeps the column numeric
         return record
@@ -311,6 +327,14 @@ class LMWorkload(Workload):
     def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         # accuracy and exact_match are per-sample metrics: knobscope reports their means with intervals.
         out: dict[str, float] = {}
+        if self.args.task == "generation":
+            from knobscope.metrics.captions import caption_scores
+
+            refs = {str(it["id"]): it["references"] for it in self.items}
+            preds: dict[str, str] = {}  # one answer per prompt: the first pass's (greedy: repeats agree)
+            for r in records:
+                preds.setdefault(str(r["sample_id"]), str(r.get("prediction", "")))
+            out |= caption_scores(preds, {k: refs[k] for k in preds})
         if self.args.perplexity or self.args.fidelity:
             out |= self.text_quality()
         if self.args.count_flops:
@@ -364,7 +388,7 @@ class LMWorkload(Workload):
                 yield
             phases[name] += counter.get_total_flops()
 
-        input_ids = torch.tensor([self._encode(sample["question"], self.input_tokens)], device=self.device)
+        input_ids = torch.tensor([self._encode(prompt_of(sample), self.input_tokens)], device=self.device)
         # Always max_new_tokens tokens, so configurations are compared on the same work.
         generated = self._greedy(input_ids, counted, self.max_new_tokens, ignore_eos=True)
         theory = self.theoretical_flops(int(input_ids.shape[1]), len(generated))
@@ -427,7 +451,7 @@ class LMWorkload(Workload):
         elif method == "accuracy_drop":
             items = load_qa(self.args.calibration_dataset)[: self.args.calibration_samples]
             calibration = {"dataset": self.args.calibration_dataset, "items": len(items),
-                           "data_hash": identity_hash(items), "instruction": self.args.instruction,
+                           "data_hash": identity_hash(items), "instruction": self.qa_instruction,
                            "chat_template": self.args.chat_template,
                            "max_new_tokens": self.args.calibration_max_new_tokens}  # fmt: skip
         else:
@@ -469,7 +493,7 @@ class LMWorkload(Workload):
         with torch.inference_mode():
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
-                prompts = [self._encode(item["question"], None) for item in batch]
+                prompts = [self._encode(item["question"], None, self.qa_instruction) for item in batch]
                 width = max(map(len, prompts))
                 ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
                 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
@@ -489,6 +513,11 @@ class LMWorkload(Workload):
                     nll -= float(logp[row, len(p) - 1 : len(s) - 1].gather(-1, targets.unsqueeze(-1)).sum())
                     answer_tokens += len(targets)
         return correct / len(items), nll / max(answer_tokens, 1)
+
+    @property
+    def qa_instruction(self) -> str:
+        """The instruction of the QA calibration set that ranks blocks (the task's own for qa)."""
+        return self.instruction if self.args.task == "qa" else INSTRUCTIONS["qa"]
 
     def teardown(self) -> None:
         if hasattr(self, "blocks"):

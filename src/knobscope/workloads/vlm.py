@@ -5,7 +5,7 @@ see :mod:`knobscope.models.vlm`), knobs applied in place:
 
 ==================  ============================================================================
 ``max_crops``       at most this many image crops (tiles; the global view comes on top), reached
-                    through the family's own processor setting (Idefics3: the longest edge;
+                    through the family's own processor setting (Idefics3: the longest edge; Molmo2: its max_crops;
                     Qwen-VL families resize instead of cropping and refuse this knob)
 ``vision_tokens``   at most this many vision tokens, the same way (Qwen-VL: ``max_pixels``, i.e.
                     tokens x (patch x merge)^2 pixels); the count reached is reported
@@ -50,7 +50,7 @@ class VLMArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field("random:idefics3", description="a VLM checkpoint dir, a hub id, random:idefics3[:text=FAMILY,...] or random:qwen_vl")
+    model: str = Field("random:idefics3", description="a VLM checkpoint dir, a hub id, random:idefics3[:text=FAMILY,...], random:qwen_vl or random:molmo2")
     task: Literal["vqa", "captions"] = Field("vqa", description="vqa (soft accuracy) or captions (CIDEr-D, BLEU-4, ROUGE-L)")
     questions: str = Field("builtin:vqa", description="VQA v2 questions JSON, or builtin:vqa")
     annotations: str | None = Field(None, description="VQA v2 annotations JSON (the human answers) for `questions`")
