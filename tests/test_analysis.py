@@ -298,3 +298,16 @@ def test_an_objective_that_never_changes_is_not_coupled_and_not_a_crash() -> Non
     quality = next(e for e in pair["evidence"] if e["objective"] == "quality")
     assert quality["interaction_share"] == 0.0 and quality["material"] is False
     assert pair["verdict"] in ("coupled", "not coupled")
+
+
+def test_an_interaction_beyond_noise_that_the_design_cannot_separate_is_said_so() -> None:
+    from knobscope.analysis.coupling import _noise_verdict
+
+    entry = {"objective": "total_ms_p95", "share_of_pair_effect": 0.59, "share_interval": [0.45, 0.68], "p_noise": 0.0025,
+             "p_value": 0.32, "residual_df": 5, "beyond_noise": "undetermined", "records_factor": 0.4}  # fmt: skip
+    verdict, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05)
+    assert verdict == "undetermined" and reason.startswith("not separable in these configurations")
+    assert "ANOVA p = 0.32, 5 residual df" in reason and "records per configuration" not in reason
+    entry |= {"p_value": None}  # no residual to test against: noise is what decides, and more records would
+    verdict, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05)
+    assert reason.startswith("within noise")

@@ -271,7 +271,7 @@ def coupling_analysis(
             reason = (f"the measured configurations cannot separate {a} x {b} from the main effects; "
                       f"measure more combinations of {a} and {b} (e.g. strategy full or stratified)")  # fmt: skip
         elif judged:
-            verdict, reason = _noise_verdict(a, b, judged, min_share, per_config)
+            verdict, reason = _noise_verdict(a, b, judged, min_share, per_config, alpha)
         elif any(e["material"] for e in evidence):
             verdict = "coupled"
             strongest = max((e for e in evidence if e["material"]), key=lambda e: e["share_of_pair_effect"])
@@ -306,7 +306,8 @@ def coupling_analysis(
     }
 
 
-def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: float, per_config: float | None) -> tuple[str, str]:
+def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: float, per_config: float | None,
+                   alpha: float = 0.05) -> tuple[str, str]:  # fmt: skip
     """A verdict only where every objective's interval (or known exactness) supports it."""
     material = [e for e in judged if e["beyond_noise"] == "material"]
     if material:
@@ -322,13 +323,22 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
         bound = f"at most {ci[1]:.1%} with 95% confidence" if ci else f"{top['share_of_pair_effect']:.1%}, exact values"
         return "not coupled", (f"the largest {a} x {b} interaction ({top['objective']}) explains {bound} of their joint effect "
                                f"(threshold {min_share:.0%})")  # fmt: skip
-    parts = []
+    parts, design_limited = [], 0
     for e in open_:
         if e["beyond_noise"] == "unknown":
             parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} from one observation per configuration, which "
                          "cannot separate an interaction from noise; measure repeats >= 2 (or more samples)")  # fmt: skip
             continue
         lo, hi = e["share_interval"]
+        if e["p_noise"] < alpha and e.get("p_value") is not None and e["p_value"] >= alpha:
+            # noise alone does not explain it, but the design's residual (the interactions and
+            # higher-order terms the measured configurations cannot separate) does
+            parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect, beyond noise "
+                         f"(p = {e['p_noise']:.2g}) but not beyond what the other interactions in these configurations "
+                         f"leave unexplained (ANOVA p = {e['p_value']:.2g}, {e['residual_df']} residual df); measure more "
+                         f"combinations of {a} and {b} (e.g. strategy full)")  # fmt: skip
+            design_limited += 1
+            continue
         factor = e.get("records_factor")
         need = ""
         if factor is not None and per_config:
@@ -338,7 +348,8 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
             need = "; " + what.format(n=int(np.ceil(max(factor, 1.0) * per_config))) if factor < 100 else "; more than 100x the records would be needed"
         parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect (95% interval {lo:.0%}-{hi:.0%}), "
                      f"p = {e['p_noise']:.2g} that noise alone makes an interaction this large{need}")  # fmt: skip
-    return "undetermined", "within noise: " + "; ".join(parts)
+    lead = "not separable in these configurations: " if design_limited == len(parts) else "within noise: "
+    return "undetermined", lead + "; ".join(parts)
 
 
 def _p_text(p: float | None) -> str:
