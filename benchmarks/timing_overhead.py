@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.utils.benchmark as tbench
 
+from event_cost import per_event_us
 from knobscope.measure import StageTimer
 from knobscope.models.block_mask import find_decoder_layers
 from knobscope.workloads.base import WorkloadContext
@@ -62,28 +63,13 @@ def main() -> None:
         h.remove()
     bare, inst = statistics.median(bare_ms), statistics.median(instrumented_ms)
 
-    # Cost of one timed event (enter + exit) in isolation, through a hooked no-op module.
-    probe = torch.nn.Identity()
-    timer.attach(probe, "probe")
-    x = torch.zeros(1)
-    n = 20000
-    with timer.sample():
-        start = time.perf_counter()
-        for _ in range(n):
-            probe(x)
-        hooked = (time.perf_counter() - start) / n
-    timer.detach_all()
-    start = time.perf_counter()
-    for _ in range(n):
-        probe(x)
-    plain = (time.perf_counter() - start) / n
-    per_event_us = (hooked - plain) * 1e6
-    estimate = events * per_event_us / 1e3 / bare
+    event_us = per_event_us(timer)  # detaches every hook
+    estimate = events * event_us / 1e3 / bare
     print("\n1. timing overhead on one SmolLM2 generation (16 tokens)")
     print(f"   median without instrumentation  {bare:9.2f} ms")
     print(f"   median with full instrumentation {inst:9.2f} ms  ({events} timed events per sample)")
     print(f"   A/B difference                   {100 * (inst - bare) / bare:+8.2f} %  (includes machine noise)")
-    print(f"   cost per timed event             {per_event_us:9.2f} us")
+    print(f"   cost per timed event             {event_us:9.2f} us")
     print(f"   events x cost / sample time      {100 * estimate:8.3f} %   goal < 1%")
 
     # --- 2. agreement with torch.utils.benchmark ---------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from scipy.stats import linregress
 
+from event_cost import per_event_us
 from knobscope.measure import StageTimer
 from knobscope.models.block_mask import find_decoder_layers
 from knobscope.workloads.base import WorkloadContext
@@ -69,26 +70,14 @@ def main() -> None:
         events = sum(len(c) for c in timing.calls_ms.values())
     bare, timed = statistics.median(bare_ms), statistics.median(timed_ms)
 
-    probe = torch.nn.Identity()  # one timed event (enter + exit) in isolation
-    timer.attach(probe, "probe")
-    x, n = torch.zeros(1), 20000
-    with timer.sample():
-        start = time.perf_counter()
-        for _ in range(n):
-            probe(x)
-        hooked = (time.perf_counter() - start) / n
-    timer.detach_all()
-    start = time.perf_counter()
-    for _ in range(n):
-        probe(x)
-    per_event_us = (hooked - (time.perf_counter() - start) / n) * 1e6
+    event_us = per_event_us(timer)  # detaches every hook
     print(f"\n1. stage-hook overhead on one VQA sample ({record['crops']} crops, {record['vision_tokens_actual']} vision "
           f"tokens, {record['tokens_out']} tokens out), {args.rounds} calls per arm, alternated")  # fmt: skip
     print(f"   median, no stage timed            {bare:9.2f} ms")
     print(f"   median, every stage timed         {timed:9.2f} ms  ({events} timed events per sample)")
     print(f"   A/B difference                    {100 * (timed - bare) / bare:+8.2f} %  (includes machine noise)")
-    print(f"   cost per timed event              {per_event_us:9.2f} us")
-    print(f"   events x cost / sample time       {100 * events * per_event_us / 1e3 / bare:8.3f} %   goal < 1%")
+    print(f"   cost per timed event              {event_us:9.2f} us")
+    print(f"   events x cost / sample time       {100 * events * event_us / 1e3 / bare:8.3f} %   goal < 1%")
 
     # --- 2. vision encoder against crops ----------------------------------------------------
     vlm.teardown()

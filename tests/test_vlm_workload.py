@@ -84,17 +84,22 @@ def test_stages_add_up_and_vision_stages_sit_inside_the_prefill(vlm: VLMWorkload
         assert 0.0 <= record["vqa_accuracy"] <= 1.0
 
 
-def test_the_greedy_loop_matches_generate(vlm: VLMWorkload) -> None:
-    vlm.apply({"max_crops": 4, "max_new_tokens": 6})
-    vlm.args = vlm.args.model_copy(update={"ignore_eos": True})
+def _assert_greedy_loop_matches_generate(workload: VLMWorkload, sample: object, tokens: int) -> None:
+    """The workload's timed greedy loop gives the tokens ``model.generate`` gives (EOS ignored)."""
+    workload.apply({"max_crops": 4, "max_new_tokens": tokens})
+    workload.args = workload.args.model_copy(update={"ignore_eos": True})
     try:
-        inputs = vlm.inputs(vlm.samples()[3])
-        ours = vlm.generate(inputs, lambda name: torch.no_grad())
+        inputs = workload.inputs(sample)  # type: ignore[arg-type]
+        ours = workload.generate(inputs, lambda name: torch.no_grad())
         with torch.inference_mode():
-            ref = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+            ref = workload.model.generate(**inputs, max_new_tokens=tokens, do_sample=False, min_new_tokens=tokens)
     finally:
-        vlm.args = vlm.args.model_copy(update={"ignore_eos": False})
+        workload.args = workload.args.model_copy(update={"ignore_eos": False})
     assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()
+
+
+def test_the_greedy_loop_matches_generate(vlm: VLMWorkload) -> None:
+    _assert_greedy_loop_matches_generate(vlm, vlm.samples()[3], 6)
 
 
 def test_block_influence_ranks_the_language_model_blocks_once_and_selects_the_top_n(
@@ -304,12 +309,4 @@ def test_molmo2_stages_add_up_and_the_greedy_loop_matches_generate(molmo: VLMWor
     assert s["preprocess"] + s["prefill"] + s.get("decode", 0.0) + timing.other_ms == pytest.approx(timing.total_ms)
     assert 0 < s["vision_encoder"] and 0 < s["projector"] and s["vision_encoder"] + s["projector"] <= s["prefill"]
     assert record["llm_prefill_ms"] >= 0
-    molmo.args = molmo.args.model_copy(update={"ignore_eos": True})
-    try:
-        inputs = molmo.inputs(molmo.samples()[1])
-        ours = molmo.generate(inputs, lambda name: torch.no_grad())
-        with torch.inference_mode():
-            ref = molmo.model.generate(**inputs, max_new_tokens=5, do_sample=False, min_new_tokens=5)
-    finally:
-        molmo.args = molmo.args.model_copy(update={"ignore_eos": False})
-    assert ours == ref[0, inputs["input_ids"].shape[1]:].tolist()
+    _assert_greedy_loop_matches_generate(molmo, molmo.samples()[1], 5)

@@ -28,24 +28,31 @@ def _read(source: str, builtins: dict[str, str], what: str) -> str:
     return path.read_text()
 
 
+def _jsonl_pairs(dataset: str, builtins: dict[str, str], keys: tuple[str, str], hint: str) -> list[tuple[int, dict, Any, list]]:
+    """``(line number, item, item[keys[0]], item[keys[1]] as a list)`` of every line of a JSONL
+    set; a line without both keys is one clear error naming the line."""
+    text = _read(dataset, builtins, "dataset")
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            first, many = item[keys[0]], item[keys[1]]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise WorkloadError(f"{dataset} line {n}: expected JSON with {keys[0]!r} and {keys[1]!r}{hint}") from None
+        rows.append((n, item, first, [many] if isinstance(many, str) else list(many)))
+    return rows
+
+
 def load_qa(dataset: str) -> list[dict[str, Any]]:
     """QA items ``{"id", "question", "answers"}`` from a built-in set or a JSONL file.
 
     Built-ins: ``builtin:qa`` (130 factual questions with short answers) and
     ``builtin:qa_calibration`` (52 other questions, used to rank block importance).
     """
-    text = _read(dataset, BUILTIN_QA, "dataset")
-    items = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            question, answers = item["question"], item["answers"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise WorkloadError(f"{dataset} line {n}: expected JSON with 'question' and 'answers'") from None
-        answers = [answers] if isinstance(answers, str) else list(answers)
-        items.append({"id": item.get("id", f"q{n}"), "question": question, "answers": answers})
+    items = [{"id": item.get("id", f"q{n}"), "question": question, "answers": answers}
+             for n, item, question, answers in _jsonl_pairs(dataset, BUILTIN_QA, ("question", "answers"), "")]  # fmt: skip
     if not items:
         raise WorkloadError(f"dataset {dataset} holds no questions")
     return items
@@ -57,17 +64,8 @@ def load_generation(dataset: str) -> list[dict[str, Any]]:
     Built-in: ``builtin:generation`` (65 prompts asking to describe or explain something in a
     sentence or two, three reference texts each, written for knobscope; scored like captions).
     """
-    text = _read(dataset, BUILTIN_GENERATION, "dataset")
     items = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            prompt, references = item["prompt"], item["references"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise WorkloadError(f"{dataset} line {n}: expected JSON with 'prompt' and 'references' (task: generation)") from None
-        references = [references] if isinstance(references, str) else list(references)
+    for n, item, prompt, references in _jsonl_pairs(dataset, BUILTIN_GENERATION, ("prompt", "references"), " (task: generation)"):
         if not references or not all(isinstance(r, str) and r.strip() for r in references):
             raise WorkloadError(f"{dataset} line {n}: 'references' must be one or more non-empty texts")
         items.append({"id": str(item.get("id", f"g{n}")), "prompt": prompt, "references": references})
