@@ -308,6 +308,9 @@ def test_an_interaction_beyond_noise_that_the_design_cannot_separate_is_said_so(
     verdict, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05)
     assert verdict == "undetermined" and reason.startswith("not separable in these configurations")
     assert "ANOVA p = 0.32, 5 residual df" in reason and "records per configuration" not in reason
+    assert "measure more combinations of a and b" in reason
+    _, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05, full_grid=True)  # nothing more to combine
+    assert "measure more combinations" not in reason and "every combination is measured" in reason
     entry |= {"p_value": None}  # no residual to test against: noise is what decides, and more records would
     verdict, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05)
     assert reason.startswith("within noise")

@@ -84,3 +84,8 @@ def test_e2_on_two_vlm_workloads_runs_resumes_and_compares(tmp_path: Path, monke
     assert set(coupling["workloads"]) == {"qa", "captioning"}
     for name in ("e2_pareto_qa", "e2_pareto_captioning", "e2_coupling_proof", "e2_illustrative_cases"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
+    # ... and reported like any run, the other workload beside it.
+    res = cli("report", str(tmp_path / "e2_qa"), "--compare", str(tmp_path / "e2_captioning"), "--no-figures")
+    assert res.returncode == 0, res.stderr
+    html = (tmp_path / "e2_qa" / "report.html").read_text()
+    assert "<section id='comparison'>" in html and "captioning" in html

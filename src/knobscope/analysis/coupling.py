@@ -232,6 +232,8 @@ def coupling_analysis(
     """
     values, kept, excluded = objective_matrix(table, objectives)
     varying = [k for k in knobs if k in kept and kept[k].nunique() > 1]
+    # every combination of the varying knobs measured: more combinations cannot help a test
+    full_grid = bool(varying) and len(kept[varying].drop_duplicates()) == int(np.prod([kept[k].nunique() for k in varying]))
     effects = {o.column: knob_effects(kept, varying, o) for o in objectives}
     noise = [_noise_state(replicates, kept, k) for k in range(len(objectives))] if replicates else []
     per_config = replicates.records_per_config if replicates else None
@@ -271,7 +273,7 @@ def coupling_analysis(
             reason = (f"the measured configurations cannot separate {a} x {b} from the main effects; "
                       f"measure more combinations of {a} and {b} (e.g. strategy full or stratified)")  # fmt: skip
         elif judged:
-            verdict, reason = _noise_verdict(a, b, judged, min_share, per_config, alpha)
+            verdict, reason = _noise_verdict(a, b, judged, min_share, per_config, alpha, full_grid=full_grid)
         elif any(e["material"] for e in evidence):
             verdict = "coupled"
             strongest = max((e for e in evidence if e["material"]), key=lambda e: e["share_of_pair_effect"])
@@ -307,7 +309,7 @@ def coupling_analysis(
 
 
 def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: float, per_config: float | None,
-                   alpha: float = 0.05) -> tuple[str, str]:  # fmt: skip
+                   alpha: float = 0.05, *, full_grid: bool = False) -> tuple[str, str]:  # fmt: skip
     """A verdict only where every objective's interval (or known exactness) supports it."""
     material = [e for e in judged if e["beyond_noise"] == "material"]
     if material:
@@ -333,10 +335,11 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
         if e["p_noise"] < alpha and e.get("p_value") is not None and e["p_value"] >= alpha:
             # noise alone does not explain it, but the design's residual (the interactions and
             # higher-order terms the measured configurations cannot separate) does
+            advice = ("every combination is measured, so it is no larger than the knobs' other interactions" if full_grid
+                      else f"measure more combinations of {a} and {b} (e.g. strategy full)")
             parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect, beyond noise "
                          f"(p = {e['p_noise']:.2g}) but not beyond what the other interactions in these configurations "
-                         f"leave unexplained (ANOVA p = {e['p_value']:.2g}, {e['residual_df']} residual df); measure more "
-                         f"combinations of {a} and {b} (e.g. strategy full)")  # fmt: skip
+                         f"leave unexplained (ANOVA p = {e['p_value']:.2g}, {e['residual_df']} residual df); {advice}")  # fmt: skip
             design_limited += 1
             continue
         factor = e.get("records_factor")
