@@ -1,5 +1,7 @@
 """``illustrative_cases.png``: configurations Pareto-optimal on one workload and dominated on
-another (seed 001), each beside the configuration that dominates it there."""
+another (seed 001), each beside the configuration that dominates it there: per objective, both
+values as a share of the larger one (objectives of different units share one axis), the values
+written on the bars."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from knobscope.figures.base import Figure, FigureContext, Info, plt, save
+from knobscope.figures.base import Figure, FigureContext, Info, number, plt, save
 
 __all__ = ["CasesFigure", "CasesInfo"]
 
@@ -50,11 +52,18 @@ class CasesFigure(Figure):
         fig, axes = plt.subplots(1, len(info.panels), figsize=(4.2 * len(info.panels), 3.8), squeeze=False)
         for ax, p in zip(axes[0], info.panels):
             xs = np.arange(len(p.columns))
-            ax.bar(xs - 0.2, p.values, 0.4, label="this config", color="tab:orange")
-            ax.bar(xs + 0.2, p.dominator, 0.4, label="dominating config", color="tab:blue")
+            mine, theirs = _scaled(p)
+            for x, h, v in zip(xs - 0.2, mine, p.values):
+                ax.text(x, h, number(v), ha="center", va="bottom", fontsize=6)
+            for x, h, v in zip(xs + 0.2, theirs, p.dominator):
+                ax.text(x, h, number(v), ha="center", va="bottom", fontsize=6)
+            ax.bar(xs - 0.2, mine, 0.4, label="this config", color="tab:orange")
+            ax.bar(xs + 0.2, theirs, 0.4, label="dominating config", color="tab:blue")
             ax.set_xticks(xs, p.columns, fontsize=7)
+            ax.set_ylim(0, 1.15)
+            ax.set_ylabel("share of the larger of the two (values on the bars)", fontsize=7)
             ax.set_title(p.title, fontsize=8)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="lower right")
             ax.grid(axis="y", alpha=0.3)
         save(fig, path)
 
@@ -64,8 +73,21 @@ class CasesFigure(Figure):
 
         fig = make_subplots(rows=1, cols=len(info.panels), subplot_titles=[p.title.replace("\n", "<br>") for p in info.panels])
         for i, p in enumerate(info.panels):
-            fig.add_trace(go.Bar(x=p.columns, y=p.values, name="this config", marker_color="#ff7f0e", showlegend=i == 0), row=1, col=i + 1)
-            fig.add_trace(go.Bar(x=p.columns, y=p.dominator, name="dominating config", marker_color="#1f77b4", showlegend=i == 0),
-                          row=1, col=i + 1)  # fmt: skip
-        fig.update_layout(title=info.title, height=420, barmode="group")
+            mine, theirs = _scaled(p)
+            fig.add_trace(go.Bar(x=p.columns, y=mine, text=[number(v) for v in p.values], name="this config", marker_color="#ff7f0e",
+                                 showlegend=i == 0), row=1, col=i + 1)  # fmt: skip
+            fig.add_trace(go.Bar(x=p.columns, y=theirs, text=[number(v) for v in p.dominator], name="dominating config",
+                                 marker_color="#1f77b4", showlegend=i == 0), row=1, col=i + 1)  # fmt: skip
+        fig.update_layout(title=info.title, height=420, barmode="group", yaxis_title="share of the larger of the two")
         return fig
+
+
+def _scaled(panel: CasePanel) -> tuple[list[float], list[float]]:
+    """Each objective's two values over the larger of them: a latency in ms and an accuracy of
+    0.9 share one axis; the raw values are written on the bars."""
+    mine, theirs = [], []
+    for a, b in zip(panel.values, panel.dominator):
+        top = max(abs(a), abs(b)) or 1.0
+        mine.append(abs(a) / top)
+        theirs.append(abs(b) / top)
+    return mine, theirs
