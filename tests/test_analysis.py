@@ -311,6 +311,12 @@ def test_an_interaction_beyond_noise_that_the_design_cannot_separate_is_said_so(
     assert "measure more combinations of a and b" in reason
     _, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05, full_grid=True)  # nothing more to combine
     assert "measure more combinations" not in reason and "every combination is measured" in reason
+    # A corpus score (one value per configuration, taken as exact): 14% is over the threshold but
+    # not beyond the design's residual, so neither "coupled" nor "not coupled".
+    exact = {"objective": "cider_d", "share_of_pair_effect": 0.145, "p_value": 0.2, "residual_df": 8, "beyond_noise": "undetermined",
+             "exact": True}  # fmt: skip
+    verdict, reason = _noise_verdict("a", "b", [exact], 0.05, 1.0, 0.05, full_grid=True)
+    assert verdict == "undetermined" and "14% of the joint effect (exact values" in reason and "ANOVA p = 0.2" in reason
     entry |= {"p_value": None}  # no residual to test against: noise is what decides, and more records would
     verdict, reason = _noise_verdict("a", "b", [entry], 0.05, 8.0, 0.05)
     assert reason.startswith("within noise")

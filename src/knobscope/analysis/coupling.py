@@ -169,7 +169,10 @@ def _against_noise(kept: pd.DataFrame, varying: list[str], a: str, b: str, state
     if how == "single":
         return {"beyond_noise": "unknown"}
     if how == "exact" or y is None or point is None:  # no per-sample records: the values are taken as exact
-        return {"beyond_noise": "material" if material else "negligible"}
+        if material or relative < min_share:
+            return {"beyond_noise": "material" if material else "negligible"}
+        # large, but not beyond what the design's other interactions leave unexplained
+        return {"beyond_noise": "undetermined", "exact": True}
     tail = (1 - CONFIDENCE) / 2 * 100
     shares, _, _ = pair_effect_shares(kept, varying, a, b, y)
     finite = shares[np.isfinite(shares)]
@@ -331,6 +334,14 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
             parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} from one observation per configuration, which "
                          "cannot separate an interaction from noise; measure repeats >= 2 (or more samples)")  # fmt: skip
             continue
+        if e.get("exact"):
+            advice = ("every combination is measured, so it is no larger than the knobs' other interactions" if full_grid
+                      else f"measure more combinations of {a} and {b} (e.g. strategy full)")
+            parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect (exact values, one per "
+                         f"configuration) but not beyond what the other interactions in these configurations leave "
+                         f"unexplained (ANOVA p = {_p(e['p_value'])}, {e['residual_df']} residual df); {advice}")  # fmt: skip
+            design_limited += 1
+            continue
         lo, hi = e["share_interval"]
         if e["p_noise"] < alpha and e.get("p_value") is not None and e["p_value"] >= alpha:
             # noise alone does not explain it, but the design's residual (the interactions and
@@ -353,6 +364,10 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
                      f"p = {e['p_noise']:.2g} that noise alone makes an interaction this large{need}")  # fmt: skip
     lead = "not separable in these configurations: " if design_limited == len(parts) else "within noise: "
     return "undetermined", lead + "; ".join(parts)
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2g}"
 
 
 def _p_text(p: float | None) -> str:
