@@ -334,25 +334,19 @@ def _noise_verdict(a: str, b: str, judged: list[dict[str, Any]], min_share: floa
             parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} from one observation per configuration, which "
                          "cannot separate an interaction from noise; measure repeats >= 2 (or more samples)")  # fmt: skip
             continue
-        if e.get("exact"):
+        exact = bool(e.get("exact"))
+        if exact or (e["p_noise"] < alpha and e.get("p_value") is not None and e["p_value"] >= alpha):
+            # noise alone does not explain it (or there is no noise: exact values), but the design's
+            # residual (the interactions and higher-order terms the configurations cannot separate) does
+            how = "(exact values, one per configuration)" if exact else f"beyond noise (p = {e['p_noise']:.2g})"
             advice = ("every combination is measured, so it is no larger than the knobs' other interactions" if full_grid
                       else f"measure more combinations of {a} and {b} (e.g. strategy full)")
-            parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect (exact values, one per "
-                         f"configuration) but not beyond what the other interactions in these configurations leave "
-                         f"unexplained (ANOVA p = {_p(e['p_value'])}, {e['residual_df']} residual df); {advice}")  # fmt: skip
+            parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect{',' if not exact else ''} {how} "
+                         f"but not beyond what the other interactions in these configurations leave unexplained "
+                         f"(ANOVA p = {_p(e['p_value'])}, {e['residual_df']} residual df); {advice}")  # fmt: skip
             design_limited += 1
             continue
         lo, hi = e["share_interval"]
-        if e["p_noise"] < alpha and e.get("p_value") is not None and e["p_value"] >= alpha:
-            # noise alone does not explain it, but the design's residual (the interactions and
-            # higher-order terms the measured configurations cannot separate) does
-            advice = ("every combination is measured, so it is no larger than the knobs' other interactions" if full_grid
-                      else f"measure more combinations of {a} and {b} (e.g. strategy full)")
-            parts.append(f"{e['objective']}: {e['share_of_pair_effect']:.0%} of the joint effect, beyond noise "
-                         f"(p = {e['p_noise']:.2g}) but not beyond what the other interactions in these configurations "
-                         f"leave unexplained (ANOVA p = {e['p_value']:.2g}, {e['residual_df']} residual df); {advice}")  # fmt: skip
-            design_limited += 1
-            continue
         factor = e.get("records_factor")
         need = ""
         if factor is not None and per_config:
