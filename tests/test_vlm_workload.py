@@ -310,3 +310,20 @@ def test_molmo2_stages_add_up_and_the_greedy_loop_matches_generate(molmo: VLMWor
     assert 0 < s["vision_encoder"] and 0 < s["projector"] and s["vision_encoder"] + s["projector"] <= s["prefill"]
     assert record["llm_prefill_ms"] >= 0
     _assert_greedy_loop_matches_generate(molmo, molmo.samples()[1], 5)
+
+
+def test_is_vlm_source_reads_local_configs_and_never_asks_the_hub_for_the_packaged_model(tmp_path: Path,
+                                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import transformers
+
+    from knobscope.models.vlm import is_vlm_source
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail("asked the hub"))
+    (tmp_path / "vlm").mkdir()
+    (tmp_path / "vlm" / "config.json").write_text(json.dumps({"model_type": "idefics3", "vision_config": {}}))
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert is_vlm_source(str(tmp_path / "vlm")) and not is_vlm_source(str(tmp_path / "lm"))
+    assert not is_vlm_source("smollm2") and is_vlm_source("random:molmo2") and not is_vlm_source("random:olmoe")

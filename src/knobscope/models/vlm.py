@@ -226,15 +226,29 @@ class LoadedVLM:
 
 def is_vlm_source(source: str) -> bool:
     """Whether ``source`` names a vision-language model (``random:idefics3``, ``random:qwen_vl``,
-    or a checkpoint whose config has a vision part); reads the config only."""
+    ``random:molmo2``, or a checkpoint whose config has a vision part). Reads a local config
+    only; a hub id is looked up (the hub is asked only for ids that are not local)."""
+    import json
+
+    from knobscope.models.loading import DEFAULT_MODEL
+
     if source.startswith("random:"):
         return source.split(":")[1] in VLM_FAMILIES
+    if source == DEFAULT_MODEL or source.endswith(".gguf"):
+        return False  # the packaged language model: no hub round trip for it
+    path = Path(source)
+    if path.exists():
+        config = path / "config.json"
+        try:
+            return config.is_file() and "vision_config" in json.loads(config.read_text())
+        except (OSError, ValueError):
+            return False  # the lm loader says what is wrong with it
     from transformers import AutoConfig
 
     try:
         return hasattr(AutoConfig.from_pretrained(source), "vision_config")
     except (OSError, ValueError):
-        return False  # not a checkpoint transformers reads (smollm2, a GGUF): the lm loader says why
+        return False  # not a checkpoint transformers reads: the lm loader says why
 
 
 def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int = 0) -> LoadedVLM:
