@@ -32,7 +32,7 @@ def test_a_qa_file_given_to_the_generation_task_is_one_line_and_exit_2(tmp_path:
 
 
 @pytest.mark.model
-def test_a_generation_sweep_stores_corpus_scores_of_its_answers(tmp_path: Path) -> None:
+def test_a_generation_sweep_stores_corpus_scores_of_its_answers_with_intervals(tmp_path: Path) -> None:
     from knobscope.metrics.captions import caption_scores
 
     spec = write_spec(tmp_path / "g.yaml", workload={"name": "lm", "args": {"task": "generation"}},
@@ -48,8 +48,13 @@ def test_a_generation_sweep_stores_corpus_scores_of_its_answers(tmp_path: Path) 
             assert len(records) == 3 and all("accuracy" not in r for r in records)
             preds = {str(r["sample_id"]): r["prediction"] for r in records}
             expected = caption_scores(preds, {k: refs[k] for k in preds})
-            stored = json.loads(summary)["aggregate"]
-            assert stored == pytest.approx(expected)
+            # CIDEr-D and ROUGE-L per answer; their means are the corpus scores, exactly
+            values = json.loads(summary)["values"]
+            stored = {m: values[m]["value"] for m in expected}
+            assert stored == pytest.approx(expected, abs=1e-12)
+            assert all(isinstance(r["cider_d"], float) and isinstance(r["rouge_l"], float) for r in records)
+            for m in expected:  # every score with its interval
+                assert values[m]["ci_low"] <= stored[m] <= values[m]["ci_high"], (m, values[m])
             scores[json.loads(config)["max_new_tokens"]] = stored
     # Four tokens cannot say what the references say: every score is lower than with 24.
     assert all(scores[4][m] < scores[24][m] for m in ("cider_d", "rouge_l"))

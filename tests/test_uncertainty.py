@@ -68,6 +68,32 @@ def test_a_count_that_is_1_everywhere_is_not_a_proportion() -> None:
     assert metrics["correct"]["ci_method"] == "binary" and metrics["correct"]["mean_ci_low"] == pytest.approx(0.158, abs=1e-3)
 
 
+def test_a_score_declared_not_a_proportion_and_an_aggregate_estimate_keep_their_intervals_across_passes() -> None:
+    from knobscope.intervals import Estimate
+    from knobscope.measure import extend_summary
+    from knobscope.workloads.base import Metric
+
+    class Scores:
+        metrics = {"cider_d": Metric(True, "", "a score", proportion=False), "correct": Metric(True, "", "0/1")}
+
+    from knobscope.measure import quantities_of
+
+    assert quantities_of(Scores()) == ["cider_d"]
+    # a CIDEr-D of 0 on every caption (a random model) is a score of 0, not 0 of 2 right answers
+    records = [{"sample_id": i, "repeat": 0, "total_ms": 10.0 + i, "cider_d": 0.0} for i in range(2)]
+    fields = dict(top_level_stages=(), peak_memory_mb=0.0, memory_kind="-", wall_s=1.0, passes=1)
+    first = Measurement.from_records(records, declared=("cider_d",), quantities=quantities_of(Scores()),
+                                     aggregate={"bleu4": Estimate(0.3, 0.2, 0.4, "bootstrap")}, **fields)  # fmt: skip
+    assert first.metrics["cider_d"]["ci_method"] == "samples"
+    assert first.aggregate == {"bleu4": 0.3}  # plain numbers where the table reads them
+    assert first.values["bleu4"] == {"value": 0.3, "ci_low": 0.2, "ci_high": 0.4, "ci_method": "bootstrap"}
+    # another pass (refine-measurements): the aggregate keeps its interval
+    more = [{**r, "repeat": 1, "total_ms": r["total_ms"] + 1} for r in records]
+    again = Measurement.from_records(more, **fields)
+    merged = extend_summary(first.summary(), records + more, again, declared=("cider_d",), seed=0)
+    assert merged["values"]["bleu4"] == first.values["bleu4"] and merged["aggregate"] == {"bleu4": 0.3}
+
+
 def test_few_records_cannot_bound_a_tail_quantile() -> None:
     x = np.arange(20.0)
     lo, hi = order_statistic_interval(x, 0.95)

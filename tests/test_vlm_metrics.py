@@ -11,7 +11,7 @@ import pytest
 
 from knobscope.datasets import load_captions, load_vqa
 from knobscope.errors import WorkloadError
-from knobscope.metrics.captions import caption_scores, ptb_tokenize, scores_of_tokenized
+from knobscope.metrics.captions import bleu4_interval, caption_scores, per_caption_scores, ptb_tokenize, scores_of_tokenized
 from knobscope.metrics.vqa import normalize_vqa_answer, vqa_soft_accuracy
 
 
@@ -50,6 +50,28 @@ def test_caption_metrics_on_hand_computed_cases() -> None:
     assert unrelated == {"cider_d": 0.0, "bleu4": pytest.approx(0.0, abs=1e-6), "rouge_l": 0.0}
     with pytest.raises(ValueError, match="has no reference captions"):
         caption_scores({"c": "a dog"}, refs)
+
+
+def test_per_caption_scores_average_to_the_corpus_score_and_bleu4_has_a_bootstrap_interval() -> None:
+    refs = _shipped_captions()
+    # a prediction per image: its first reference edited (some close, some not), scored against the rest
+    preds = {k: (caps[0] if i % 3 else "a picture of something") + " today" for i, (k, caps) in enumerate(refs.items())}
+    others = {k: caps[1:] for k, caps in refs.items()}
+    corpus = caption_scores(preds, others)
+    per = per_caption_scores(preds, others)
+    assert set(per) == set(preds)
+    for m in ("cider_d", "rouge_l"):
+        values = [per[k][m] for k in preds]
+        assert sum(values) / len(values) == pytest.approx(corpus[m], abs=1e-12)
+        assert min(values) < corpus[m] < max(values)  # the captions differ: a spread to give an interval
+    value, low, high = bleu4_interval(preds, others, resamples=300, seed=1)
+    assert value == pytest.approx(corpus["bleu4"], abs=1e-12)
+    assert low < value < high and high - low > 0.01
+    assert bleu4_interval(preds, others, resamples=300, seed=1) == (value, low, high)  # seeded
+    # half the captions: the interval is about sqrt(2) wider (a sampling interval, not a constant)
+    half = dict(list(preds.items())[::2])
+    _, lo2, hi2 = bleu4_interval(half, others, resamples=300, seed=1)
+    assert hi2 - lo2 > 1.1 * (high - low)
 
 
 def _shipped_captions() -> dict[str, list[str]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "STAT_NAMES",
     "Mode",
     "describe",
+    "Estimate",
     "interval_mode",
     "mean_interval",
     "proportion_interval",
@@ -54,6 +56,18 @@ INTERVAL_STATS = ("mean", *QUANTILES)  # statistics that get a *_ci_low / *_ci_h
 RESAMPLES = 1000
 
 Mode = Literal["binary", "within", "samples"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A configuration-level value with its 95% interval, for a statistic that is not the mean of
+    per-sample values (corpus BLEU-4): :meth:`Workload.summarize` may return one in place of a
+    bare number."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    method: str
 
 
 def seed_for(seed: int, name: str) -> np.random.SeedSequence:

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from knobscope.intervals import Estimate
+
 __all__ = [
     "Measurement",
     "Noise",
@@ -487,11 +489,17 @@ class Measurement:
                 s = metrics[name]
                 values[name] = {"value": s["mean"], "ci_low": s["mean_ci_low"], "ci_high": s["mean_ci_high"],
                                 "ci_method": s.get("ci_method")}  # fmt: skip
+        plain: dict[str, Any] = {}
         for name, value in (aggregate or {}).items():
-            values[name] = {"value": value, "ci_low": None, "ci_high": None, "ci_method": "none (one value per configuration)"}
+            if isinstance(value, Estimate):
+                values[name] = {"value": value.value, "ci_low": value.ci_low, "ci_high": value.ci_high, "ci_method": value.method}
+                plain[name] = value.value
+            else:
+                values[name] = {"value": value, "ci_low": None, "ci_high": None, "ci_method": "none (one value per configuration)"}
+                plain[name] = value
         fields.setdefault("noise", noise_of(records))
         return cls(records=tuple(records), metrics=metrics, per_call=per_call, values=values,
-                   aggregate=dict(aggregate or {}), **fields)  # fmt: skip
+                   aggregate=plain, **fields)  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         """The JSON the store keeps with the trial (everything but the records)."""
@@ -535,13 +543,25 @@ def extend_summary(
         target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
                   "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
     merged = Measurement.from_records(
-        records, declared=declared, quantities=quantities, aggregate=old.get("aggregate", {}), seed=seed,
+        records, declared=declared, quantities=quantities, aggregate=_old_aggregate(old), seed=seed,
         top_level_stages=tuple(sorted(set(old.get("top_level_stages", [])) | set(new.top_level_stages))),
         peak_memory_mb=max(float(old.get("peak_memory_mb") or 0.0), new.peak_memory_mb), memory_kind=new.memory_kind,
         wall_s=float(old.get("measure_wall_s") or 0.0) + new.wall_s, passes=passes,
         policy=policy.mode if policy is not None else "refined", target=target,
     )  # fmt: skip
     return merged.summary()
+
+
+def _old_aggregate(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored summary's configuration-level aggregates, with the intervals they were stored with."""
+    out: dict[str, Any] = {}
+    for name, value in (summary.get("aggregate") or {}).items():
+        v = (summary.get("values") or {}).get(name) or {}
+        if v.get("ci_low") is not None:
+            out[name] = Estimate(value, v["ci_low"], v["ci_high"], str(v.get("ci_method")))
+        else:
+            out[name] = value
+    return out
 
 
 def needs_pass(summary: Mapping[str, Any] | None, policy: RepeatPolicy, round_: int) -> bool:
@@ -635,6 +655,7 @@ def measure_config(
     passes = 0
     widths: dict[str, float] = {}
     while passes < policy.cap:
+        first = len(records)
         for index, sample in enumerate(samples):
             with timer.sample() as timing:
                 out = dict(workload.run(sample, timer))
@@ -647,6 +668,7 @@ def measure_config(
                 record["calls"] = repeated
             records.append(record)
             on_sample()
+        workload.score_set(records[first:])
         passes += 1
         if policy.mode == "auto" and passes >= policy.first:
             widths = _target_widths(records, policy, seed)
@@ -666,8 +688,10 @@ def measure_config(
 
 
 def quantities_of(workload: Any) -> list[str]:
-    """The workload's metrics declared with a unit: counts and amounts, not 0/1 outcomes."""
-    return [name for name, m in getattr(workload, "metrics", {}).items() if getattr(m, "unit", "")]
+    """The workload's metrics that are never 0/1 outcomes: counts and amounts (declared with a
+    unit) and scores (declared ``proportion=False``)."""
+    return [name for name, m in getattr(workload, "metrics", {}).items()
+            if getattr(m, "unit", "") or not getattr(m, "proportion", True)]  # fmt: skip
 
 
 def _sample_id(sample: Any, index: int) -> Any:

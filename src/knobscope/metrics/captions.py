@@ -9,19 +9,25 @@ punctuation tokens pycocoevalcap drops. ``tests/test_caption_metrics.py`` shows 
 captions that the tokens and the scores equal pycocoevalcap's Java pipeline wherever Java is
 installed.
 
-CIDEr-D and BLEU-4 are corpus statistics: the IDF, and BLEU's clipped counts and brevity
-penalty, come from every caption at once. So a workload reports them from
-``Workload.summarize`` over all its records, not as a mean of per-sample values.
+CIDEr-D's IDF and BLEU's clipped counts and brevity penalty come from every caption at once.
+Still, pycocoevalcap's corpus CIDEr-D and ROUGE-L are the *mean of per-caption scores* (the
+IDF taken from all the references of the set): :func:`per_caption_scores` returns those
+per-caption scores, so a workload stores them per sample (``Workload.score_set``) and their
+mean, with its interval over the samples like any other mean's, equals the corpus score
+exactly. Corpus BLEU-4 is a ratio of summed counts, not a mean; :func:`bleu4_interval` gives it
+a bootstrap interval over the captions.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["ptb_tokenize", "caption_scores", "CAPTION_METRICS"]
+__all__ = ["ptb_tokenize", "caption_scores", "per_caption_scores", "bleu4_interval", "score_captions", "corpus_bleu4", "CAPTION_METRICS", "PER_CAPTION_METRICS"]
 
 CAPTION_METRICS = ("cider_d", "bleu4", "rouge_l")
+PER_CAPTION_METRICS = ("cider_d", "rouge_l")  # corpus score = mean of per-caption scores
 
 # pycocoevalcap's tokenizer drops these tokens after Penn Treebank tokenization. Its list also
 # names -LRB-, -RRB-, -LCB- and -RCB-, but upper-case: after -lowerCase they never match, so the
@@ -100,14 +106,21 @@ def caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequ
     Raises:
         ValueError: an id without references, or no predictions.
     """
+    gts, res = _tokenized(predictions, references)
+    return scores_of_tokenized(gts, res)
+
+
+def _tokenized(
+    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     if not predictions:
-        raise ValueError("caption_scores needs at least one prediction")
+        raise ValueError("caption scores need at least one prediction")
     missing = [k for k in predictions if not references.get(k)]
     if missing:
         raise ValueError(f"caption {missing[0]!r} has no reference captions")
     res = {k: [ptb_tokenize(v)] for k, v in predictions.items()}
     gts = {k: [ptb_tokenize(r) for r in references[k]] for k in predictions}
-    return scores_of_tokenized(gts, res)
+    return gts, res
 
 
 def scores_of_tokenized(gts: Mapping[str, list[str]], res: Mapping[str, list[str]]) -> dict[str, float]:
@@ -125,3 +138,78 @@ def scores_of_tokenized(gts: Mapping[str, list[str]], res: Mapping[str, list[str
     cider, _ = Cider().compute_score(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)
     return {"cider_d": float(cider), "bleu4": float(bleu[3]), "rouge_l": float(rouge)}
+
+
+def per_caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """Each caption's CIDEr-D and ROUGE-L inside the set ``predictions`` (id -> caption): the
+    per-image scores pycocoevalcap averages into its corpus CIDEr-D and ROUGE-L (the IDF from the
+    whole set's references), so their mean is :func:`caption_scores`' value."""
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts, res = _tokenized(predictions, references)
+    _, cider = Cider().compute_score(gts, res)
+    _, rouge = Rouge().compute_score(gts, res)
+    return {k: {"cider_d": float(c), "rouge_l": float(r)} for k, c, r in zip(gts, cider, rouge, strict=True)}
+
+
+def bleu4_interval(
+    predictions: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Corpus BLEU-4 and its percentile-bootstrap interval over the captions: ``(value, low,
+    high)``. Each replicate is pycocoevalcap's corpus BLEU-4 (``BleuScorer``, option "closest" as
+    its ``Bleu(4)`` uses) of a resample of the captions with their references."""
+    import numpy as np
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    gts, res = _tokenized(predictions, references)
+    full = BleuScorer(n=4)
+    for k in gts:
+        full += (res[k][0], gts[k])
+    value = _bleu4_of(full)
+    rng = np.random.default_rng(seed)
+    n = len(full.ctest)
+    replicates = []
+    for _ in range(resamples):
+        picks = rng.integers(0, n, size=n)
+        part = BleuScorer(n=4)
+        part.crefs = [full.crefs[i] for i in picks]
+        part.ctest = [full.ctest[i] for i in picks]
+        replicates.append(_bleu4_of(part))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(replicates, [tail, 100 - tail])
+    return value, float(min(low, value)), float(max(high, value))
+
+def _bleu4_of(scorer: Any) -> float:
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        scores, _ = scorer.compute_score(option="closest")  # what pycocoevalcap's Bleu(4) asks for
+    return float(scores[3])
+
+
+def score_captions(records: Sequence[dict[str, Any]], references: Mapping[str, Sequence[str]]) -> None:
+    """Add each record's ``cider_d`` and ``rouge_l`` (:func:`per_caption_scores`), in place.
+    ``records`` are one pass over the evaluation set: their ``prediction`` by ``sample_id``."""
+    predictions = {str(r["sample_id"]): str(r.get("prediction", "")) for r in records}
+    scores = per_caption_scores(predictions, {k: references[k] for k in predictions if k in references})
+    for r in records:
+        r.update(scores[str(r["sample_id"])])
+
+
+def corpus_bleu4(records: Sequence[Mapping[str, Any]], references: Mapping[str, Sequence[str]], *, seed: int = 0) -> Any:
+    """Corpus BLEU-4 of the records' predictions (a sample's first) as an
+    :class:`~knobscope.intervals.Estimate` with its bootstrap interval over the samples."""
+    from knobscope.intervals import Estimate
+
+    predictions: dict[str, str] = {}
+    for r in records:
+        predictions.setdefault(str(r["sample_id"]), str(r.get("prediction", "")))
+    value, low, high = bleu4_interval(predictions, {k: references[k] for k in predictions if k in references}, seed=seed)
+    return Estimate(value, low, high, "percentile bootstrap over the samples (corpus BLEU-4 of each resample)")

@@ -57,6 +57,9 @@ class Metric:
     higher_is_better: bool
     unit: str = ""
     description: str = ""
+    # Whether a metric with no unit may be a 0/1 outcome (accuracy): its mean then gets an
+    # exact binomial interval when every value is 0 or 1. False for scores such as CIDEr-D.
+    proportion: bool = True
 
 
 @dataclass
@@ -131,8 +134,14 @@ class Workload(ABC):
     def run(self, sample: Any, timer: StageTimer) -> Mapping[str, Any]:
         """Run one sample, timing stages with ``timer.stage(name)``; return its metrics."""
 
-    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """Configuration-level metrics computed from all records (e.g. corpus BLEU). Optional."""
+    def score_set(self, records: Sequence[dict[str, Any]]) -> None:
+        """Per-sample metrics that need the whole evaluation set (a caption's CIDEr-D takes its
+        IDF from every reference of the set): add them to each of one pass's ``records``, in
+        place. Called after each pass over the samples. Optional."""
+
+    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Configuration-level metrics computed from all records (e.g. corpus BLEU): numbers, or
+        :class:`knobscope.intervals.Estimate` for a value with its interval. Optional."""
         return {}
 
     def teardown(self) -> None:

@@ -45,6 +45,7 @@ from knobscope.datasets import load_generation, load_qa, load_text
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.metrics.qa import contains_answer, exact_match
+from knobscope.metrics.captions import corpus_bleu4, score_captions
 from knobscope.models.loading import DEFAULT_MODEL, resolve_model
 from knobscope.space import Space, identity_hash
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
@@ -103,9 +104,10 @@ class LMWorkload(Workload):
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
         "accuracy": Metric(True, "", "share of answers containing a reference answer"),
         "exact_match": Metric(True, "", "share of answers equal to a reference (normalised)"),
-        "cider_d": Metric(True, "", "generation: corpus CIDEr-D of the answers against the reference texts"),
-        "bleu4": Metric(True, "", "generation: corpus BLEU-4 of the answers"),
-        "rouge_l": Metric(True, "", "generation: ROUGE-L of the answers, averaged"),
+        # generation: per answer, pycocoevalcap's score inside the set (mean = the corpus score)
+        "cider_d": Metric(True, "", "generation: CIDEr-D of the answer against its reference texts (mean: corpus CIDEr-D)", proportion=False),
+        "rouge_l": Metric(True, "", "generation: ROUGE-L of the answer (mean: pycocoevalcap's ROUGE-L)", proportion=False),
+        "bleu4": Metric(True, "", "generation: corpus BLEU-4 of the answers, with a bootstrap interval over the prompts", proportion=False),
         "tokens_in": Metric(False, "tokens", "prompt length"),
         "tokens_out": Metric(False, "tokens", "generated tokens"),
         "perplexity": Metric(False, "", "perplexity on the text corpus"),
@@ -324,17 +326,16 @@ class LMWorkload(Workload):
         return record
 
     # ---------------------------------------------------------------- per-configuration metrics
-    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        # accuracy and exact_match are per-sample metrics: knobscope reports their means with intervals.
-        out: dict[str, float] = {}
+    def score_set(self, records: Sequence[dict[str, Any]]) -> None:
         if self.args.task == "generation":
-            from knobscope.metrics.captions import caption_scores
+            score_captions(records, {str(it["id"]): it["references"] for it in self.items})
 
-            refs = {str(it["id"]): it["references"] for it in self.items}
-            preds: dict[str, str] = {}  # one answer per prompt: the first pass's (greedy: repeats agree)
-            for r in records:
-                preds.setdefault(str(r["sample_id"]), str(r.get("prediction", "")))
-            out |= caption_scores(preds, {k: refs[k] for k in preds})
+    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        # accuracy, exact_match, cider_d and rouge_l are per-sample metrics: knobscope reports
+        # their means with intervals.
+        out: dict[str, Any] = {}
+        if self.args.task == "generation":
+            out["bleu4"] = corpus_bleu4(records, {str(it["id"]): it["references"] for it in self.items})
         if self.args.perplexity or self.args.fidelity:
             out |= self.text_quality()
         if self.args.count_flops:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
+from knobscope.metrics.captions import corpus_bleu4, score_captions
 from knobscope.space import Space
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
@@ -75,9 +76,10 @@ class VLMWorkload(Workload):
     path_args = ("model", "questions", "annotations", "captions", "images")
     metrics = {
         "vqa_accuracy": Metric(True, "", "official VQA soft accuracy: min(matching annotators / 3, 1), averaged"),
-        "cider_d": Metric(True, "", "corpus CIDEr-D of the captions (pycocoevalcap)"),
-        "bleu4": Metric(True, "", "corpus BLEU-4 of the captions (pycocoevalcap)"),
-        "rouge_l": Metric(True, "", "ROUGE-L of the captions, averaged (pycocoevalcap)"),
+        # per caption, pycocoevalcap's score inside the set (mean = the corpus score)
+        "cider_d": Metric(True, "", "CIDEr-D of the caption (pycocoevalcap; mean: corpus CIDEr-D)", proportion=False),
+        "rouge_l": Metric(True, "", "ROUGE-L of the caption (pycocoevalcap; mean: its ROUGE-L)", proportion=False),
+        "bleu4": Metric(True, "", "corpus BLEU-4 of the captions (pycocoevalcap), bootstrap interval over images", proportion=False),
         "vision_tokens_actual": Metric(False, "tokens", "image tokens in the prompt (the count the vision_tokens budget reached)"),
         "text_tokens": Metric(False, "tokens", "prompt tokens that are not image tokens"),
         "crops": Metric(False, "crops", "image crops the processor made (tiles and the global view)"),
@@ -270,14 +272,11 @@ class VLMWorkload(Workload):
         return self._importance
 
     # ---------------------------------------------------------------- per-configuration metrics
-    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    def score_set(self, records: Sequence[dict[str, Any]]) -> None:
+        if self.args.task == "captions":
+            score_captions(records, {str(it["id"]): it["captions"] for it in self.items})
+
+    def summarize(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if self.args.task != "captions":
             return {}
-        from knobscope.metrics.captions import caption_scores
-
-        refs = {it["id"]: it["captions"] for it in self.items}
-        # One caption per image: the first pass's (repeats generate the same greedy caption).
-        preds: dict[str, str] = {}
-        for r in records:
-            preds.setdefault(str(r["sample_id"]), str(r.get("prediction", "")))
-        return caption_scores(preds, {k: refs[k] for k in preds})
+        return {"bleu4": corpus_bleu4(records, {str(it["id"]): it["captions"] for it in self.items})}
