@@ -11,7 +11,7 @@ from typing import Any
 
 from knobscope.errors import WorkloadError
 
-__all__ = ["load_qa", "load_generation", "load_text", "load_vqa", "load_captions", "image_dir", "BUILTIN_QA",
+__all__ = ["load_qa", "load_generation", "load_text", "load_vqa", "load_captions", "load_series", "image_dir", "BUILTIN_QA",
            "BUILTIN_GENERATION", "BUILTIN_TEXT"]  # fmt: skip
 
 BUILTIN_QA = {"builtin:qa": "qa.jsonl", "builtin:qa_calibration": "qa_calibration.jsonl"}
@@ -182,3 +182,61 @@ def _check_images(items: list[dict[str, Any]], folder: Path) -> None:
     missing = [it["image"] for it in items if not Path(it["image"]).is_file()]
     if missing:
         raise WorkloadError(f"{len(missing)} image(s) missing from {str(folder)!r}, e.g. {Path(missing[0]).name!r}")
+
+
+# vega_datasets' Seattle daily weather, 2012-2015 (NOAA observations): 1,461 days
+BUILTIN_SERIES = {"builtin:seattle_weather": ("seattle-weather.csv", "temp_max")}
+
+
+def load_series(source: str, column: str | None = None) -> tuple[Any, str]:
+    """One numeric column of a time series as float64 values, with its name.
+
+    ``source``: ``builtin:seattle_weather`` (daily maximum temperature in Seattle, 2012-2015,
+    from ``vega_datasets``), or an ETT-format CSV (a ``date`` column plus numeric columns, as
+    ETTh1). ``column`` defaults to the built-in's (``temp_max``), else ``OT`` (ETT's target) when
+    present, else the last numeric column.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if source in BUILTIN_SERIES:
+        try:
+            import vega_datasets
+        except ImportError:
+            raise WorkloadError(f"series {source!r} needs vega_datasets: pip install 'knobscope[forecast]'") from None
+        filename, default_column = BUILTIN_SERIES[source]
+        path: Any = resources.files(vega_datasets).joinpath("_data", filename)
+        column = column or default_column
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise WorkloadError(f"series {source!r} does not exist; use {' or '.join(map(repr, BUILTIN_SERIES))} or a CSV file")
+    try:
+        with resources.as_file(path) if not isinstance(path, Path) else _same(path) as p:
+            frame = pd.read_csv(p)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise WorkloadError(f"series {source!r} is not a CSV file: {str(exc).splitlines()[0]}") from None
+    numeric = [c for c in frame.columns if c != "date" and pd.api.types.is_numeric_dtype(frame[c])]
+    if not numeric:
+        raise WorkloadError(f"series {source!r} has no numeric column (columns: {', '.join(map(str, frame.columns))})")
+    name = column if column is not None else ("OT" if "OT" in numeric else numeric[-1])
+    if name not in numeric:
+        raise WorkloadError(f"series {source!r} has no numeric column {name!r}; numeric columns: {', '.join(numeric)}")
+    values = frame[name].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise WorkloadError(f"series {source!r} column {name!r} has a missing or non-finite value at row {bad + 1}")
+    return values, name
+
+
+class _same:
+    """``resources.as_file`` for a path that already is one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *exc: Any) -> None:
+        return None

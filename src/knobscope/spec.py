@@ -120,8 +120,11 @@ class WorkloadSpec:
             return args
         for key in path_args:
             value = args.get(key)
-            if isinstance(value, str) and value and not Path(value).is_absolute() and (self.base_dir / value).exists():
-                args[key] = str(self.base_dir / value)
+            if not isinstance(value, str) or not value:
+                continue
+            path, colon, obj = value.rpartition(":") if ".py:" in value else (value, "", "")
+            if not Path(path).is_absolute() and (self.base_dir / path).exists():  # a file, or 'file.py:function'
+                args[key] = str(self.base_dir / path) + colon + obj
         return args
 
 
