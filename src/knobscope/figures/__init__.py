@@ -40,6 +40,7 @@ for _name, _target in (
     ("breakdown", "knobscope.figures.breakdown:BreakdownFigure"),
     ("policies", "knobscope.figures.policies:PolicyFigure"),
     ("cases", "knobscope.figures.cases:CasesFigure"),
+    ("speculative", "knobscope.figures.speculative:SpeculativeFigure"),
     ("profile", "knobscope.figures.profile:ProfileFigure"),
     ("flops", "knobscope.figures.profile:FlopsFigure"),
 ):

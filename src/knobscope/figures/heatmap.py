@@ -13,7 +13,7 @@ from knobscope.analysis.objectives import direction_of
 from knobscope.errors import AnalysisError
 from knobscope.figures.base import Figure, FigureContext, Info, axis_label, done_rows, number, plt, save, slug
 
-__all__ = ["HeatmapFigure", "HeatmapInfo"]
+__all__ = ["HeatmapFigure", "HeatmapInfo", "heatmap_info"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,21 @@ class HeatmapInfo(Info):
     z: list[list[float]]
     better_high: bool  # colour scale: brighter is better
     label: str
+
+
+def heatmap_info(ctx: FigureContext, column: str, kx: str, ky: str, *, file: str | None = None) -> HeatmapInfo:
+    """``column``'s mean over the other knobs, by ``kx`` and ``ky``."""
+    values = ctx.values
+    rows = done_rows(ctx.run.table, [column])
+    grid = rows.pivot_table(index=ky, columns=kx, values=column, aggfunc="mean")
+    grid = grid.reindex(index=[v for v in values[ky] if v in grid.index], columns=[v for v in values[kx] if v in grid.columns])
+    direction, _ = direction_of(column, ctx.run.metrics)
+    return HeatmapInfo(
+        file=file or f"heatmap_{slug(column)}_{slug(kx)}_{slug(ky)}", section="effects",
+        title=f"{ctx.run.label}: {column} by {kx} and {ky} (mean over the other knobs)",
+        column=column, knob_x=kx, knob_y=ky, x=[str(v) for v in grid.columns], y=[str(v) for v in grid.index],
+        z=grid.to_numpy(dtype=float).tolist(), better_high=direction != "min", label=axis_label(column, ctx.run.metrics),
+    )  # fmt: skip
 
 
 class HeatmapFigure(Figure):
@@ -46,16 +61,7 @@ class HeatmapFigure(Figure):
                     raise AnalysisError(f"--heatmap names {k!r}, which is not a knob; knobs: {', '.join(knobs)}")
             if column not in ctx.run.table.columns:
                 raise AnalysisError(f"--heatmap names {column!r}, which is not a result column")
-            rows = done_rows(ctx.run.table, [column])
-            grid = rows.pivot_table(index=ky, columns=kx, values=column, aggfunc="mean")
-            grid = grid.reindex(index=[v for v in values[ky] if v in grid.index], columns=[v for v in values[kx] if v in grid.columns])
-            direction, _ = direction_of(column, ctx.run.metrics)
-            out.append(HeatmapInfo(
-                file=f"heatmap_{slug(column)}_{slug(kx)}_{slug(ky)}", section="effects",
-                title=f"{ctx.run.label}: {column} by {kx} and {ky} (mean over the other knobs)",
-                column=column, knob_x=kx, knob_y=ky, x=[str(v) for v in grid.columns], y=[str(v) for v in grid.index],
-                z=grid.to_numpy(dtype=float).tolist(), better_high=direction != "min", label=axis_label(column, ctx.run.metrics),
-            ))  # fmt: skip
+            out.append(heatmap_info(ctx, column, kx, ky))
         return out
 
     def png(self, info: HeatmapInfo, path: Path) -> None:

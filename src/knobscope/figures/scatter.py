@@ -14,7 +14,7 @@ from knobscope.figures.base import (
     Figure, FigureContext, Info, Series, axis_label, colours, done_rows, hex_colour, hover, interval_arrays, plt, save, slug,
 )  # fmt: skip
 
-__all__ = ["ScatterFigure", "ScatterInfo"]
+__all__ = ["ScatterFigure", "ScatterInfo", "scatter_info"]
 
 
 @dataclass(frozen=True)
@@ -24,29 +24,33 @@ class ScatterInfo(Info):
     series: tuple[Series, ...]
 
 
+def scatter_info(ctx: FigureContext, x: str, y: str, knob: str, *, file: str | None = None, title: str | None = None) -> ScatterInfo:
+    """Every configuration's ``y`` against its ``x``, one colour per value of ``knob``."""
+    palette = colours(ctx.values[knob])
+    rows = done_rows(ctx.run.table, [x, y])
+    series = []
+    for v in ctx.values[knob]:
+        part = rows[rows[knob] == v]
+        if len(part):
+            xe, ye = interval_arrays(part, x), interval_arrays(part, y)
+            series.append(Series(f"{knob}={v}", hex_colour(palette[v]), part[x].astype(float).tolist(),
+                                 part[y].astype(float).tolist(), (xe[0].tolist(), xe[1].tolist()) if xe else None,
+                                 (ye[0].tolist(), ye[1].tolist()) if ye else None, hover(part, ctx.knobs, [x, y])))  # fmt: skip
+    return ScatterInfo(file=file or f"scatter_{slug(x)}_vs_{slug(y)}", title=title or f"{ctx.run.label}: {y} vs {x}",
+                       section="effects", x_label=axis_label(x, ctx.run.metrics), y_label=axis_label(y, ctx.run.metrics),
+                       series=tuple(series))  # fmt: skip
+
+
 class ScatterFigure(Figure):
     name = "scatter"
 
     def infos(self, ctx: FigureContext) -> list[ScatterInfo]:
         out = []
-        knob = ctx.colour_knob
-        palette = colours(ctx.values[knob])
         for x, y in ctx.xy:
             for c in (x, y):
                 if c not in ctx.run.table.columns:
                     raise AnalysisError(f"--xy names {c!r}, which is not a result column")
-            rows = done_rows(ctx.run.table, [x, y])
-            series = []
-            for v in ctx.values[knob]:
-                part = rows[rows[knob] == v]
-                if len(part):
-                    xe, ye = interval_arrays(part, x), interval_arrays(part, y)
-                    series.append(Series(f"{knob}={v}", hex_colour(palette[v]), part[x].astype(float).tolist(),
-                                         part[y].astype(float).tolist(), (xe[0].tolist(), xe[1].tolist()) if xe else None,
-                                         (ye[0].tolist(), ye[1].tolist()) if ye else None, hover(part, ctx.knobs, [x, y])))  # fmt: skip
-            out.append(ScatterInfo(file=f"scatter_{slug(x)}_vs_{slug(y)}", title=f"{ctx.run.label}: {y} vs {x}", section="effects",
-                                   x_label=axis_label(x, ctx.run.metrics), y_label=axis_label(y, ctx.run.metrics),
-                                   series=tuple(series)))  # fmt: skip
+            out.append(scatter_info(ctx, x, y, ctx.colour_knob))
         return out
 
     def png(self, info: ScatterInfo, path: Path) -> None:
