@@ -93,15 +93,15 @@ def run(
         options["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
     name = executor or ("devices" if devices is not None else "local")
     try:
-        with _listener(progress) as listener, run_log(spec.output_dir):
+        with _listener(progress) as listener, run_log(spec.output_dir, spec.files["log"]):
             result = run_with(spec, name, listener=listener, shard=shard_ix, retry_failed=retry_failed, device=device,
                               lease_s=lease, **options)  # fmt: skip
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished trials are stored; run the same command again to resume.")
         raise typer.Exit(130) from None
     _print_results(spec, result.run_dir)
-    for fmt in ("json", "csv"):
-        for path in export(result.run_dir, fmt):
+    for fmt, name in (("json", None), ("csv", spec.files["csv"])):
+        for path in export(result.run_dir, fmt, out=result.run_dir / name if name else None):
             out.print(f"wrote {path}")
     c = result.counts
     out.print(f"trials: {c['done']} done, {c['failed']} failed, {c['pending'] + c['running']} unfinished "

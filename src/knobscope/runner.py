@@ -57,10 +57,10 @@ class SweepListener:
 
 
 @contextlib.contextmanager
-def run_log(run_dir: Path) -> Iterator[None]:
-    """Append the ``knobscope`` logger to ``run_dir/knobscope.log`` while the block runs (the file is
+def run_log(run_dir: Path, name: str = LOG_NAME) -> Iterator[None]:
+    """Append the ``knobscope`` logger to ``run_dir/name`` while the block runs (the file is
     opened at the first message, so a run that never starts creates nothing)."""
-    handler = _DirFileHandler(run_dir / LOG_NAME)
+    handler = _DirFileHandler(run_dir / name)
     handler.setFormatter(logging.Formatter(f"%(asctime)s pid={os.getpid()} %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -81,6 +81,11 @@ class _AnalysisModel(_ScenarioModel):
     scenarios: dict[str, _ScenarioModel] = Field(default_factory=dict)
 
 
+class _FilesModel(_Model):
+    csv: str = Field("results.csv", pattern=r"^[^/\\]+\.csv$", description="name of the results CSV in the run directory")
+    log: str = Field("knobscope.log", pattern=r"^[^/\\]+$", description="name of the log file in the run directory")
+
+
 class _SpecModel(_Model):
     name: str = Field(min_length=1)
     description: str = ""
@@ -94,6 +99,7 @@ class _SpecModel(_Model):
     measure: _MeasureModel = Field(default_factory=_MeasureModel)
     analysis: _AnalysisModel = Field(default_factory=_AnalysisModel)
     output: str | None = None
+    files: _FilesModel = Field(default_factory=_FilesModel)
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,8 @@ class ExperimentSpec:
     # The spec's ``analysis`` section as plain data (see docs/spec.md); read by knobscope.analysis.
     analysis: Mapping[str, Any] = field(default_factory=dict)
     output: Path | None = None
+    # names of the results CSV and the log inside the run directory (seed 003 names its own)
+    files: Mapping[str, str] = field(default_factory=lambda: {"csv": "results.csv", "log": "knobscope.log"})
     description: str = ""
     source: str = "<spec>"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -298,6 +306,7 @@ def parse_spec(data: Any, *, source: str = "<spec>", require_workload: bool = Tr
         measure=_measure_settings(m, source),
         analysis=analysis,
         output=Path(model.output) if model.output else None,
+        files=model.files.model_dump(),
         source=source,
         raw=dict(data),
     )
