@@ -40,16 +40,16 @@ _VERSION = 1  # bump when training changes, so old caches are not reused
 class ForecasterConfig:
     """Architecture and training of a target/draft pair (everything the cache key covers)."""
 
-    patch_len: int = 24
-    context_patches: int = 7
+    patch_len: int = 7
+    context_patches: int = 8
     horizon_patches: int = 4
-    d_model: int = 128
+    d_model: int = 256
     layers: int = 4
     heads: int = 4
-    d_ff: int = 256
+    d_ff: int = 1024
     draft_scale: float = 0.25
-    train_steps: int = 1200
-    draft_steps: int = 1200
+    train_steps: int = 300
+    draft_steps: int = 2000
     batch_size: int = 32
     lr: float = 1e-3
     teacher_noise: float = 0.0

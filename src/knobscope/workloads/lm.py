@@ -98,7 +98,8 @@ class LMArgs(BaseModel):
 class LMWorkload(Workload):
     """Greedy generation with a Hugging Face causal LM, timed per stage and scored on QA."""
 
-    knobs = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens")
+    knobs = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens", "spec_draft", "spec_k",
+             "spec_threshold")
     path_args = ("model", "dataset", "calibration_dataset")
     metrics = {
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
@@ -108,6 +109,13 @@ class LMWorkload(Workload):
         "cider_d": Metric(True, "", "generation: CIDEr-D of the answer against its reference texts (mean: corpus CIDEr-D)", proportion=False),
         "rouge_l": Metric(True, "", "generation: ROUGE-L of the answer (mean: pycocoevalcap's ROUGE-L)", proportion=False),
         "bleu4": Metric(True, "", "generation: corpus BLEU-4 of the answers, with a bootstrap interval over the prompts", proportion=False),
+        # self-speculative decoding (spec_draft other than none): against plain greedy in the same sample
+        "acceptance_rate": Metric(True, "", "speculative: accepted draft tokens / proposed", proportion=False),
+        "accepted_per_round": Metric(True, "tokens", "speculative: draft tokens accepted per verification"),
+        "speedup": Metric(True, "x", "speculative: plain greedy time / speculative time, same sample"),
+        "tokens_per_s": Metric(True, "tokens/s", "speculative: generated tokens per second"),
+        "plain_tokens_per_s": Metric(True, "tokens/s", "plain greedy decoding: generated tokens per second"),
+        "token_agreement": Metric(True, "", "speculative: share of output tokens equal to plain greedy's, position by position", proportion=False),
         "tokens_in": Metric(False, "tokens", "prompt length"),
         "tokens_out": Metric(False, "tokens", "generated tokens"),
         "perplexity": Metric(False, "", "perplexity on the text corpus"),
@@ -177,6 +185,15 @@ class LMWorkload(Workload):
         bad = [v for v in values.get("block_selection", []) if v not in BLOCK_SELECTIONS]
         if bad:
             raise WorkloadError(f"block_selection value {bad[0]!r} is unknown; choose from {', '.join(BLOCK_SELECTIONS)}")
+        bad = [v for v in values.get("spec_k", []) if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise WorkloadError(f"spec_k value {bad[0]!r} is not possible: values must be whole numbers >= 1 (draft tokens per round)")
+        bad = [v for v in values.get("spec_threshold", []) if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1]
+        if bad:
+            raise WorkloadError(f"spec_threshold value {bad[0]!r} is not possible: 0 (exact greedy verification) or a probability in (0, 1)")
+        for v in values.get("spec_draft", []):
+            if not (v in ("none", "lookup") or (isinstance(v, str) and v.startswith("blocks:") and v[7:].isdigit())):
+                raise WorkloadError(f"spec_draft value {v!r} is not possible: use 'none', 'lookup' or 'blocks:N'")
 
     def check_space(self, space: Space) -> None:
         super().check_space(space)
@@ -206,6 +223,13 @@ class LMWorkload(Workload):
         bad = [v for v in values.get("max_new_tokens", []) if not (isinstance(v, int) and v >= 1)]
         if bad:
             raise WorkloadError(f"max_new_tokens value {bad[0]!r} must be an integer >= 1")
+        from knobscope.models.speculative_lm import parse_drafter
+
+        for v in values.get("spec_draft", []):
+            try:
+                parse_drafter(v, self.num_blocks)
+            except ValueError as exc:
+                raise WorkloadError(str(exc)) from None
         if "input_tokens" in values:
             needed = max(len(self._encode(prompt_of(item), None)) for item in self.items)
             longest_out = max(values.get("max_new_tokens", [self.args.default_max_new_tokens]))
@@ -234,6 +258,15 @@ class LMWorkload(Workload):
             self.topk.restore()
         self.max_new_tokens = int(config.get("max_new_tokens", self.args.default_max_new_tokens))
         self.input_tokens = int(config["input_tokens"]) if "input_tokens" in config else None
+        from knobscope.models.speculative_lm import parse_drafter
+
+        self.drafter, draft_n = parse_drafter(config.get("spec_draft", "none"), self.num_blocks)
+        self.spec_k = int(config.get("spec_k", 4))
+        self.spec_threshold = float(config.get("spec_threshold", 0.0))
+        self.target_blocks = [i for i, a in enumerate(self.blocks.active) if a]
+        self.draft_blocks: list[int] = []
+        if draft_n is not None:  # the draft's N blocks, chosen as the configuration chooses its own
+            self.draft_blocks = list(range(draft_n)) if selection == "first" else sorted(self.importance(selection).top(draft_n))
 
     @contextlib.contextmanager
     def full_configuration(self) -> Iterator[None]:
@@ -306,6 +339,28 @@ class LMWorkload(Workload):
                 generated.append(int(token))
         return generated
 
+    def _speculative(self, input_ids: Any, timer: StageTimer, plain: list[int]) -> tuple[list[int], dict[str, Any]]:
+        """Self-speculative decoding of the same prompt, after plain greedy (``plain``) in the same sample."""
+        from knobscope.models.speculative_lm import speculative_greedy
+
+        tokens, stats = speculative_greedy(
+            self.model, input_ids, max_new_tokens=self.max_new_tokens, k=self.spec_k, drafter=self.drafter,
+            draft_blocks=self.draft_blocks, set_blocks=self.blocks.set_active, all_blocks=self.target_blocks,
+            threshold=self.spec_threshold, eos_ids=self.eos_ids, ignore_eos=self.args.ignore_eos, stage=timer.stage,
+        )  # fmt: skip
+        plain_ms = timer.stage_ms("prefill") + timer.stage_ms("decode")
+        spec_ms = sum(timer.stage_ms(s) for s in ("spec_prefill", "draft", "verify"))
+        same = sum(a == b for a, b in zip(tokens, plain)) / max(len(tokens), len(plain), 1)
+        return tokens, {
+            "acceptance_rate": stats.acceptance_rate,
+            "accepted_per_round": stats.accepted_per_round,
+            "spec_rounds": stats.rounds,
+            "speedup": plain_ms / spec_ms if spec_ms > 0 else float("nan"),
+            "tokens_per_s": len(tokens) / spec_ms * 1e3 if spec_ms > 0 else float("nan"),
+            "plain_tokens_per_s": len(plain) / plain_ms * 1e3 if plain_ms > 0 else float("nan"),
+            "token_agreement": same,
+        }
+
     def _answer(self, generated: list[int]) -> str:
         end = next((i for i, t in enumerate(generated) if t in self.eos_ids), len(generated))
         return self.tokenizer.decode(generated[:end], skip_special_tokens=True).strip()
@@ -316,8 +371,13 @@ class LMWorkload(Workload):
         with timer.stage("tokenize"):
             input_ids = torch.tensor([self._encode(prompt_of(sample), self.input_tokens)], device=self.device)
         generated = self._greedy(input_ids, timer.stage, self.max_new_tokens, self.args.ignore_eos)
+        speculative: dict[str, Any] = {}
+        if self.drafter != "none":
+            plain = generated
+            generated, speculative = self._speculative(input_ids, timer, plain)
         prediction = self._answer(generated)
-        record: dict[str, Any] = {"tokens_in": int(input_ids.shape[1]), "tokens_out": len(generated), "prediction": prediction}
+        record: dict[str, Any] = {"tokens_in": int(input_ids.shape[1]), "tokens_out": len(generated), "prediction": prediction,
+                                  **speculative}  # fmt: skip
         if self.args.task == "qa":
             record["accuracy"] = contains_answer(prediction, sample["answers"])
             record["exact_match"] = exact_match(prediction, sample["answers"])
