@@ -217,3 +217,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: dict, knobs: dic
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert message in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_seed_003s_outputs_files_decision_table_and_five_figures(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "f.yaml", workload={"name": "forecast", "args": {**TINY, "horizon_patches": 3}},
+                      knobs={"spec_sigma": [0.25, 1.0], "spec_accept_bias": [1.0, 10.0], "spec_k": [1, 3]},
+                      objectives={"acceptance_rate": "max", "mse": "min"}, measure={"warmup": 0, "repeats": 1},
+                      files={"csv": "stochastic_sweep_results.csv", "log": "stochastic_sweep.log"},
+                      analysis={"scenarios": {"top_by_mse": {"minimize": "mse"},
+                                              "balanced": {"maximize": "acceptance_rate",
+                                                           "constraints": ["mse <= 1.10 * target_mse"]}}})  # fmt: skip
+    res = cli("run", str(spec), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "run"
+    assert (run / "stochastic_sweep.log").stat().st_size > 0 and not (run / "knobscope.log").exists()
+    import pandas as pd
+
+    table = pd.read_csv(run / "stochastic_sweep_results.csv")
+    assert len(table) == 8 and {"spec_sigma", "acceptance_rate", "mse", "target_mse", "speedup"} <= set(table.columns)
+    res = cli("analyze", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "top_by_mse: minimize mse" in res.stdout and "balanced: maximize acceptance_rate subject to mse <= 1.10 * target_mse" in res.stdout
+    res = cli("plot", str(run))
+    assert res.returncode == 0, res.stderr
+    for name in ("acceptance_vs_mse", "acceptance_heatmap", "mse_heatmap", "k_effect", "pareto_frontier"):
+        assert (run / "figures" / f"{name}.png").stat().st_size > 10_000, name

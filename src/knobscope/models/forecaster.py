@@ -42,7 +42,7 @@ class ForecasterConfig:
 
     patch_len: int = 7
     context_patches: int = 8
-    horizon_patches: int = 4
+    horizon_patches: int = 8
     d_model: int = 256
     layers: int = 4
     heads: int = 4

@@ -52,7 +52,7 @@ class ForecastArgs(BaseModel):
     column: str | None = Field(None, description="the column forecast (default: the built-in's, else `OT`, else the last numeric column)")
     patch_len: int = Field(7, ge=1, description="steps per patch (one token of the forecaster)")
     context_patches: int = Field(8, ge=1, description="patches of context per window")
-    horizon_patches: int = Field(4, ge=1, description="patches forecast per window")
+    horizon_patches: int = Field(8, ge=1, description="patches forecast per window")
     windows: int = Field(24, ge=1, description="samples: windows evenly spaced over the test split")
     season: int | None = Field(None, ge=1, description="period of the seasonal-naive baseline (default: patch_len)")
     draft: Literal["trained", "target"] = Field("trained", description="trained: the distilled stochastic draft; target: the target itself with variance spec_sigma^2 (a check: acceptance 1)")

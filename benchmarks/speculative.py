@@ -1,0 +1,145 @@
+"""Speculative decoding against the plain baseline, side by side in one run (issue 14).
+
+1. Time series (the ``forecast`` workload's trained pair, cached): speculative rollout at a
+   configuration (by default the best of the sweep in ``runs/stochastic_sweep``: the highest
+   measured speedup among configurations whose MSE is within 10% of target-only) against the
+   target-only rollout, alternated window by window, ``--rounds`` passes over the windows.
+   Prints acceptance, MSE against target-only, the wall-clock ratio and the speedup the
+   capped-geometric law predicts from the measured acceptance and per-call costs.
+2. SmolLM2 (the ``lm`` workload): self-speculative greedy decoding (exact verification, so the
+   tokens are plain greedy's) against plain greedy, alternated prompt by prompt, for each
+   drafter in ``--drafters``, on the long-form prompts (``task: generation``) and on QA.
+
+Usage: python benchmarks/speculative.py [--rounds 3] [--skip-lm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _best_from_sweep(run_dir: Path) -> dict | None:
+    if not (run_dir / "results.db").exists():
+        return None
+    from knobscope.results import load_run
+
+    table = load_run(run_dir).table
+    table = table[(table["status"] == "done") & (table["mse"] <= 1.10 * table["target_mse"])]
+    if table.empty:
+        return None
+    best = table.sort_values("speedup", ascending=False).iloc[0]
+    return {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in ("spec_sigma", "spec_accept_bias", "spec_k")}
+
+
+def forecast(rounds: int, config: dict) -> None:
+    from knobscope.measure import StageTimer
+    from knobscope.models.speculative_forecast import predicted_speedup, speculative_rollout, target_rollout
+    from knobscope.workloads.base import WorkloadContext
+    from knobscope.workloads.forecast import ForecastWorkload
+
+    w = ForecastWorkload(series="builtin:seattle_weather", windows=24)
+    w.setup(WorkloadContext(device="cpu", seed=0, timer=StageTimer(), run_dir=Path("/nonexistent")))
+    k, sigma, bias = int(config["spec_k"]), float(config["spec_sigma"]), float(config["spec_accept_bias"])
+    horizon = w.args.horizon_patches
+    base_s, spec_s, draft_ms, verify_ms = [], [], [], []
+    acc = att = 0
+    mse_spec, mse_base = [], []
+    with torch.inference_mode():
+        for r in range(rounds):
+            for i, win in w._windows.items():
+                noise, accept = torch.Generator().manual_seed(1000 * r + i), torch.Generator().manual_seed(1000 * r + i + 1)
+                t0 = time.perf_counter()
+                point = target_rollout(w.target, win["context"], horizon)
+                t1 = time.perf_counter()
+                times: dict[str, float] = {}
+
+                @contextlib.contextmanager
+                def stage(name: str, times: dict[str, float] = times):
+                    s = time.perf_counter()
+                    yield
+                    times[name] = times.get(name, 0.0) + time.perf_counter() - s
+
+                patches, st = speculative_rollout(w.target, w.draft, win["context"], horizon, k=k, sigma=sigma, bias=bias,
+                                                  noise=noise, accept=accept, stage=stage)  # fmt: skip
+                t2 = time.perf_counter()
+                base_s.append(t1 - t0)
+                spec_s.append(t2 - t1)
+                acc, att = acc + st.accepted, att + st.attempted
+                draft_ms.append(times["draft"] * 1e3 / max(st.draft_calls, 1))
+                verify_ms.append(times["verify"] * 1e3 / st.verify_calls)
+                truth = win["truth"]
+                mse_spec.append(float(((w._forecast(win, patches) - truth) ** 2).mean()))
+                mse_base.append(float(((w._forecast(win, point) - truth) ** 2).mean()))
+    a = acc / att
+    ratio = sum(base_s) / sum(spec_s)
+    law = predicted_speedup(a, k, statistics.median(draft_ms), statistics.median(verify_ms),
+                            statistics.median(base_s) * 1e3 / horizon)  # fmt: skip
+    print(f"time series (forecast workload, {len(w._windows)} windows x {rounds} rounds, horizon {horizon} patches), "
+          f"config {config}:")  # fmt: skip
+    print(f"  target-only {np.mean(base_s) * 1e3:.2f} ms/window, speculative {np.mean(spec_s) * 1e3:.2f} ms/window: "
+          f"speedup {ratio:.2f}x (law from acceptance and per-call costs: {law:.2f}x)")  # fmt: skip
+    print(f"  acceptance {a:.1%}; MSE {np.mean(mse_spec):.4f} against target-only {np.mean(mse_base):.4f} "
+          f"({np.mean(mse_spec) / np.mean(mse_base) - 1:+.1%}); per call: draft {statistics.median(draft_ms):.2f} ms, "
+          f"verify {statistics.median(verify_ms):.2f} ms, target step {statistics.median(base_s) * 1e3 / horizon:.2f} ms")  # fmt: skip
+    goal = ratio >= 1.5 and a >= 0.70 and np.mean(mse_spec) <= 1.10 * np.mean(mse_base)
+    print(f"  goal (>= 1.5x at acceptance >= 70%, MSE within 10%): {'met' if goal else 'missed'}")
+
+
+def lm(rounds: int, drafters: list[str], k: int) -> None:
+    from knobscope.measure import StageTimer
+    from knobscope.models.speculative_lm import speculative_greedy
+    from knobscope.workloads.base import WorkloadContext
+    from knobscope.workloads.lm import LMWorkload
+
+    for task, tokens, n in (("generation", 48, 8), ("qa", 24, 8)):
+        w = LMWorkload(task=task, block_selection="block_influence")
+        w.setup(WorkloadContext(device="cpu", seed=0, timer=StageTimer(), run_dir=Path("/nonexistent")))
+        from knobscope.workloads.lm import prompt_of
+
+        prompts = [torch.tensor([w._encode(prompt_of(it), None)]) for it in w.items[:n]]
+        for drafter in drafters:
+            w.apply({"spec_draft": drafter, "spec_k": k, "max_new_tokens": tokens})
+            plain_s, spec_s, same = [], [], 0
+            acc = prop = 0
+            with torch.inference_mode():
+                for _ in range(rounds):
+                    for ids in prompts:
+                        t0 = time.perf_counter()
+                        plain = w._greedy(ids, lambda s: contextlib.nullcontext(), tokens, w.args.ignore_eos)
+                        t1 = time.perf_counter()
+                        out, st = speculative_greedy(w.model, ids, max_new_tokens=tokens, k=k, drafter=w.drafter,
+                                                     draft_blocks=w.draft_blocks, set_blocks=w.blocks.set_active,
+                                                     all_blocks=w.target_blocks, eos_ids=w.eos_ids, ignore_eos=w.args.ignore_eos)  # fmt: skip
+                        t2 = time.perf_counter()
+                        plain_s.append(t1 - t0)
+                        spec_s.append(t2 - t1)
+                        same += out == plain
+                        acc, prop = acc + st.accepted, prop + st.proposed
+            print(f"SmolLM2 {task} ({len(prompts)} prompts x {rounds} rounds, up to {tokens} tokens), spec_draft={drafter}, "
+                  f"k={k}: speedup {sum(plain_s) / sum(spec_s):.2f}x, acceptance {acc / max(prop, 1):.1%}, "
+                  f"outputs equal to plain greedy: {same}/{len(plain_s)}")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sweep", type=Path, default=Path("runs/stochastic_sweep"))
+    p.add_argument("--drafters", default="lookup,blocks:24,blocks:20")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--skip-lm", action="store_true")
+    args = p.parse_args()
+    config = _best_from_sweep(args.sweep) or {"spec_sigma": 0.5, "spec_accept_bias": 10.0, "spec_k": 3}
+    forecast(args.rounds, config)
+    if not args.skip_lm:
+        lm(args.rounds, args.drafters.split(","), args.k)
+
+
+if __name__ == "__main__":
+    main()
