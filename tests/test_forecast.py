@@ -164,6 +164,7 @@ def test_a_sweep_through_the_cli_reads_an_ett_csv_and_stores_every_metric(tmp_pa
     for config, record in rows:
         r, c = json.loads(record), json.loads(config)
         assert 0 <= r["acceptance_rate"] <= 1 and 1 <= r["rounds"] <= 3
+        assert r["accepted_per_round"] <= c["spec_k"]
         assert r["mse"] >= 0 and r["target_mse"] >= 0 and r["naive_mse"] >= 0
         assert r["speculative_ms"] == pytest.approx(r["draft_ms"] + r["verify_ms"] + r["accept_ms"])
         assert r["speedup"] == pytest.approx(r["target_only_ms"] / r["speculative_ms"])
