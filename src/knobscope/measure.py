@@ -51,7 +51,18 @@ __all__ = [
     "STAT_NAMES",
     "provenance",
     "resolve_device",
+    "Stage",
+    "no_stage",
 ]
+
+# A function that times a block as the named stage (``StageTimer.stage``), or does nothing.
+Stage = Callable[[str], contextlib.AbstractContextManager[Any]]
+
+
+def no_stage(name: str) -> contextlib.AbstractContextManager[Any]:
+    """A :data:`Stage` that times nothing (code that is timed inside a workload, called outside one)."""
+    return contextlib.nullcontext()
+
 
 STAT_NAMES = ("mean", "std", "min", "max", "p50", "p90", "p95", "p99", "n")
 

@@ -24,10 +24,10 @@ target (acceptance 1) produces exactly the target-only sampled rollout's patches
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from knobscope.measure import Stage, no_stage
 
 __all__ = ["target_rollout", "speculative_rollout", "SpeculativeStats", "gaussian_log_ratio", "IdenticalDraft",
            "RULES", "predicted_speedup"]  # fmt: skip
@@ -36,11 +36,6 @@ RULES = ("lenient", "exact")
 LOG_RATIO_CLAMP = 20.0  # seed 003 clamps the log-ratio from above before exponentiating
 MAX_RESIDUAL_DRAWS = 1000
 
-Stage = Callable[[str], AbstractContextManager[Any]]
-
-
-def _no_stage(name: str) -> AbstractContextManager[Any]:
-    return nullcontext()
 
 
 @dataclass
@@ -92,7 +87,7 @@ def _sample(mean: Any, std: Any, gen: Any) -> Any:
 
 
 def target_rollout(target: Any, context: Any, patches: int, *, sigma: float = 0.0, noise: Any = None,
-                   stage: Stage = _no_stage, name: str = "target_only") -> Any:  # fmt: skip
+                   stage: Stage = no_stage, name: str = "target_only") -> Any:  # fmt: skip
     """``patches`` next patches from the target alone, ``(1, patches, P)``: its means
     (``sigma`` 0, the point forecast) or samples of ``N(mean, sigma^2)``."""
     import torch
@@ -118,7 +113,7 @@ def speculative_rollout(
     rule: Literal["lenient", "exact"] = "lenient",
     noise: Any = None,
     accept: Any = None,
-    stage: Stage = _no_stage,
+    stage: Stage = no_stage,
 ) -> tuple[Any, SpeculativeStats]:
     """``patches`` next patches by speculative decoding (see the module docstring), with stats."""
     import torch

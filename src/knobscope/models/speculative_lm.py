@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from knobscope.measure import Stage, no_stage
+
 __all__ = ["speculative_greedy", "LMSpecStats", "parse_drafter", "lookup_proposals", "truncate_cache"]
 
-Stage = Callable[[str], AbstractContextManager[Any]]
-
-
-def _no_stage(name: str) -> AbstractContextManager[Any]:
-    return nullcontext()
 
 
 @dataclass
@@ -97,7 +93,7 @@ def speculative_greedy(
     threshold: float = 0.0,
     eos_ids: Iterable[int] = (),
     ignore_eos: bool = False,
-    stage: Stage = _no_stage,
+    stage: Stage = no_stage,
 ) -> tuple[list[int], LMSpecStats]:
     """Greedy decoding of ``max_new_tokens`` tokens with self-speculation (module docstring).
 
