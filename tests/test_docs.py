@@ -9,12 +9,13 @@ import pytest
 from knobscope.strategies import STRATEGIES
 from knobscope.workloads.lm import LMArgs
 from knobscope.workloads.vlm import VLMArgs
+from knobscope.workloads.forecast import ForecastArgs, ForecastWorkload
 from knobscope.workloads.sketchwalk import KNOB_FIELDS, SketchWalkArgs, SketchWalkWorkload
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "spec.md").read_text()
 
 
-@pytest.mark.parametrize("model", [LMArgs, SketchWalkArgs, VLMArgs])
+@pytest.mark.parametrize("model", [LMArgs, SketchWalkArgs, VLMArgs, ForecastArgs])
 def test_every_workload_argument_is_documented(model) -> None:
     missing = [name for name in model.model_fields if f"`{name}`" not in DOC]
     assert not missing, f"docs/spec.md lacks {model.__name__} arguments {missing}"
@@ -26,6 +27,11 @@ def test_every_strategy_and_option_is_documented() -> None:
         options = STRATEGIES.load(name).Options.model_fields
         missing = [o for o in options if f"`{o}`" not in DOC]
         assert not missing, f"strategy {name}'s options {missing} are not in docs/spec.md"
+
+
+def test_forecast_knobs_and_metrics_are_documented() -> None:
+    for name in (*ForecastWorkload.knobs, *ForecastWorkload.metrics):
+        assert f"`{name}`" in DOC, f"{name} is not in docs/spec.md"
 
 
 def test_sketchwalk_knobs_and_metrics_are_documented() -> None:
