@@ -243,3 +243,33 @@ def test_seed_003s_outputs_files_decision_table_and_five_figures(tmp_path: Path)
     assert res.returncode == 0, res.stderr
     for name in ("acceptance_vs_mse", "acceptance_heatmap", "mse_heatmap", "k_effect", "pareto_frontier"):
         assert (run / "figures" / f"{name}.png").stat().st_size > 10_000, name
+
+
+def test_training_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+    values, _ = load_series("builtin:seattle_weather")
+    series = (values - values.mean()) / values.std()
+    cfg = ForecasterConfig(patch_len=7, context_patches=4, horizon_patches=2, d_model=16, layers=1, heads=2, d_ff=32,
+                           train_steps=15, draft_steps=15, batch_size=8)  # fmt: skip
+    from knobscope.models.forecaster import train_pair
+
+    a, b = train_pair(series, cfg), train_pair(series, cfg)
+    for m, n in ((a.target, b.target), (a.draft, b.draft)):
+        for x, y in zip(m.state_dict().values(), n.state_dict().values(), strict=True):
+            assert torch.equal(x, y)
+    from dataclasses import replace
+
+    c = train_pair(series, replace(cfg, seed=1))
+    assert not torch.equal(next(iter(c.target.state_dict().values())), next(iter(a.target.state_dict().values())))
+
+
+def test_the_seeds_parallel_execution_split_by_sigma_then_merged(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "f.yaml", workload={"name": "forecast", "args": {**TINY, "horizon_patches": 2}},
+                      knobs={"spec_sigma": [0.25, 0.5, 1.0, 2.0], "spec_k": [1, 2]}, measure={"warmup": 0, "repeats": 1})  # fmt: skip
+    for part, sigmas in (("sweep1", "0.25,0.5"), ("sweep2", "1.0,2.0")):
+        res = cli("run", str(spec), "--set", f"spec_sigma={sigmas}", "--out", str(tmp_path / part), "--no-progress")
+        assert res.returncode == 0, res.stderr
+    res = cli("merge", str(tmp_path / "sweep1"), str(tmp_path / "sweep2"), "--output", str(tmp_path / "merged"))
+    assert res.returncode == 0, res.stderr
+    with sqlite3.connect(tmp_path / "merged" / "results.db") as db:
+        configs = sorted(tuple(sorted(json.loads(c).items())) for (c,) in db.execute("SELECT config FROM trials WHERE status = 'done'"))
+    assert len(configs) == 8 and len(set(configs)) == 8
