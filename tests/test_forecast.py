@@ -63,7 +63,7 @@ def test_the_log_ratio_is_that_of_the_two_gaussians() -> None:
 
 def test_acceptance_rises_with_the_bias_and_with_it_the_patches_per_round() -> None:
     target, draft = _models(seed=1)
-    contexts = [torch.randn(1, 5, 4, generator=torch.Generator().manual_seed(i)) for i in range(40)]
+    contexts = [torch.randn(1, 5, 4, generator=torch.Generator().manual_seed(i)) for i in range(25)]
     rates, per_round = {}, {}
     for bias in (1.0, 5.0, 50.0):
         acc = att = acc_rounds = rounds = 0
@@ -88,7 +88,7 @@ def test_the_exact_rule_keeps_the_targets_distribution_whatever_the_draft() -> N
         _, q_var = draft(context)
         draws, lenient = [], []
         accepted = attempted = 0
-        for i in range(400):
+        for i in range(300):
             noise, accept = _gens(1000 + i)
             x, s = speculative_rollout(target, draft, context, 1, k=1, sigma=sigma, rule="exact", noise=noise, accept=accept)
             draws.append(x[0, 0])

@@ -57,16 +57,16 @@ def test_exact_verification_gives_plain_greedys_tokens(lm: object, drafter: str)
     import torch
 
     w = lm
-    w.apply({"spec_draft": drafter, "spec_k": 4, "max_new_tokens": 24})  # type: ignore[attr-defined]
-    for item in w.items[:3]:  # type: ignore[attr-defined]
+    w.apply({"spec_draft": drafter, "spec_k": 4, "max_new_tokens": 20})  # type: ignore[attr-defined]
+    for item in w.items[:2]:  # type: ignore[attr-defined]
         ids = torch.tensor([w._encode(item["question"] + " Explain.", None)])  # type: ignore[attr-defined]
-        plain = w._greedy(ids, lambda s: __import__("contextlib").nullcontext(), 24, True)  # type: ignore[attr-defined]
-        spec, stats = speculative_greedy(w.model, ids, max_new_tokens=24, k=4, drafter=w.drafter,  # type: ignore[attr-defined]
+        plain = w._greedy(ids, lambda s: __import__("contextlib").nullcontext(), 20, True)  # type: ignore[attr-defined]
+        spec, stats = speculative_greedy(w.model, ids, max_new_tokens=20, k=4, drafter=w.drafter,  # type: ignore[attr-defined]
                                          draft_blocks=w.draft_blocks, set_blocks=w.blocks.set_active,  # type: ignore[attr-defined]
                                          all_blocks=w.target_blocks, ignore_eos=True)  # type: ignore[attr-defined]  # fmt: skip
         assert spec == plain, (drafter, item["question"])
-        assert stats.rounds < 24 or stats.accepted == 0  # fewer verification passes than tokens whenever drafts land
-        assert stats.proposed >= stats.accepted and len(spec) == 24
+        assert stats.rounds < 20 or stats.accepted == 0  # fewer verification passes than tokens whenever drafts land
+        assert stats.proposed >= stats.accepted and len(spec) == 20
     assert all(w.blocks.active)  # type: ignore[attr-defined]  # the draft's mask never leaks out
 
 
@@ -74,7 +74,7 @@ def test_exact_verification_gives_plain_greedys_tokens(lm: object, drafter: str)
 def test_a_lenient_threshold_accepts_at_least_as_much_and_quality_is_measured(tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "s.yaml", workload={"name": "lm", "args": {"block_selection": "first"}},
                       knobs={"spec_draft": ["blocks:24"], "spec_k": [4], "spec_threshold": [0.0, 0.05], "max_new_tokens": [16]},
-                      measure={"warmup": 0, "repeats": 1, "num_samples": 4})  # fmt: skip
+                      measure={"warmup": 0, "repeats": 1, "num_samples": 3})  # fmt: skip
     res = cli("run", str(spec), "--no-progress")
     assert res.returncode == 0, res.stderr
     with sqlite3.connect(tmp_path / "run" / "results.db") as db:
