@@ -150,12 +150,19 @@ class ForecastWorkload(Workload):
                                    d_model=a.d_model, layers=a.layers, heads=a.heads, d_ff=a.d_ff, draft_scale=a.draft_scale,
                                    train_steps=a.train_steps, draft_steps=a.draft_steps, batch_size=a.batch_size, lr=a.lr,
                                    teacher_noise=a.teacher_noise, seed=a.train_seed)  # fmt: skip
-            pair = cached_pair(self.train, cfg, log=ctx.log.info)
+            pair = cached_pair(self.train, cfg, log=self._progress)
             self.target, self.draft, self.report = pair.target, pair.draft, pair.report
         self.target.to(self.device).eval()
         self.draft.to(self.device).eval()
         self._baseline: dict[int, dict[str, float]] = {}
         self._windows = {i: self._window(s) for i, s in enumerate(self.starts)}
+
+    def _progress(self, text: str) -> None:
+        """Training takes minutes on first use: say so on the terminal as well as in the run's log."""
+        import sys
+
+        self.log.info(text)
+        print(f"forecast: {text}", file=sys.stderr, flush=True)
 
     def _user_models(self) -> tuple[Any, Any]:
         from knobscope.workloads import load_callable
