@@ -139,6 +139,12 @@ def test_exports_and_merge(tmp_path: Path) -> None:
     assert {"sample_id", "n", "reps", "matmul_ms", "total_ms", "other_ms"} <= set(data["all_samples"][0])
     csv = pd.read_csv(run_a / "results.csv")
     assert list(csv["n"]) == [16, 32] and "total_ms_p99" in csv.columns
+    # The evaluation order: the rows follow creation order, eval_order the order of measurement.
+    with Store.open(run_a) as store:
+        by_start = [t.config["n"] for t in sorted(store.trials(), key=lambda t: t.started)]
+    assert sorted(csv["eval_order"]) == [1, 2]
+    assert list(csv.sort_values("eval_order")["n"]) == by_start
+    assert all(pd.Timestamp(s) <= pd.Timestamp(f) for s, f in zip(csv["started_at"], csv["finished_at"]))
 
     cli("export", str(run_a), "--format", "parquet", check=True)
     assert len(pd.read_parquet(run_a / "summary.parquet")) == 2

@@ -6,7 +6,11 @@
 statistics (``decode_per_call_ms_mean``: inter-token latency), the workload's declared metrics
 by their bare name (``accuracy``: the mean of the per-sample values, with ``accuracy_ci_low``
 / ``_ci_high``; or the workload's own aggregate), ``peak_memory_mb``, ``noisy`` and
-``noise_reason`` (do repeats of a sample disagree?), and ``repeats`` (passes measured).
+``noise_reason`` (do repeats of a sample disagree?), ``repeats`` (passes measured), and the
+evaluation order: ``eval_order`` (1 for the first configuration measured, by the time its
+measurement started; the runner measures in a seeded random order and an adaptive search in
+the order it proposes, so the rows' creation order is not the order of measurement),
+``started_at`` and ``finished_at`` (UTC, ISO 8601) of its latest measurement.
 
 ``samples_table``: one row per measured sample — knobs, ``sample_id``, ``repeat`` and metrics.
 
@@ -68,13 +72,26 @@ def flatten_summary(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def summary_table(store: Store, *, ids: list[str] | None = None) -> pd.DataFrame:
+    trials = store.trials(ids=ids)
+    started = sorted((t.started, t.seq) for t in trials if t.started is not None)
+    order = {seq: i + 1 for i, (_, seq) in enumerate(started)}
     rows = []
-    for t in store.trials(ids=ids):
+    for t in trials:
         row: dict[str, Any] = dict(t.config)
-        row.update(trial_id=t.trial_id, workload=t.workload, status=t.status, error=t.error, attempts=t.attempts)
+        row.update(trial_id=t.trial_id, workload=t.workload, status=t.status, error=t.error, attempts=t.attempts,
+                   eval_order=order.get(t.seq), started_at=_iso(t.started), finished_at=_iso(t.finished))  # fmt: skip
         row.update(flatten_summary(t.summary))
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "eval_order" in table.columns:
+        table["eval_order"] = table["eval_order"].astype("Int64")  # integers, empty where never started
+    return table
+
+
+def _iso(timestamp: float | None) -> str | None:
+    from datetime import datetime, timezone
+
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def where_measured(store: Store) -> list[dict[str, Any]]:

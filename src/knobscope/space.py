@@ -51,7 +51,7 @@ def range_values(lo: float, hi: float, step: float) -> tuple[Value, ...]:
 # Columns of the results tables that are not measurements: a knob must not shadow them.
 RESERVED_NAMES = frozenset({
     "trial_id", "workload", "status", "error", "attempts", "sample_id", "repeat", "stages", "peak_memory_mb",
-    "num_records", "noisy", "noise_reason", "repeats", "target_met",
+    "num_records", "noisy", "noise_reason", "repeats", "target_met", "eval_order", "started_at", "finished_at",
 })  # fmt: skip
 
 
