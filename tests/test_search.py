@@ -84,23 +84,86 @@ def test_nsga2_generations_move_towards_the_pareto_front() -> None:
 
 def test_multi_objective_tpe_finds_the_front_with_a_small_budget() -> None:
     goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
-    found = drive(get_strategy("bayesian", {"sampler": "tpe", "n_trials": 60, "seed": 1}), goal)
-    random_hv = _front_hv(get_strategy("random", {"size": 60, "seed": 1}).select(SPACE))
-    tpe_hv = _front_hv([o.config for o in found])
-    assert tpe_hv >= 0.98 * _front_hv(SPACE.product()) and tpe_hv > random_hv
+    # Over five independent seeds (one seed is one draw: a lucky or unlucky run proves nothing).
+    tpe_hv, random_hv = [], []
+    for seed in range(5):
+        found = drive(get_strategy("bayesian", {"sampler": "tpe", "n_trials": 60, "seed": seed}), goal)
+        tpe_hv.append(_front_hv([o.config for o in found]))
+        random_hv.append(_front_hv(get_strategy("random", {"size": 60, "seed": seed}).select(SPACE)))
+    assert np.median(tpe_hv) >= 0.95 * _front_hv(SPACE.product()) and np.median(tpe_hv) > np.median(random_hv)
 
 
-def test_refine_stops_when_every_neighbour_of_the_front_is_measured() -> None:
+@pytest.mark.parametrize("strategy", [{"name": "bayesian", "sampler": "gp"}, {"name": "bayesian", "sampler": "tpe"},
+                                      {"name": "nsga2"}, {"name": "refine"}])  # fmt: skip
+def test_seeds_are_independent_and_a_seed_reproduces_its_search(strategy: dict) -> None:
     goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
-    strategy = get_strategy("refine", {"n_trials": 500, "initial_size": 16})
+    name, options = strategy["name"], {k: v for k, v in strategy.items() if k != "name"}
+    runs = {seed: [o.config.canonical for o in drive(get_strategy(name, {**options, "n_trials": 10, "seed": seed}), goal)]
+            for seed in range(4)}  # fmt: skip
+    assert len({run[0] for run in runs.values()}) == 4  # four seeds, four different first proposals
+    # Seed s+1 is not seed s shifted by one trial (what reseeding with seed + trials did).
+    assert all(runs[s + 1][:-1] != runs[s][1:] for s in range(3))
+    assert len({c for run in runs.values() for c in run}) >= 30  # of 40 proposals; ~19 when seeds overlapped
+    again = [o.config.canonical for o in drive(get_strategy(name, {**options, "n_trials": 10, "seed": 2}), goal)]
+    assert again == runs[2]
+
+
+def test_samplers_with_the_same_seed_start_differently() -> None:
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    first = [drive(get_strategy(name, {**options, "n_trials": 1, "seed": 7}), goal)[0].config.canonical
+             for name, options in [("bayesian", {"sampler": "gp"}), ("bayesian", {"sampler": "tpe"}), ("nsga2", {})]]  # fmt: skip
+    assert len(set(first)) == 3
+
+
+def test_refine_refines_the_front_then_explores_until_the_budget_is_spent() -> None:
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    strategy = get_strategy("refine", {"n_trials": 200, "initial_size": 16})
     found = drive(strategy, goal)
-    assert 16 < len(found) < 512  # stopped by itself, long before the budget
-    measured = {o.config.canonical for o in found}
-    values = np.array([[quality(o.config), cost(o.config)] for o in found])
-    front = [found[i].config for i in np.flatnonzero(pareto_mask(values, [True, False]))]
-    for config in front:  # the stopping rule: no unmeasured neighbour of a frontier point
+    assert len(found) == 200  # never stops with budget and unmeasured configurations left
+    refined = found[: strategy.refined_after]
+    assert 16 < len(refined) < 200  # the front's neighbourhood was exhausted by itself, long before the budget
+    measured = {o.config.canonical for o in refined}
+    values = np.array([[quality(o.config), cost(o.config)] for o in refined])
+    front = [refined[i].config for i in np.flatnonzero(pareto_mask(values, [True, False]))]
+    for config in front:  # the stopping rule of refinement: no unmeasured neighbour of a frontier point
         assert all(n.canonical in measured for n in strategy._neighbours(SPACE, config))
-    assert _front_hv([o.config for o in found]) >= 0.97 * _front_hv(SPACE.product())
+    assert _front_hv([o.config for o in refined]) >= 0.97 * _front_hv(SPACE.product())
+
+
+def test_refine_spends_a_small_budget_on_every_configuration_of_a_small_grid() -> None:
+    space = Space(knobs=(Knob("a", (1, 2, 3)), Knob("b", (1, 2, 3))), constraints=(Expression.parse("a + b <= 5"),))
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    found = drive(get_strategy("refine", {"n_trials": 100}), goal, space,
+                  rows=lambda c: {"quality": float(c["a"] * c["b"]), "cost": float(c["a"] + c["b"])})  # fmt: skip
+    assert sorted(o.config.canonical for o in found) == sorted(c.canonical for c in space.product())  # all 8 feasible
+
+
+def test_refine_measures_its_initial_design_in_a_seeded_random_order() -> None:
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    firsts = {}
+    for seed in (1, 2):
+        strategy = get_strategy("refine", {"n_trials": 12, "initial_size": 12, "seed": seed})
+        order = [o.config for o in drive(strategy, goal)]
+        design = get_strategy("lhs", {"size": 12, "seed": seed}).select(SPACE)  # in grid order
+        assert sorted(c.canonical for c in order) == sorted(c.canonical for c in design)
+        assert order != design  # not the grid order
+        assert [o.config for o in drive(get_strategy("refine", {"n_trials": 12, "initial_size": 12, "seed": seed}), goal)] == order
+        firsts[seed] = order[0]
+    assert firsts[1] != firsts[2]
+
+
+def test_a_refine_proposal_does_not_list_the_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-proposal work must not grow with the grid: the initial design lists it once, and
+    # neither refinement nor exploration lists it again while random draws find new ground.
+    big = Space(knobs=tuple(Knob(n, tuple(range(12))) for n in "abcde"))  # 248,832 configurations
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    calls = []
+    product = Space.product
+    monkeypatch.setattr(Space, "product", lambda self, *a: calls.append(1) or product(self, *a))
+    rows = lambda c: {"quality": -sum((c[k] - 7) ** 2 for k in "abcde"), "cost": float(sum(c[k] for k in "abcde"))}  # noqa: E731
+    strategy = get_strategy("refine", {"n_trials": 60, "initial_size": 8})
+    found = drive(strategy, goal, big, rows)
+    assert len(found) == 60 and len(calls) == 1
 
 
 def test_adaptive_strategies_refuse_to_list_configurations_and_need_objectives() -> None:

@@ -9,9 +9,11 @@
 ``nsga2``     Multi-objective search with Optuna's NSGA-II (seed 004 §3.4): a population
               evolves towards the Pareto front of the spec's objectives.
 ``refine``    Dense sampling around the frontier (seed 001): an initial fixed design
-              (``initial: lhs`` by default), then, round after round, the unmeasured neighbours
-              (one value step along one knob, ``radius`` steps at most) of the current
-              Pareto-optimal configurations, until none is left or ``n_trials`` is reached.
+              (``initial: lhs`` by default, 2 x (knobs + 1) configurations, measured in a seeded
+              random order), then, round after round, the unmeasured neighbours (one value step
+              along one knob, ``radius`` steps at most) of the current Pareto-optimal
+              configurations; when none is left, unmeasured configurations drawn at random
+              until ``n_trials`` is reached (each may move the front and reopen refinement).
 ==========  ==============================================================================
 
 The sweep drives them through :class:`knobscope.trials.AdaptiveTrials`: before each trial it asks the
@@ -35,6 +37,7 @@ instead, so the budget is always spent on new measurements.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -113,6 +116,15 @@ def _objectives(given: Sequence[Objective] | Mapping[str, str]) -> list[Objectiv
     return list(given)
 
 
+def proposal_seed(seed: int, strategy: str, n_known: int) -> int:
+    """The seed of one proposal: the study is rebuilt from the store before every proposal, so
+    its sampler is seeded anew each time. Hashing (seed, strategy, trials so far) keeps seeds
+    independent: ``seed + n`` would make seed s+1 replay seed s's run shifted by one trial, and
+    every strategy with the same seed start on the same configurations."""
+    entropy = [seed & 0xFFFFFFFF, zlib.crc32(strategy.encode()), n_known]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
 def _ordinal(values: Sequence[Value]) -> bool:
     """Numbers are searched by their position in the ordered list; anything else is categorical."""
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -151,6 +163,11 @@ class _OptunaStrategy(AdaptiveStrategy):
     def sampler(self, goal: Goal, seed: int) -> Any:
         raise NotImplementedError
 
+    @property
+    def seed_key(self) -> str:
+        """Names the sampler in its proposal seeds, so different samplers draw differently."""
+        return self.name
+
     @staticmethod
     def distributions(space: Space) -> dict[str, Any]:
         from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -173,7 +190,8 @@ class _OptunaStrategy(AdaptiveStrategy):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         dists = self.distributions(space)
         known = {o.config.canonical: o for o in history}
-        study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, self.options.seed + len(history)))
+        seed = proposal_seed(self.options.seed, self.seed_key, len(history))
+        study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, seed))
         told = []
         for obs in history:
             if obs.status not in ("done", "failed"):
@@ -199,7 +217,7 @@ class _OptunaStrategy(AdaptiveStrategy):
                 study.tell(trial, state=TrialState.FAIL)  # failed, or another process is measuring it
         # The sampler insists on known ground (typical near convergence on a finite grid):
         # measure the unmeasured feasible configuration nearest to its last proposal.
-        nearest = _nearest_unmeasured(space, config, set(known), np.random.default_rng(self.options.seed + len(history)))
+        nearest = _nearest_unmeasured(space, config, set(known), np.random.default_rng(seed))
         if nearest is not None:
             log.info("%s proposed only measured or infeasible configurations %d times; measuring the nearest new one, %s",
                      self.name, MAX_ASKS, dict(nearest))  # fmt: skip
@@ -231,6 +249,10 @@ class Bayesian(_OptunaStrategy):
         if self.options.score is not None:
             return Goal(score=self._score)
         return super().goal(spec_objectives)
+
+    @property
+    def seed_key(self) -> str:
+        return f"{self.name}-{self.options.sampler}"
 
     def sampler(self, goal: Goal, seed: int) -> Any:
         import optuna
@@ -275,44 +297,81 @@ class NSGA2(_OptunaStrategy):
 
 class _RefineOptions(_AdaptiveOptions):
     initial: str = Field("lhs", description="fixed strategy of the first design")
-    initial_size: int | None = Field(None, ge=1, description="its size (lhs/random; default: the strategy's)")
+    initial_size: int | None = Field(
+        None, ge=1, description="its size (lhs/random; default: 2 x (knobs + 1), at most a quarter of the grid)"
+    )
     radius: int = Field(1, ge=1, description="value steps along one knob that count as a neighbour")
 
 
 class Refine(AdaptiveStrategy):
+    """Seed 001's refinement: an initial design, then the front's neighbours, then exploration.
+
+    The initial design is computed once per space and measured in a seeded random order (the
+    fixed strategies list configurations in grid order, which would let machine drift pose as
+    a knob effect). When every neighbour of the front is measured the front is *refined*
+    (``refined_after`` records when); the rest of the budget goes to unmeasured feasible
+    configurations drawn at random, each of which may move the front and reopen refinement.
+    A proposal costs the front's neighbours plus a few draws, whatever the size of the grid."""
+
     name = "refine"
     summary = "an initial design, then the unmeasured neighbours of the current Pareto front (seed 001); run only"
     Options = _RefineOptions
+    DRAWS = 64  # random draws per exploration before listing what is left of the grid
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         cls = STRATEGIES.load(self.options.initial)
         if cls.adaptive:
             raise SpecError(f"strategy 'refine' option 'initial': {self.options.initial!r} is adaptive; use a fixed strategy")
-        sized = self.options.initial in ("lhs", "latin_hypercube", "random")
-        self._initial = get_strategy(self.options.initial, {"size": self.options.initial_size, "seed": self.options.seed}
-                                     if sized else {})  # fmt: skip
+        self._sized = self.options.initial in ("lhs", "latin_hypercube", "random")
+        self._design: tuple[Space, list[Config]] | None = None
+        self.refined_after: int | None = None  # configurations known when the front's neighbourhood was first exhausted
+
+    def initial_design(self, space: Space) -> list[Config]:
+        """The first design, in a seeded random order; computed once per space."""
+        if self._design is None or self._design[0] is not space:
+            options: dict[str, Any] = {}
+            if self._sized:
+                size = self.options.initial_size or min(2 * (len(space.knobs) + 1), max(1, space.grid_size // 4))
+                options = {"size": size, "seed": self.options.seed}
+            design = get_strategy(self.options.initial, options).select(space)
+            order = np.random.default_rng(proposal_seed(self.options.seed, "refine-order", 0)).permutation(len(design))
+            self._design = (space, [design[i] for i in order])
+        return self._design[1]
 
     def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
         from knobscope.analysis.pareto import pareto_mask
 
         taken = {o.config.canonical for o in history}
-        for config in self._initial.select(space):
+        for config in self.initial_design(space):
             if config.canonical not in taken:
                 return config
         scored = [(o, v) for o in history if (v := goal.values(o)) is not None]
-        if not scored:
-            return None
-        values = np.array([v for _, v in scored])
-        maximise = [d == "maximize" for d in goal.directions]
-        front = [scored[i][0] for i in np.flatnonzero(pareto_mask(values, maximise))]
-        # Best first along the first objective, so the most promising region is refined first.
-        front.sort(key=lambda o: goal.values(o)[0], reverse=maximise[0])  # type: ignore[index]
-        for obs in front:
-            for candidate in self._neighbours(space, obs.config):
-                if candidate.canonical not in taken and space.is_feasible(candidate):
-                    return candidate
-        return None
+        if scored:
+            values = np.array([v for _, v in scored])
+            maximise = [d == "maximize" for d in goal.directions]
+            front = [scored[i][0] for i in np.flatnonzero(pareto_mask(values, maximise))]
+            # Best first along the first objective, so the most promising region is refined first.
+            front.sort(key=lambda o: goal.values(o)[0], reverse=maximise[0])  # type: ignore[index]
+            for obs in front:
+                for candidate in self._neighbours(space, obs.config):
+                    if candidate.canonical not in taken and space.is_feasible(candidate):
+                        return candidate
+            if self.refined_after is None:
+                self.refined_after = len(history)
+                log.info("refine: every neighbour of the front is measured after %d configurations; exploring the rest "
+                         "of the budget at random", len(history))  # fmt: skip
+        return self._explore(space, taken, np.random.default_rng(proposal_seed(self.options.seed, self.name, len(history))))
+
+    def _explore(self, space: Space, taken: set[str], rng: np.random.Generator) -> Config | None:
+        """An unmeasured feasible configuration drawn uniformly; None only when none is left."""
+        for _ in range(self.DRAWS):
+            config = Config((k.name, k.values[int(rng.integers(len(k.values)))]) for k in space.knobs)
+            if config.canonical not in taken and space.is_feasible(config):
+                return config
+        # Draws keep hitting measured or infeasible ground: list what is left (rare, near the end).
+        spare = [c for c in space.product() if c.canonical not in taken]
+        return spare[int(rng.integers(len(spare)))] if spare else None
 
     def _neighbours(self, space: Space, config: Config) -> list[Config]:
         out = []
