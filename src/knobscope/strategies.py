@@ -333,3 +333,4 @@ def describe_selection(space: Space, configs: Sequence[Config]) -> dict[str, Any
 STRATEGIES.add("bayesian", "knobscope.search:Bayesian", aliases=("bo",))
 STRATEGIES.add("nsga2", "knobscope.search:NSGA2", aliases=("nsga-ii",))
 STRATEGIES.add("refine", "knobscope.search:Refine")
+STRATEGIES.add("frontier", "knobscope.frontier:Frontier")

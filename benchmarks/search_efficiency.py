@@ -1,0 +1,212 @@
+"""How many evaluations each search needs to find a real Pareto front (issue 16).
+
+A full grid measured once with a real workload (``benchmarks/search_table.yaml``: 384 SketchWalk
+configurations on SmolLM2's Q/K/V; ``knobscope run benchmarks/search_table.yaml --out
+runs/search_table``) is the ground truth. Every knobscope adaptive strategy (driven through its
+``propose``, as the runner does) and Optuna's TPE, GP, NSGA-II, random and QMC samplers (called
+directly, ask-and-tell) search that table by lookup, ``--seeds`` independent seeds each. A
+search's progress is the hypervolume of the configurations it has evaluated, with the objectives
+scaled to [0, 1] from the grid's worst to its best value and the reference point at the grid's
+worst; a proposal already evaluated costs no evaluation (Optuna's samplers do repeat on a finite
+grid: those asks are counted and timed, not evaluated). Printed per search, median over seeds
+[min, max]: distinct evaluations to 90/95/99% of the grid's hypervolume, and milliseconds per
+proposal; then a Mann-Whitney U test of the best knobscope search against the best Optuna
+sampler on evaluations to 99%.
+
+Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
+       [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+from knobscope.analysis.pareto import hypervolume
+from knobscope.search import Goal, Observation
+from knobscope.spec import load_spec
+from knobscope.space import Config, Space
+from knobscope.strategies import get_strategy
+from knobscope.trials import search_history
+
+LEVELS = (0.90, 0.95, 0.99)
+
+
+class Table:
+    """The measured grid: a lookup by configuration, and the hypervolume bookkeeping."""
+
+    def __init__(self, run_dir: Path, spec_path: Path) -> None:
+        from knobscope.store import Store
+
+        self.spec = load_spec(spec_path)
+        self.space: Space = self.spec.space
+        self.goal = Goal(objectives=tuple(self.spec.objectives))
+        with Store.open(run_dir) as store:
+            history = [o for o in search_history(store, self.spec) if o.status == "done"]
+        self.rows = {o.config.canonical: o for o in history}
+        missing = self.space.grid_size - len(self.rows)
+        if missing:
+            raise SystemExit(f"{run_dir}: {missing} of {self.space.grid_size} configurations are not measured; "
+                             f"run 'knobscope run {spec_path} --out {run_dir}' to finish the table")  # fmt: skip
+        values = np.array([self.goal.values(o) for o in self.rows.values()])
+        self.maximise = np.array([o.maximise for o in self.goal.objectives])
+        worst = np.where(self.maximise, values.min(0), values.max(0))
+        best = np.where(self.maximise, values.max(0), values.min(0))
+        self._scale = lambda v: np.where(self.maximise, (v - worst) / (best - worst), (worst - v) / (worst - best))
+        self.full_hv = self.hv(list(self.rows))
+
+    def values(self, canonical: str) -> list[float]:
+        return self.goal.values(self.rows[canonical])  # type: ignore[return-value]
+
+    def hv(self, canonicals: list[str]) -> float:
+        points = self._scale(np.array([self.values(c) for c in canonicals]))
+        return hypervolume(points, True, reference=np.zeros(points.shape[1]))
+
+    def progress(self, order: list[str]) -> np.ndarray:
+        """The fraction of the grid's hypervolume after each distinct evaluation."""
+        points = self._scale(np.array([self.values(c) for c in order]))
+        return np.array([hypervolume(points[: i + 1], True, reference=np.zeros(points.shape[1])) / self.full_hv
+                         for i in range(len(order))])  # fmt: skip
+
+
+def run_knobscope(table: Table, name: str, options: dict, seed: int, budget: int) -> tuple[list[str], list[float]]:
+    strategy = get_strategy(name, {**options, "n_trials": budget, "seed": seed})
+    goal = strategy.goal(table.spec.objectives)
+    history: list[Observation] = []
+    times = []
+    while len(history) < budget:
+        t0 = time.perf_counter()
+        config = strategy.propose(table.space, history, goal)
+        times.append(time.perf_counter() - t0)
+        if config is None:
+            break
+        history.append(table.rows[config.canonical])
+    return [o.config.canonical for o in history], times
+
+
+def run_optuna(table: Table, sampler: Callable[[int], object], seed: int, budget: int) -> tuple[list[str], list[float]]:
+    import optuna
+    from optuna.distributions import IntDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    knobs = table.space.knobs
+    dists = {k.name: IntDistribution(0, len(k.values) - 1) for k in knobs}
+    study = optuna.create_study(directions=table.goal.directions, sampler=sampler(seed))
+    order: list[str] = []
+    seen: set[str] = set()
+    times = []
+    for _ in range(20 * budget):  # asks, repeats included
+        if len(order) >= budget:
+            break
+        t0 = time.perf_counter()
+        trial = study.ask(dists)
+        times.append(time.perf_counter() - t0)
+        config = Config((k.name, k.values[trial.params[k.name]]) for k in knobs)
+        study.tell(trial, table.values(config.canonical))
+        if config.canonical not in seen:
+            seen.add(config.canonical)
+            order.append(config.canonical)
+    return order, times
+
+
+def optuna_samplers(table: Table) -> dict[str, Callable[[int], object]]:
+    import optuna
+
+    return {
+        "optuna-tpe": lambda s: optuna.samplers.TPESampler(seed=s, multivariate=True),
+        "optuna-gp": lambda s: optuna.samplers.GPSampler(seed=s),
+        "optuna-nsga2": lambda s: optuna.samplers.NSGAIISampler(seed=s),
+        "optuna-random": lambda s: optuna.samplers.RandomSampler(seed=s),
+        "optuna-qmc": lambda s: optuna.samplers.QMCSampler(seed=s, scramble=True),
+    }
+
+
+def knobscope_searches(prior: Path | None) -> dict[str, tuple[str, dict]]:
+    out = {
+        "frontier": ("frontier", {}),
+        "bayesian-gp": ("bayesian", {"sampler": "gp"}),
+        "bayesian-tpe": ("bayesian", {"sampler": "tpe"}),
+        "nsga2": ("nsga2", {}),
+        "refine": ("refine", {}),
+    }
+    if prior is not None:
+        out["frontier+prior"] = ("frontier", {"prior": str(prior)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", type=Path, default=Path("runs/search_table"))
+    parser.add_argument("--spec", type=Path, default=Path(__file__).with_name("search_table.yaml"))
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budget", type=int, default=120, help="distinct evaluations per search at most")
+    parser.add_argument("--only", default="", help="comma-separated searches to run (default: all)")
+    parser.add_argument("--prior", type=Path, default=None, help="an earlier run of the same space (frontier+prior)")
+    parser.add_argument("--json", type=Path, default=None, help="write every search's progress here")
+    args = parser.parse_args()
+
+    table = Table(args.table, args.spec)
+    values = np.array([table.values(c) for c in table.rows])
+    from knobscope.analysis.pareto import pareto_mask
+
+    print(f"table: {len(table.rows)} configurations of {args.table}, objectives {table.goal.description}, "
+          f"{int(pareto_mask(values, list(table.maximise)).sum())} Pareto-optimal")  # fmt: skip
+    searches: dict[str, Callable[[int], tuple[list[str], list[float]]]] = {}
+    for label, (name, options) in knobscope_searches(args.prior).items():
+        searches[label] = lambda s, name=name, options=options: run_knobscope(table, name, options, s, args.budget)
+    for label, sampler in optuna_samplers(table).items():
+        searches[label] = lambda s, sampler=sampler: run_optuna(table, sampler, s, args.budget)
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [w for w in wanted if w not in searches]
+        if unknown:
+            raise SystemExit(f"--only: unknown search {unknown[0]!r}; searches: {', '.join(searches)}")
+        searches = {k: v for k, v in searches.items() if k in wanted}
+
+    results: dict[str, dict] = {}
+    header = f"{'search':16s} " + " ".join(f"{'to ' + format(level, '.0%'):>18s}" for level in LEVELS) + f" {'ms/proposal':>12s}"
+    print(header)
+    for label, search in searches.items():
+        reach = {level: [] for level in LEVELS}
+        ms, curves = [], []
+        for seed in range(args.seeds):
+            order, times = search(seed)
+            curve = table.progress(order)
+            curves.append(curve.tolist())
+            ms.append(1000 * float(np.mean(times)))
+            for level in LEVELS:
+                hit = np.flatnonzero(curve >= level - 1e-12)
+                reach[level].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not reached within the budget
+        results[label] = {"reach": {str(k): v for k, v in reach.items()}, "ms": ms, "curves": curves}
+        cells = []
+        for level in LEVELS:
+            r = np.array(reach[level], dtype=float)
+            med = np.median(r)
+            cells.append(f"{med:6.1f} [{r.min():.0f}, {r.max():.0f}]".replace("inf", ">" + str(args.budget)))
+        print(f"{label:16s} " + " ".join(f"{c:>18s}" for c in cells) + f" {np.median(ms):12.1f}", flush=True)
+
+    def median99(label: str) -> float:
+        return float(np.median(results[label]["reach"]["0.99"]))
+
+    ours = [k for k in results if not k.startswith("optuna-")]
+    theirs = [k for k in results if k.startswith("optuna-")]
+    if ours and theirs:
+        a, b = min(ours, key=median99), min(theirs, key=median99)
+        test = mannwhitneyu(results[a]["reach"]["0.99"], results[b]["reach"]["0.99"], alternative="less")
+        ratio = median99(a) / median99(b)
+        ms_ratio = np.median(results[a]["ms"]) / np.median(results[b]["ms"])
+        print(f"\nbest knobscope search {a}: {median99(a):.1f} evaluations to 99% (median), best Optuna sampler {b}: "
+              f"{median99(b):.1f}; ratio {ratio:.2f} (goal <= 0.5), Mann-Whitney U one-sided p = {test.pvalue:.2g}; "
+              f"time per proposal {ms_ratio:.2f}x (goal <= 2x)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+"""``frontier``: a Pareto-front search that uses what a generic sampler cannot see.
+
+A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobscope knows more:
+
+* **The grid is finite and ordered.** Every feasible configuration is a candidate; the search
+  scores each one and measures the best unmeasured one, so it never asks for a configuration it
+  has measured or one a constraint forbids.
+* **Objectives are often monotone in a knob** (more blocks cost more and are more accurate).
+  Declared in the option ``monotone`` (per objective, per knob: ``increasing``, ``decreasing``
+  or ``none`` for "does not depend on it"), this turns measured configurations into bounds on
+  unmeasured ones: ``f(c) >= f(a)`` when ``a`` is below ``c`` on every declared knob and equal on
+  the undeclared ones. A configuration whose best possible values are dominated by a measured
+  one cannot improve the front and is never measured; when none is left the front is
+  *decided* and the search stops, budget or not. Bounds use a measurement's confidence interval
+  where the store has one. The declarations are checked against every measurement (pairs that
+  differ in one knob only); a declaration the data contradict is dropped with a warning.
+* **Earlier runs of the same space** (option ``prior``: run directories, any workload) are
+  the surrogate's mean function (scaled to this run by least squares as results come in) and
+  their Pareto-optimal configurations the first design.
+
+The surrogate is a Gaussian process per objective (Matern 5/2, one length scale per knob,
+hyperparameters by maximum marginal likelihood) on value positions scaled to [0, 1]
+(categorical knobs one-hot). The next configuration maximises the expected hypervolume
+improvement over the measured front, estimated from ``samples`` posterior draws per candidate
+(clipped to the monotone bounds), with objectives scaled by their observed range and the
+reference point a tenth of the range beyond the worst observed value. Without a prior the first
+design is the anchors the declarations imply (the configuration best on each fully declared
+objective) and a Latin hypercube, ``knobs + 1`` configurations in all, in a seeded random order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from knobscope.errors import SpecError
+from knobscope.goals import Goal, column_for
+from knobscope.search import AdaptiveStrategy, Observation, _AdaptiveOptions, _ordinal, proposal_seed
+from knobscope.space import Config, Space
+
+__all__ = ["Frontier", "MonotoneModel", "GaussianProcess", "hypervolume_improvement"]
+
+log = logging.getLogger("knobscope")
+Direction = Literal["increasing", "decreasing", "none"]
+SIGN = {"increasing": 1, "decreasing": -1, "none": 0}
+
+
+class _FrontierOptions(_AdaptiveOptions):
+    n_trials: int = Field(40, ge=1, description="configurations to measure at most (results already in the run count)")
+    initial_size: int | None = Field(None, ge=1, description="first design (default: knobs + 1)")
+    monotone: dict[str, dict[str, Direction]] = Field(
+        default_factory=dict,
+        description="per objective, per knob: increasing, decreasing or none (does not depend on it)",
+    )
+    prior: list[str] = Field(default_factory=list, description="run directories of earlier runs of the same space")
+    samples: int = Field(128, ge=8, description="posterior draws per candidate for the expected improvement")
+    max_grid: int = Field(200_000, ge=1, description="largest grid scored exhaustively")
+
+
+# --------------------------------------------------------------------------- surrogate
+class GaussianProcess:
+    """A zero-mean GP with a Matern 5/2 ARD kernel on standardised targets; hyperparameters
+    (log length scales, log signal and noise variances) by L-BFGS on the marginal likelihood."""
+
+    BOUNDS_LS = (math.log(0.03), math.log(30.0))
+    BOUNDS_SF = (math.log(0.05), math.log(20.0))
+    BOUNDS_SN = (math.log(1e-6), math.log(0.5))
+
+    def __init__(self, theta: np.ndarray | None = None) -> None:
+        self.theta = theta
+
+    @staticmethod
+    def _kernel(a: np.ndarray, b: np.ndarray, ls: np.ndarray, sf2: float) -> tuple[np.ndarray, np.ndarray]:
+        diff2 = ((a[:, None, :] - b[None, :, :]) / ls) ** 2  # (na, nb, d)
+        r = np.sqrt(diff2.sum(-1))
+        s5r = math.sqrt(5.0) * r
+        e = np.exp(-s5r)
+        return sf2 * (1 + s5r + 5.0 / 3.0 * r**2) * e, diff2
+
+    def _nll(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        d = x.shape[1]
+        ls, sf2, sn2 = np.exp(theta[:d]), math.exp(theta[d]), math.exp(theta[d + 1])
+        k, diff2 = self._kernel(x, x, ls, sf2)
+        n = len(y)
+        try:
+            chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(n))
+        except np.linalg.LinAlgError:
+            return 1e10, np.zeros_like(theta)
+        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+        nll = 0.5 * y @ alpha + np.log(np.diag(chol)).sum() + 0.5 * n * math.log(2 * math.pi)
+        inv = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(n)))
+        w = np.outer(alpha, alpha) - inv  # d nll / d K = -w / 2
+        r = np.sqrt(diff2.sum(-1))
+        common = sf2 * 5.0 / 3.0 * (1 + math.sqrt(5.0) * r) * np.exp(-math.sqrt(5.0) * r)
+        grad = np.empty_like(theta)
+        for j in range(d):
+            grad[j] = -0.5 * np.sum(w * common * diff2[:, :, j])
+        grad[d] = -0.5 * np.sum(w * k)
+        grad[d + 1] = -0.5 * sn2 * np.trace(w)
+        # A weak log-normal prior on the length scales keeps a handful of points from
+        # collapsing them to the bounds.
+        prior = 0.5 * np.sum((theta[:d] - math.log(0.5)) ** 2) / 1.5**2
+        grad[:d] += (theta[:d] - math.log(0.5)) / 1.5**2
+        return float(nll + prior), grad
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+        from scipy.optimize import minimize
+
+        self.x = x
+        self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
+        self.y = (y - self.mean) / self.scale
+        d = x.shape[1]
+        bounds = [self.BOUNDS_LS] * d + [self.BOUNDS_SF, self.BOUNDS_SN]
+        default = np.r_[np.full(d, math.log(0.5)), 0.0, math.log(1e-2)]
+        warm = self.theta is not None and len(self.theta) == d + 2
+        # Hyperparameters settle as data come in: refit every time while there are few points,
+        # then every fifth, from the last fit (and, now and then, from the default too).
+        if not warm or len(y) <= 20 or len(y) % 5 == 0:
+            starts = [self.theta] if warm else []
+            if not warm or len(y) % 10 == 0:
+                starts.append(default)
+            best = None
+            for start in starts:
+                res = minimize(self._nll, start, args=(x, self.y), jac=True, method="L-BFGS-B", bounds=bounds,
+                               options={"maxiter": 50})  # fmt: skip
+                if best is None or res.fun < best.fun:
+                    best = res
+            self.theta = best.x  # type: ignore[union-attr]
+        assert self.theta is not None
+        ls, sf2, sn2 = np.exp(self.theta[:d]), math.exp(self.theta[d]), math.exp(self.theta[d + 1])
+        k, _ = self._kernel(x, x, ls, sf2)
+        self._chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(len(x)))
+        self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, self.y))
+        self._ls, self._sf2 = ls, sf2
+        return self
+
+    def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the latent function, in the targets' units."""
+        ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
+        mean = ks @ self._alpha
+        v = np.linalg.solve(self._chol, ks.T)
+        var = np.maximum(self._sf2 - (v**2).sum(0), 1e-12)
+        return self.mean + self.scale * mean, self.scale * np.sqrt(var)
+
+
+# --------------------------------------------------------------------------- hypervolume
+def hypervolume_improvement(points: np.ndarray, front: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Hypervolume each of ``points`` (n, m) would add to ``front`` (k, m); every objective
+    maximised, ``reference`` the lower corner. Exact; vectorised for two objectives."""
+    points = np.maximum(points, reference)
+    front = np.maximum(front.reshape(-1, points.shape[1]), reference)
+    if points.shape[1] == 2:
+        # The front's dominated region is a staircase: on (starts[i], ends[i]] of objective 1 it
+        # reaches heights[i] of objective 2 (the best of the front points at or beyond ends[i]).
+        f = front[np.argsort(front[:, 0])]
+        suffix_best = np.maximum.accumulate(f[::-1, 1])[::-1] if len(f) else np.empty(0)
+        starts = np.r_[reference[0], f[:, 0]]
+        ends = np.r_[f[:, 0], np.inf]
+        heights = np.maximum(np.r_[suffix_best, reference[1]], reference[1])
+        widths = np.clip(np.minimum(points[:, :1], ends[None, :]) - starts[None, :], 0, None)
+        return (widths * np.clip(points[:, 1:2] - heights[None, :], 0, None)).sum(1)
+    import moocore
+
+    base = moocore.hypervolume(front, ref=reference, maximise=True) if len(front) else 0.0
+    return np.array([moocore.hypervolume(np.vstack([front, p]), ref=reference, maximise=True) - base for p in points])
+
+
+# --------------------------------------------------------------------------- monotonicity
+class MonotoneModel:
+    """The declared monotonicity of each objective: bounds on unmeasured configurations from
+    measured ones, and the check of the declarations against measured pairs."""
+
+    def __init__(self, space: Space, declared: Mapping[str, Mapping[str, str]]) -> None:
+        self.space = space
+        self.signs: dict[str, np.ndarray] = {}  # objective -> per knob: 1, -1, 0 (independent), nan (undeclared)
+        for objective, knobs in declared.items():
+            unknown = sorted(set(knobs) - set(space.names))
+            if unknown:
+                raise SpecError(f"strategy 'frontier' option 'monotone': {objective}.{unknown[0]} is not a knob; "
+                                f"knobs: {', '.join(space.names)}")  # fmt: skip
+            for name in knobs:
+                if not _ordinal(space.knob(name).values) and knobs[name] != "none":
+                    raise SpecError(f"strategy 'frontier' option 'monotone': {objective}.{name} is categorical, so it "
+                                    "has no order; declare it 'none' or leave it out")  # fmt: skip
+            self.signs[objective] = np.array([SIGN[knobs[k.name]] if k.name in knobs else np.nan for k in space.knobs])
+        self.dropped: set[tuple[str, str]] = set()
+
+    def below(self, objective: str, a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """(len(a), len(c)): whether f(a) <= f(c) follows from the declarations (value indices)."""
+        signs = self.signs[objective]
+        ok = np.ones((len(a), len(c)), dtype=bool)
+        for j, s in enumerate(signs):
+            if (objective, self.space.knobs[j].name) in self.dropped or np.isnan(s):
+                ok &= a[:, None, j] == c[None, :, j]
+            elif s > 0:
+                ok &= a[:, None, j] <= c[None, :, j]
+            elif s < 0:
+                ok &= a[:, None, j] >= c[None, :, j]
+        return ok
+
+    def bounds(self, objective: str, measured: np.ndarray, low: np.ndarray, high: np.ndarray,
+               candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Lower and upper bounds of ``objective`` at each candidate (-inf/inf where none follows),
+        from measured configurations' interval ends ``low`` / ``high``."""
+        if objective not in self.signs or len(measured) == 0:
+            return np.full(len(candidates), -np.inf), np.full(len(candidates), np.inf)
+        under = self.below(objective, measured, candidates)  # f(measured) <= f(candidate)
+        over = self.below(objective, candidates, measured).T  # f(candidate) <= f(measured)
+        lower = np.where(under, low[:, None], -np.inf).max(0)
+        upper = np.where(over, high[:, None], np.inf).min(0)
+        return lower, upper
+
+    def check(self, objective: str, measured: np.ndarray, values: np.ndarray, low: np.ndarray, high: np.ndarray,
+              configs: Sequence[Config]) -> None:  # fmt: skip
+        """Drop (with a warning) each declaration a pair of measurements contradicts: two
+        configurations that differ in one knob only, whose intervals (or, without one, values
+        more than 1% of the observed range apart) say the objective moved the other way."""
+        if objective not in self.signs or len(values) < 2:
+            return
+        spread = float(values.max() - values.min()) or 1.0
+        lo = np.where(high > low, low, values - 0.01 * spread)
+        hi = np.where(high > low, high, values + 0.01 * spread)
+        for j, s in enumerate(self.signs[objective]):
+            name = self.space.knobs[j].name
+            if np.isnan(s) or (objective, name) in self.dropped:
+                continue
+            others = np.delete(measured, j, axis=1)
+            same = (others[:, None, :] == others[None, :, :]).all(-1) & (measured[:, None, j] < measured[None, :, j])
+            for a, b in zip(*np.nonzero(same)):  # a has the smaller value of the knob
+                if s > 0:
+                    wrong = lo[a] > hi[b]
+                elif s < 0:
+                    wrong = hi[a] < lo[b]
+                else:
+                    wrong = lo[a] > hi[b] or hi[a] < lo[b]
+                if wrong:
+                    self.dropped.add((objective, name))
+                    word = {1: "increase", -1: "decrease"}.get(int(s), "stay the same")
+                    log.warning("frontier: %s was declared to %s with %s, but %s gives %.6g and %s gives %.6g; that "
+                                "declaration is no longer used", objective, word, name, dict(configs[a]), values[a],
+                                dict(configs[b]), values[b])  # fmt: skip
+                    break
+
+
+# --------------------------------------------------------------------------- the strategy
+class Frontier(AdaptiveStrategy):
+    name = "frontier"
+    summary = "Pareto-front search on the finite grid: monotone bounds prune, expected hypervolume improvement picks; run only"
+    Options = _FrontierOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._grid: tuple[Space, list[Config], np.ndarray, np.ndarray] | None = None
+        self._gps: dict[str, GaussianProcess] = {}
+        self._monotone: MonotoneModel | None = None
+        self._priors: dict[str, np.ndarray] | None = None
+        self._design: tuple[Space, list[int]] | None = None
+        self.decided_after: int | None = None  # configurations known when the front was decided
+        for run in self.options.prior:  # checked now: a run that never starts creates nothing
+            if not (Path(run) / "results.db").exists():
+                raise SpecError(f"strategy 'frontier' option 'prior': {run} is not a knobscope run directory (no results.db)")
+
+    def goal(self, spec_objectives: Any) -> Goal:
+        goal = super().goal(spec_objectives)
+        unknown = sorted(set(self.options.monotone) - {o.column for o in goal.objectives})
+        if unknown:
+            raise SpecError(f"strategy 'frontier' option 'monotone' names {unknown[0]!r}, which is not an objective; "
+                            f"objectives: {', '.join(o.column for o in goal.objectives)}")  # fmt: skip
+        return goal
+
+    # ----------------------------------------------------------------- the grid, once
+    def grid(self, space: Space) -> tuple[list[Config], np.ndarray, np.ndarray]:
+        """Feasible configurations, their value indices and their features (computed once)."""
+        if self._grid is None or self._grid[0] is not space:
+            if space.grid_size > self.options.max_grid:
+                raise SpecError(f"strategy 'frontier' scores every configuration, and the grid has {space.grid_size:,} "
+                                f"(max_grid: {self.options.max_grid:,}); raise max_grid, or use 'bayesian' or 'nsga2'")  # fmt: skip
+            configs = space.product()
+            index = np.array([[k.values.index(c[k.name]) for k in space.knobs] for c in configs], dtype=float)
+            columns = []
+            for j, k in enumerate(space.knobs):
+                if _ordinal(k.values):
+                    columns.append(index[:, j:j + 1] / max(len(k.values) - 1, 1))
+                else:
+                    columns.append(np.eye(len(k.values))[index[:, j].astype(int)])
+            self._grid = (space, configs, index, np.hstack(columns))
+            self._monotone = MonotoneModel(space, self.options.monotone)
+        return self._grid[1], self._grid[2], self._grid[3]
+
+    def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
+        configs, index, features = self.grid(space)
+        assert self._monotone is not None
+        position = {c.canonical: i for i, c in enumerate(configs)}
+        taken = {o.config.canonical for o in history}
+        spare = np.array([c.canonical not in taken for c in configs])
+        if not spare.any():
+            return None
+        rng = np.random.default_rng(proposal_seed(self.options.seed, self.name, len(history)))
+        scored = [(o, v) for o in history if (v := goal.values(o)) is not None and o.config.canonical in position]
+        design = self.initial_design(space, goal, configs, index)
+        if len(scored) < len(design) or len(scored) < 2:
+            for i in design:
+                if spare[i]:
+                    return configs[i]
+        if len(scored) < 2:  # the design is measured but (nearly) everything failed: draw at random
+            return configs[int(rng.choice(np.flatnonzero(spare)))]
+
+        rows = np.array([position[o.config.canonical] for o, _ in scored])
+        values = np.array([v for _, v in scored])
+        maximise = np.array([o.maximise for o in goal.objectives]) if goal.kind == "objectives" else np.array([True])
+        columns = [o.column for o in goal.objectives] if goal.kind == "objectives" else ["score"]
+        low, high = self._interval(scored, goal, columns, values)
+
+        # Bounds under the declared monotonicity (checked first), then the candidates that can
+        # still improve the front.
+        lower = np.full((len(configs), len(columns)), -np.inf)
+        upper = np.full((len(configs), len(columns)), np.inf)
+        for j, name in enumerate(columns):
+            self._monotone.check(name, index[rows], values[:, j], low[:, j], high[:, j], [o.config for o, _ in scored])
+            lower[:, j], upper[:, j] = self._monotone.bounds(name, index[rows], low[:, j], high[:, j], index)
+        sign = np.where(maximise, 1.0, -1.0)
+        best_case = np.where(maximise, upper, -lower)  # maximised orientation
+        worst_measured = np.where(maximise, low, -high)
+        open_ = spare & ~_weakly_dominated(best_case, worst_measured)
+        if not open_.any():
+            if self.decided_after is None:
+                self.decided_after = len(history)
+                log.info("frontier: the front is decided after %d configurations: no unmeasured configuration can "
+                         "improve it under the declared monotonicity", len(history))  # fmt: skip
+            return None
+
+        # Surrogate per objective, in the maximised orientation.
+        candidates = np.flatnonzero(open_)
+        oriented = values * sign
+        mean = np.empty((len(candidates), len(columns)))
+        std = np.empty_like(mean)
+        for j, name in enumerate(columns):
+            prior = self._prior_mean(space, name, configs, index, features)
+            target = oriented[:, j]
+            offset = np.zeros(len(configs))
+            if prior is not None:
+                offset = _affine_fit(prior[rows] * sign[j], target) (prior * sign[j])  # type: ignore[operator]
+            gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows], target - offset[rows])
+            m, s = gp.predict(features[candidates])
+            mean[:, j], std[:, j] = m + offset[candidates], s
+
+        # Expected hypervolume improvement over the measured front, objectives scaled by range.
+        lo_o, hi_o = oriented.min(0), oriented.max(0)
+        span = np.where(hi_o > lo_o, hi_o - lo_o, 1.0)
+        reference = np.full(len(columns), -0.1)
+        scale = lambda v: (v - lo_o) / span  # noqa: E731
+        front = scale(oriented[_nondominated(oriented)])
+        draws = rng.standard_normal((self.options.samples, 1, len(columns)))
+        clip_lo = np.where(maximise, lower, -upper)[candidates] * 1.0
+        clip_hi = np.where(maximise, upper, -lower)[candidates] * 1.0
+        samples = np.clip(mean[None] + std[None] * draws, clip_lo[None], clip_hi[None])  # (S, n, m)
+        flat = scale(samples.reshape(-1, len(columns)))
+        gain = hypervolume_improvement(flat, front, reference).reshape(self.options.samples, len(candidates)).mean(0)
+        best = np.flatnonzero(gain >= gain.max() - 1e-15)
+        if gain.max() <= 0:  # nothing promises a gain: the most uncertain open configuration
+            spread = (std / span).sum(1)
+            best = np.flatnonzero(spread >= spread.max() - 1e-15)
+        return configs[int(candidates[int(rng.choice(best))])]
+
+    # ----------------------------------------------------------------- parts
+    def initial_design(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
+        """Grid positions of the first design: the prior runs' front, else the monotone anchors
+        and a Latin hypercube; ``knobs + 1`` by default, in a seeded random order."""
+        if self._design is not None and self._design[0] is space:
+            return self._design[1]
+        self._design = (space, self._initial_design(space, goal, configs, index))
+        return self._design[1]
+
+    def _initial_design(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
+        size = min(self.options.initial_size or len(space.knobs) + 1, len(configs))
+        rng = np.random.default_rng(proposal_seed(self.options.seed, "frontier-design", 0))
+        picked: list[int] = []
+        if self.options.prior and goal.kind == "objectives":
+            return self._prior_front(space, goal, configs, index)[:size]
+        for o in goal.objectives if goal.kind == "objectives" else ():
+            signs = self._monotone.signs.get(o.column) if self._monotone else None
+            if signs is None:
+                continue
+            # The best corner of a fully declared objective (free knobs drawn at random).
+            want = signs * (1 if o.maximise else -1)
+            target = [len(k.values) - 1 if w > 0 else 0 if w < 0 else int(rng.integers(len(k.values)))
+                      for k, w in zip(space.knobs, np.nan_to_num(want))]  # fmt: skip
+            if np.isnan(signs).any():
+                continue
+            hit = np.flatnonzero((index == np.array(target)).all(1))
+            if len(hit) and int(hit[0]) not in picked:
+                picked.append(int(hit[0]))
+        if len(picked) < size:
+            from knobscope.strategies import get_strategy
+
+            lhs = get_strategy("lhs", {"size": size, "seed": self.options.seed}).select(space)
+            where = {c.canonical: i for i, c in enumerate(configs)}
+            extra = [where[c.canonical] for c in lhs if where[c.canonical] not in picked]
+            picked += [extra[i] for i in rng.permutation(len(extra))][: size - len(picked)]
+        return picked
+
+    def _interval(self, scored: list, goal: Goal, columns: list[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each measured value's interval ends from the store (``{column}_ci_low/_high``), else the value."""
+        low, high = values.copy(), values.copy()
+        for i, (obs, _) in enumerate(scored):
+            for j, name in enumerate(columns):
+                column = column_for(name, obs.row) or name
+                lo, hi = obs.row.get(f"{column}_ci_low"), obs.row.get(f"{column}_ci_high")
+                if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and math.isfinite(lo) and math.isfinite(hi):
+                    low[i, j], high[i, j] = min(lo, values[i, j]), max(hi, values[i, j])
+        return low, high
+
+    def _load_priors(self, space: Space) -> dict[str, list[tuple[int, float]]]:
+        """Per result column, (grid position, value) pairs from the prior run directories."""
+        from knobscope.results import flatten_summary
+        from knobscope.store import Store
+
+        configs, _, _ = self.grid(space)
+        where = {c.canonical: i for i, c in enumerate(configs)}
+        out: dict[str, list[tuple[int, float]]] = {}
+        for run in self.options.prior:
+            with Store.open(run) as store:
+                for t in store.trials(status="done"):
+                    if set(t.config) != set(space.names):
+                        continue
+                    config = Config((n, t.config[n]) for n in space.names)
+                    if config.canonical not in where:
+                        continue
+                    for name, value in flatten_summary(t.summary).items():
+                        if isinstance(value, (int, float)) and math.isfinite(value):
+                            out.setdefault(name, []).append((where[config.canonical], float(value)))
+        if not any(out.values()):
+            raise SpecError(f"strategy 'frontier' option 'prior': no finished configuration of this space (knobs "
+                            f"{', '.join(space.names)}) in {', '.join(self.options.prior)}")  # fmt: skip
+        return out
+
+    def _prior_mean(self, space: Space, name: str, configs: list[Config], index: np.ndarray,
+                    features: np.ndarray) -> np.ndarray | None:  # fmt: skip
+        """The prior runs' value of ``name`` at every configuration (a GP fills the unmeasured)."""
+        if not self.options.prior:
+            return None
+        if self._priors is None:
+            self._priors = {}
+            self._prior_points = self._load_priors(space)
+        if name not in self._priors:
+            column = column_for(name, self._prior_points) or name
+            points = self._prior_points.get(column, [])
+            if not points:
+                return None
+            rows = np.array([p for p, _ in points])
+            vals = np.array([v for _, v in points])
+            rows, inverse = np.unique(rows, return_inverse=True)
+            vals = np.bincount(inverse, weights=vals) / np.bincount(inverse)  # several workloads: their mean
+            full = np.empty(len(configs))
+            missing = np.setdiff1d(np.arange(len(configs)), rows)
+            if len(missing):
+                full[missing] = GaussianProcess().fit(features[rows], vals).predict(features[missing])[0]
+            full[rows] = vals
+            self._priors[name] = full
+        return self._priors[name]
+
+    def _prior_front(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
+        """The prior's Pareto-optimal configurations, greatest hypervolume contribution first."""
+        _, _, features = self.grid(space)
+        means = [self._prior_mean(space, o.column, configs, index, features) for o in goal.objectives]
+        if any(m is None for m in means):
+            missing = [o.column for o, m in zip(goal.objectives, means) if m is None]
+            raise SpecError(f"strategy 'frontier' option 'prior': the prior runs have no column {missing[0]!r}")
+        sign = np.array([1.0 if o.maximise else -1.0 for o in goal.objectives])
+        values = np.column_stack(means) * sign
+        front = list(np.flatnonzero(_nondominated(values)))
+        lo, hi = values.min(0), values.max(0)
+        scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
+        reference = np.full(values.shape[1], -0.1)
+        order: list[int] = []
+        while front:  # greedy: the configuration that adds the most hypervolume next
+            chosen = scaled[order] if order else np.empty((0, values.shape[1]))
+            gains = hypervolume_improvement(scaled[front], chosen, reference)
+            order.append(front.pop(int(np.argmax(gains))))
+        return order
+
+
+def _affine_fit(x: np.ndarray, y: np.ndarray) -> Any:
+    """y ~ a x + b by least squares (a = 1 until three points, never negative)."""
+    if len(x) < 3 or np.ptp(x) == 0:
+        a = 1.0
+    else:
+        a = max(float(np.polyfit(x, y, 1)[0]), 0.0)
+    b = float(np.mean(y - a * x))
+    return lambda v: a * v + b
+
+
+def _nondominated(values: np.ndarray) -> np.ndarray:
+    """Mask of rows no other row dominates (every column maximised)."""
+    ge = (values[:, None, :] >= values[None, :, :]).all(-1)
+    gt = (values[:, None, :] > values[None, :, :]).any(-1)
+    return ~(ge & gt).any(0)
+
+
+def _weakly_dominated(best_case: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Whether each candidate's best case (maximised orientation) is matched or beaten on every
+    objective by some measured configuration's worst case: it cannot add hypervolume."""
+    if len(measured) == 0:
+        return np.zeros(len(best_case), dtype=bool)
+    return (measured[None, :, :] >= best_case[:, None, :]).all(-1).any(1)

@@ -1,0 +1,138 @@
+"""The ``frontier`` strategy: its parts (GP, hypervolume improvement, monotone bounds and their
+check) on known functions, its search, and the runner driving it with a prior run."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import moocore
+import numpy as np
+import pytest
+
+from conftest import PLUGINS, cli, write_spec
+from knobscope.analysis.pareto import pareto_mask
+from knobscope.errors import SpecError
+from knobscope.expressions import Expression
+from knobscope.frontier import GaussianProcess, hypervolume_improvement
+from knobscope.search import Goal
+from knobscope.space import Knob, Space
+from knobscope.store import Store
+from knobscope.strategies import get_strategy
+from test_search import SPACE, _front_hv, drive
+
+GOAL = Goal(objectives=(("quality", "max"), ("cost", "min")))
+# Monotone in every knob: quality and cost both rise with each of a, b, c.
+MONO = Space(knobs=(Knob("a", (1, 2, 3, 4, 5, 6)), Knob("b", (1, 2, 3, 4, 5, 6)), Knob("c", (1, 2, 3))))
+DECLARED = {k: {"a": "increasing", "b": "increasing", "c": "increasing"} for k in ("quality", "cost")}
+
+
+def mono_rows(c) -> dict[str, float]:
+    return {"quality": math.log(c["a"] * c["b"]) + 0.1 * c["c"], "cost": float(c["a"] + 2 * c["b"] + c["c"])}
+
+
+def true_front(space: Space, rows) -> set[str]:
+    configs = space.product()
+    values = np.array([[rows(c)["quality"], rows(c)["cost"]] for c in configs])
+    return {configs[i].canonical for i in np.flatnonzero(pareto_mask(values, [True, False]))}
+
+
+def test_gaussian_process_fits_a_smooth_function_and_knows_where_it_is_unsure() -> None:
+    rng = np.random.default_rng(0)
+    f = lambda x: np.sin(3 * x[:, 0]) + x[:, 1] ** 2  # noqa: E731
+    x = rng.random((30, 2))
+    gp = GaussianProcess().fit(x, f(x))
+    test = rng.random((200, 2))
+    mean, std = gp.predict(test)
+    assert np.sqrt(np.mean((mean - f(test)) ** 2)) < 0.1 * np.std(f(test))
+    _, at_data = gp.predict(x)
+    _, far = gp.predict(np.array([[3.0, 3.0]]))  # well outside the data
+    assert at_data.max() < far[0]
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_hypervolume_improvement_matches_moocore(m: int) -> None:
+    rng = np.random.default_rng(m)
+    front, points, ref = rng.random((5, m)), rng.random((40, m)) - 0.05, np.zeros(m)
+    base = moocore.hypervolume(front, ref=ref, maximise=True)
+    expected = []
+    for p in points:
+        union = np.vstack([front, p])
+        union = union[(union > ref).all(1)]
+        expected.append(moocore.hypervolume(union, ref=ref, maximise=True) - base)
+    assert np.allclose(hypervolume_improvement(points, front, ref), expected, atol=1e-12)
+    assert np.allclose(hypervolume_improvement(points[:3], np.empty((0, m)), ref),
+                       [np.prod(np.clip(p, 0, None)) for p in points[:3]])  # fmt: skip
+
+
+def test_frontier_finds_the_front_of_a_peaked_function_with_few_evaluations() -> None:
+    full = _front_hv(SPACE.product())
+    found = {seed: drive(get_strategy("frontier", {"n_trials": 30, "seed": seed}), GOAL) for seed in range(3)}
+    hv = [_front_hv([o.config for o in run]) for run in found.values()]
+    random_hv = [_front_hv(get_strategy("random", {"size": 30, "seed": s}).select(SPACE)) for s in range(3)]
+    assert np.median(hv) >= 0.99 * full > np.median(random_hv)  # 30 of 512 configurations
+
+
+def test_frontier_respects_constraints_and_never_proposes_twice() -> None:
+    space = Space(knobs=SPACE.knobs, constraints=(Expression.parse("a + b <= 9"),))
+    found = drive(get_strategy("frontier", {"n_trials": 25}), GOAL, space)  # drive asserts both
+    assert len(found) == 25
+
+
+def test_monotone_bounds_prune_and_decide_the_front_before_the_grid_is_spent() -> None:
+    strategy = get_strategy("frontier", {"n_trials": 108, "monotone": DECLARED})
+    found = drive(strategy, GOAL, MONO, mono_rows)
+    measured = {o.config.canonical for o in found}
+    assert strategy.decided_after == len(found) < 0.8 * MONO.grid_size  # stopped by itself: decided
+    assert true_front(MONO, mono_rows) <= measured  # and nothing of the real front was missed
+
+
+def test_a_declaration_the_data_contradict_is_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    wrong = {"quality": {"a": "decreasing", "b": "increasing", "c": "increasing"}, "cost": DECLARED["cost"]}
+    strategy = get_strategy("frontier", {"n_trials": 108, "monotone": wrong})
+    with caplog.at_level(logging.WARNING, logger="knobscope"):
+        found = drive(strategy, GOAL, MONO, mono_rows)
+    assert "quality was declared to decrease with a" in caplog.text
+    assert ("quality", "a") in strategy._monotone.dropped
+    assert true_front(MONO, mono_rows) <= {o.config.canonical for o in found}  # the wrong claim pruned nothing needed
+
+
+def test_frontier_refuses_bad_options() -> None:
+    with pytest.raises(SpecError, match="'speed', which is not an objective"):
+        get_strategy("frontier", {"monotone": {"speed": {"a": "increasing"}}}).goal(GOAL.objectives)
+    with pytest.raises(SpecError, match="quality.z is not a knob"):
+        drive(get_strategy("frontier", {"monotone": {"quality": {"z": "increasing"}}}), GOAL)
+    with pytest.raises(SpecError, match="max_grid"):
+        get_strategy("frontier", {"max_grid": 100}).propose(SPACE, [], GOAL)
+
+
+def _spec(tmp_path: Path, form: str, strategy: dict, out: str) -> Path:
+    return write_spec(
+        tmp_path / f"{out}.yaml",
+        workload={"name": f"{PLUGINS}:KnownQualityWorkload", "args": {"num_samples": 1, "form": form}},
+        knobs={"a": [1, 2, 4, 8], "b": [1, 4, 9, 16], "c": [0, 2, 4]},
+        strategy=strategy,
+        objectives={"quality": "max", "matmuls": "min"},
+        output=str(tmp_path / out),
+    )
+
+
+def test_a_search_starts_from_the_front_of_a_prior_run(tmp_path: Path) -> None:
+    cli("run", str(_spec(tmp_path, "separable", {"name": "full"}, "prior")), "--no-progress", check=True)
+    spec = _spec(tmp_path, "interaction", {"name": "frontier", "n_trials": 10, "initial_size": 3,
+                                           "prior": [str(tmp_path / "prior")]}, "search")  # fmt: skip
+    assert "10 done" in cli("run", str(spec), "--no-progress", check=True).stdout
+    with Store.open(tmp_path / "prior") as store:
+        prior = {t.trial_id: t for t in store.trials()}
+        configs = [t.config for t in prior.values()]
+        values = np.array([[t.summary["metrics"]["quality"]["mean"], t.summary["metrics"]["matmuls"]["mean"]]
+                           for t in prior.values()])  # fmt: skip
+    front = [configs[i] for i in np.flatnonzero(pareto_mask(values, [True, False]))]
+    with Store.open(tmp_path / "search") as store:
+        first = [t.config for t in sorted(store.trials(), key=lambda t: t.started)[:3]]
+    assert all(c in front for c in first)  # the first design is the prior's front
+    bad = _spec(tmp_path, "interaction", {"name": "frontier", "prior": [str(tmp_path / "nowhere")]}, "bad")
+    proc = cli("run", str(bad), "--no-progress")
+    assert proc.returncode == 2 and "is not a knobscope run directory" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad" / "results.db").exists()
