@@ -14,13 +14,17 @@ A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobsc
   *decided* and the search stops, budget or not. Bounds use a measurement's confidence interval
   where the store has one. The declarations are checked against every measurement (pairs that
   differ in one knob only); a declaration the data contradict is dropped with a warning.
-* **Earlier runs of the same space** (option ``prior``: run directories, any workload) are
-  the surrogate's mean function (scaled to this run by least squares as results come in) and
-  their Pareto-optimal configurations the first design.
+* **Earlier runs of the same space** (option ``prior``: run directories, any workload): their
+  Pareto-optimal configurations, greatest hypervolume contribution first, are the first design.
+  (Their values as the surrogate's mean, scaled to the new run by least squares, did worse on
+  ``benchmarks/search_efficiency.py``'s table than starting from their front alone, so they
+  only choose where to start.)
 
 The surrogate is a Gaussian process per objective (Matern 5/2, one length scale per knob,
 hyperparameters by maximum marginal likelihood) on value positions scaled to [0, 1]
-(categorical knobs one-hot). The next configuration maximises the expected hypervolume
+(categorical knobs one-hot; a knob declared ``none`` for an objective is not an input of its
+model), fitted to a Yeo-Johnson transform of the results (option ``warp``), which evens out
+skewed results such as a cosine crowding towards 1. The next configuration maximises the expected hypervolume
 improvement over the measured front, estimated from ``samples`` posterior draws per candidate
 (clipped to the monotone bounds), with objectives scaled by their observed range and the
 reference point a tenth of the range beyond the worst observed value. Without a prior the first
@@ -60,6 +64,10 @@ class _FrontierOptions(_AdaptiveOptions):
     )
     prior: list[str] = Field(default_factory=list, description="run directories of earlier runs of the same space")
     samples: int = Field(128, ge=8, description="posterior draws per candidate for the expected improvement")
+    reference_margin: float = Field(
+        0.01, ge=0, description="reference point of the hypervolume: this fraction of each range beyond the worst observed"
+    )
+    warp: bool = Field(True, description="model each objective through a fitted Yeo-Johnson transform")
     max_grid: int = Field(200_000, ge=1, description="largest grid scored exhaustively")
 
 
@@ -109,12 +117,25 @@ class GaussianProcess:
         grad[:d] += (theta[:d] - math.log(0.5)) / 1.5**2
         return float(nll + prior), grad
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> GaussianProcess:
+    def fit(self, x: np.ndarray, y: np.ndarray, *, warp: bool = False) -> GaussianProcess:
+        """Fit to ``y`` at ``x``; ``warp``: model the Yeo-Johnson transform of the standardised
+        targets (its lambda by maximum likelihood), which evens out skewed results such as a
+        cosine crowding towards 1."""
         from scipy.optimize import minimize
 
         self.x = x
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
         self.y = (y - self.mean) / self.scale
+        self.lmbda: float | None = None
+        self.w_mean, self.w_scale = 0.0, 1.0
+        if warp and len(y) >= 5 and np.ptp(self.y) > 0:
+            from scipy.stats import yeojohnson
+
+            warped, lmbda = yeojohnson(self.y)
+            self.lmbda = float(np.clip(lmbda, -3.0, 5.0))
+            warped = yeojohnson(self.y, lmbda=self.lmbda)
+            self.w_mean, self.w_scale = float(warped.mean()), float(warped.std()) or 1.0
+            self.y = (warped - self.w_mean) / self.w_scale
         d = x.shape[1]
         bounds = [self.BOUNDS_LS] * d + [self.BOUNDS_SF, self.BOUNDS_SN]
         default = np.r_[np.full(d, math.log(0.5)), 0.0, math.log(1e-2)]
@@ -140,6 +161,18 @@ class GaussianProcess:
         self._ls, self._sf2 = ls, sf2
         return self
 
+    def draw(self, xs: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Posterior draws at ``xs`` from standard normal ``z`` (S, 1) or (S, n): (S, n), in the
+        targets' units (through the inverse warp, where there is one)."""
+        ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
+        mean = ks @ self._alpha
+        v = np.linalg.solve(self._chol, ks.T)
+        std = np.sqrt(np.maximum(self._sf2 - (v**2).sum(0), 1e-12))
+        latent = mean[None, :] + std[None, :] * z
+        if self.lmbda is not None:
+            latent = _yeojohnson_inverse(latent * self.w_scale + self.w_mean, self.lmbda)
+        return self.mean + self.scale * latent
+
     def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the latent function, in the targets' units."""
         ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
@@ -149,12 +182,28 @@ class GaussianProcess:
         return self.mean + self.scale * mean, self.scale * np.sqrt(var)
 
 
+def _yeojohnson_inverse(y: np.ndarray, lmbda: float) -> np.ndarray:
+    out = np.empty_like(y)
+    pos = y >= 0
+    if abs(lmbda) < 1e-9:
+        out[pos] = np.expm1(y[pos])
+    else:
+        out[pos] = np.power(np.maximum(lmbda * y[pos] + 1, 1e-12), 1 / lmbda) - 1
+    if abs(lmbda - 2) < 1e-9:
+        out[~pos] = -np.expm1(-y[~pos])
+    else:
+        out[~pos] = 1 - np.power(np.maximum(1 - (2 - lmbda) * y[~pos], 1e-12), 1 / (2 - lmbda))
+    return out
+
+
 # --------------------------------------------------------------------------- hypervolume
 def hypervolume_improvement(points: np.ndarray, front: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Hypervolume each of ``points`` (n, m) would add to ``front`` (k, m); every objective
     maximised, ``reference`` the lower corner. Exact; vectorised for two objectives."""
     points = np.maximum(points, reference)
     front = np.maximum(front.reshape(-1, points.shape[1]), reference)
+    if points.shape[1] == 1:  # one objective: the improvement on the best so far
+        return np.clip(points[:, 0] - max(front[:, 0].max() if len(front) else reference[0], reference[0]), 0, None)
     if points.shape[1] == 2:
         # The front's dominated region is a staircase: on (starts[i], ends[i]] of objective 1 it
         # reaches heights[i] of objective 2 (the best of the front points at or beyond ends[i]).
@@ -190,6 +239,13 @@ class MonotoneModel:
                                     "has no order; declare it 'none' or leave it out")  # fmt: skip
             self.signs[objective] = np.array([SIGN[knobs[k.name]] if k.name in knobs else np.nan for k in space.knobs])
         self.dropped: set[tuple[str, str]] = set()
+
+    def inputs(self, objective: str) -> np.ndarray:
+        """Per knob, whether ``objective`` may depend on it (not declared ``none``, or dropped)."""
+        signs = self.signs.get(objective)
+        if signs is None:
+            return np.ones(len(self.space.knobs), dtype=bool)
+        return np.array([s != 0 or (objective, k.name) in self.dropped for k, s in zip(self.space.knobs, signs)])
 
     def below(self, objective: str, a: np.ndarray, c: np.ndarray) -> np.ndarray:
         """(len(a), len(c)): whether f(a) <= f(c) follows from the declarations (value indices)."""
@@ -283,12 +339,14 @@ class Frontier(AdaptiveStrategy):
                                 f"(max_grid: {self.options.max_grid:,}); raise max_grid, or use 'bayesian' or 'nsga2'")  # fmt: skip
             configs = space.product()
             index = np.array([[k.values.index(c[k.name]) for k in space.knobs] for c in configs], dtype=float)
-            columns = []
+            columns, owner = [], []
             for j, k in enumerate(space.knobs):
                 if _ordinal(k.values):
                     columns.append(index[:, j:j + 1] / max(len(k.values) - 1, 1))
                 else:
                     columns.append(np.eye(len(k.values))[index[:, j].astype(int)])
+                owner += [j] * columns[-1].shape[1]
+            self._feature_knob = np.array(owner)  # the knob each feature column encodes
             self._grid = (space, configs, index, np.hstack(columns))
             self._monotone = MonotoneModel(space, self.options.monotone)
         return self._grid[1], self._grid[2], self._grid[3]
@@ -338,33 +396,30 @@ class Frontier(AdaptiveStrategy):
         # Surrogate per objective, in the maximised orientation.
         candidates = np.flatnonzero(open_)
         oriented = values * sign
-        mean = np.empty((len(candidates), len(columns)))
-        std = np.empty_like(mean)
+        draws = rng.standard_normal((self.options.samples, 1, len(columns)))
+        samples = np.empty((self.options.samples, len(candidates), len(columns)))
         for j, name in enumerate(columns):
-            prior = self._prior_mean(space, name, configs, index, features)
             target = oriented[:, j]
-            offset = np.zeros(len(configs))
-            if prior is not None:
-                offset = _affine_fit(prior[rows] * sign[j], target) (prior * sign[j])  # type: ignore[operator]
-            gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows], target - offset[rows])
-            m, s = gp.predict(features[candidates])
-            mean[:, j], std[:, j] = m + offset[candidates], s
+            # A knob the objective is declared not to depend on is not an input of its model.
+            used = self._monotone.inputs(name)[self._feature_knob]
+            used = used if used.any() else ~used  # declared constant: let the model see that
+            gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp)
+            samples[:, :, j] = gp.draw(features[candidates][:, used], draws[:, :, j])
 
         # Expected hypervolume improvement over the measured front, objectives scaled by range.
         lo_o, hi_o = oriented.min(0), oriented.max(0)
         span = np.where(hi_o > lo_o, hi_o - lo_o, 1.0)
-        reference = np.full(len(columns), -0.1)
+        reference = np.full(len(columns), -self.options.reference_margin)
         scale = lambda v: (v - lo_o) / span  # noqa: E731
         front = scale(oriented[_nondominated(oriented)])
-        draws = rng.standard_normal((self.options.samples, 1, len(columns)))
         clip_lo = np.where(maximise, lower, -upper)[candidates] * 1.0
         clip_hi = np.where(maximise, upper, -lower)[candidates] * 1.0
-        samples = np.clip(mean[None] + std[None] * draws, clip_lo[None], clip_hi[None])  # (S, n, m)
+        samples = np.clip(samples, clip_lo[None], clip_hi[None])  # (S, n, m)
         flat = scale(samples.reshape(-1, len(columns)))
         gain = hypervolume_improvement(flat, front, reference).reshape(self.options.samples, len(candidates)).mean(0)
         best = np.flatnonzero(gain >= gain.max() - 1e-15)
         if gain.max() <= 0:  # nothing promises a gain: the most uncertain open configuration
-            spread = (std / span).sum(1)
+            spread = (samples.std(0) / span).sum(1)
             best = np.flatnonzero(spread >= spread.max() - 1e-15)
         return configs[int(candidates[int(rng.choice(best))])]
 
@@ -484,16 +539,6 @@ class Frontier(AdaptiveStrategy):
             gains = hypervolume_improvement(scaled[front], chosen, reference)
             order.append(front.pop(int(np.argmax(gains))))
         return order
-
-
-def _affine_fit(x: np.ndarray, y: np.ndarray) -> Any:
-    """y ~ a x + b by least squares (a = 1 until three points, never negative)."""
-    if len(x) < 3 or np.ptp(x) == 0:
-        a = 1.0
-    else:
-        a = max(float(np.polyfit(x, y, 1)[0]), 0.0)
-    b = float(np.mean(y - a * x))
-    return lambda v: a * v + b
 
 
 def _nondominated(values: np.ndarray) -> np.ndarray:

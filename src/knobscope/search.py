@@ -160,6 +160,11 @@ class _OptunaStrategy(AdaptiveStrategy):
 
     Options = _OptunaOptions
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.asks = 0  # proposals asked of the sampler
+        self.fallbacks = 0  # trials measured at the nearest unmeasured configuration instead
+
     def sampler(self, goal: Goal, seed: int) -> Any:
         raise NotImplementedError
 
@@ -204,6 +209,7 @@ class _OptunaStrategy(AdaptiveStrategy):
         study.add_trials(told)
         config = None
         for _ in range(MAX_ASKS):
+            self.asks += 1
             trial = study.ask(dists)
             config = self._config(space, trial.params)
             obs = known.get(config.canonical)
@@ -219,6 +225,7 @@ class _OptunaStrategy(AdaptiveStrategy):
         # measure the unmeasured feasible configuration nearest to its last proposal.
         nearest = _nearest_unmeasured(space, config, set(known), np.random.default_rng(seed))
         if nearest is not None:
+            self.fallbacks += 1
             log.info("%s proposed only measured or infeasible configurations %d times; measuring the nearest new one, %s",
                      self.name, MAX_ASKS, dict(nearest))  # fmt: skip
         return nearest
