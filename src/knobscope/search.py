@@ -12,7 +12,7 @@
               (``initial: lhs`` by default, 2 x (knobs + 1) configurations, measured in a seeded
               random order), then, round after round, the unmeasured neighbours (one value step
               along one knob, ``radius`` steps at most) of the current Pareto-optimal
-              configurations; when none is left, unmeasured configurations drawn at random
+              configurations, largest hypervolume contribution first; when none is left, unmeasured configurations drawn at random
               until ``n_trials`` is reached (each may move the front and reopen refinement).
 ==========  ==============================================================================
 
@@ -302,6 +302,18 @@ class NSGA2(_OptunaStrategy):
             t.system_attrs[key()] = i // self.options.population_size
 
 
+def _contributions(values: np.ndarray) -> np.ndarray:
+    """Each row's exclusive hypervolume contribution (every column maximised; objectives scaled
+    by their range, the reference 1% beyond the worst)."""
+    from knobscope.frontier import hypervolume_improvement
+
+    lo, hi = values.min(0), values.max(0)
+    scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
+    reference = np.full(values.shape[1], -0.01)
+    return np.array([hypervolume_improvement(scaled[i:i + 1], np.delete(scaled, i, axis=0), reference)[0]
+                     for i in range(len(scaled))])  # fmt: skip
+
+
 class _RefineOptions(_AdaptiveOptions):
     initial: str = Field("lhs", description="fixed strategy of the first design")
     initial_size: int | None = Field(
@@ -357,10 +369,12 @@ class Refine(AdaptiveStrategy):
         if scored:
             values = np.array([v for _, v in scored])
             maximise = [d == "maximize" for d in goal.directions]
-            front = [scored[i][0] for i in np.flatnonzero(pareto_mask(values, maximise))]
-            # Best first along the first objective, so the most promising region is refined first.
-            front.sort(key=lambda o: goal.values(o)[0], reverse=maximise[0])  # type: ignore[index]
-            for obs in front:
+            on_front = np.flatnonzero(pareto_mask(values, maximise))
+            # Largest exclusive hypervolume contribution first, so the most promising region is
+            # refined first and ties (several configurations with the same values, which add
+            # nothing) last; ordering by the first objective spent whole budgets on such ties.
+            order = np.argsort(-_contributions(values[on_front] * np.where(maximise, 1.0, -1.0)), kind="stable")
+            for obs in (scored[on_front[i]][0] for i in order):
                 for candidate in self._neighbours(space, obs.config):
                     if candidate.canonical not in taken and space.is_feasible(candidate):
                         return candidate
