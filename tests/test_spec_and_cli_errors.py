@@ -24,7 +24,7 @@ BASE = {"name": "x", "knobs": {"a": [1, 2]}}
         ({"knobs": {"a": {"range": [2, 1]}}}, "range [2, 1] is empty"),
         ({"knobs": {"a": "oops"}}, "knob 'a' is 'oops'; a knob is a list of values"),
         ({"knobs": {"a": [1, 1]}}, "lists a value twice"),
-        ({"strategy": "nope"}, "unknown strategy 'nope'; valid names are: balanced, bayesian, boundary, custom_sparse, full, lhs, listed, nsga2, random, refine, stratified"),
+        ({"strategy": "nope"}, "unknown strategy 'nope'; valid names are: balanced, bayesian, boundary, custom_sparse, frontier, full, lhs, listed, nsga2, random, refine, stratified"),
         ({"strategy": {"name": "lhs", "size": 0}}, "strategy 'lhs' option 'size'"),
         ({"constraints": ["b < 3"]}, "uses unknown name 'b'; known names: a"),
         ({"constraints": ["a.__class__"]}, "uses Attribute, which is not allowed"),

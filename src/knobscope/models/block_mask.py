@@ -104,7 +104,8 @@ class BlockMask:
 
 def _keep_cache_length(layer: nn.Module, index: int, hidden_states: torch.Tensor, kwargs: dict[str, Any]) -> None:
     """Append a one-number-per-token placeholder to a skipped block's KV-cache entry."""
-    cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+    # The keyword changed across transformers versions: cache (5.24+), past_key_values, past_key_value.
+    cache = next((kwargs[k] for k in ("cache", "past_key_values", "past_key_value") if kwargs.get(k) is not None), None)
     if cache is None or not hasattr(cache, "update"):
         return
     from transformers.cache_utils import DynamicCache
