@@ -15,6 +15,7 @@ sampler on evaluations to 99%.
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
        [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048] [--json out.json]
+       python benchmarks/search_efficiency.py --merge a.json b.json   # one table from split invocations
 """
 
 from __future__ import annotations
@@ -155,6 +156,35 @@ def knobscope_searches(prior: Path | None) -> dict[str, tuple[str, dict]]:
     return out
 
 
+HEADER = f"{'search':20s} " + " ".join(f"{'to ' + format(level, '.0%'):>18s}" for level in LEVELS) + f" {'ms/proposal':>12s}"
+
+
+def row(label: str, result: dict) -> str:
+    cells = []
+    for level in LEVELS:
+        r = np.array(result["reach"][str(level)], dtype=float)
+        cells.append(f"{np.median(r):6.1f} [{r.min():.0f}, {r.max():.0f}]".replace("inf", ">" + str(result.get("budget", "budget"))))
+    return f"{label:20s} " + " ".join(f"{c:>18s}" for c in cells) + f" {np.median(result['ms']):12.1f}"
+
+
+def compare(results: dict[str, dict]) -> None:
+    """The best knobscope search against the best Optuna sampler on evaluations to 99%."""
+
+    def median99(label: str) -> float:
+        return float(np.median(results[label]["reach"]["0.99"]))
+
+    ours = [k for k in results if not k.startswith("optuna-")]
+    theirs = [k for k in results if k.startswith("optuna-")]
+    if ours and theirs:
+        a, b = min(ours, key=median99), min(theirs, key=median99)
+        test = mannwhitneyu(results[a]["reach"]["0.99"], results[b]["reach"]["0.99"], alternative="less")
+        ratio = median99(a) / median99(b)
+        ms_ratio = np.median(results[a]["ms"]) / np.median(results[b]["ms"])
+        print(f"\nbest knobscope search {a}: {median99(a):.1f} evaluations to 99% (median), best Optuna sampler {b}: "
+              f"{median99(b):.1f}; ratio {ratio:.2f} (goal <= 0.5), Mann-Whitney U one-sided p = {test.pvalue:.2g}; "
+              f"time per proposal {ms_ratio:.2f}x (goal <= 2x)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=Path, default=Path("runs/search_table"))
@@ -164,7 +194,16 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated searches to run (default: all)")
     parser.add_argument("--prior", type=Path, default=None, help="an earlier run of the same space (frontier+prior)")
     parser.add_argument("--json", type=Path, default=None, help="write every search's progress here")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="print the table and the test of --json files written by earlier invocations; run nothing")
     args = parser.parse_args()
+    if args.merge:
+        merged = {label: result for path in args.merge for label, result in json.loads(path.read_text()).items()}
+        print(HEADER)
+        for label, result in merged.items():
+            print(row(label, result))
+        compare(merged)
+        return
 
     table = Table(args.table, args.spec)
     values = np.array([table.values(c) for c in table.rows])
@@ -185,10 +224,9 @@ def main() -> None:
         searches = {k: v for k, v in searches.items() if k in wanted}
 
     results: dict[str, dict] = {}
-    header = f"{'search':16s} " + " ".join(f"{'to ' + format(level, '.0%'):>18s}" for level in LEVELS) + f" {'ms/proposal':>12s}"
-    print(header)
+    print(HEADER)
     for label, search in searches.items():
-        reach = {level: [] for level in LEVELS}
+        reach: dict[str, list[float]] = {str(level): [] for level in LEVELS}
         ms, curves = [], []
         for seed in range(args.seeds):
             order, times = search(seed)
@@ -197,32 +235,15 @@ def main() -> None:
             ms.append(1000 * float(np.mean(times)))
             for level in LEVELS:
                 hit = np.flatnonzero(curve >= level - 1e-12)
-                reach[level].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not reached within the budget
-        results[label] = {"reach": {str(k): v for k, v in reach.items()}, "ms": ms, "curves": curves}
-        cells = []
-        for level in LEVELS:
-            r = np.array(reach[level], dtype=float)
-            med = np.median(r)
-            cells.append(f"{med:6.1f} [{r.min():.0f}, {r.max():.0f}]".replace("inf", ">" + str(args.budget)))
-        print(f"{label:16s} " + " ".join(f"{c:>18s}" for c in cells) + f" {np.median(ms):12.1f}", flush=True)
+                reach[str(level)].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not reached within the budget
+        results[label] = {"reach": reach, "ms": ms, "curves": curves, "budget": args.budget}
+        print(row(label, results[label]), flush=True)
 
     for key, shares in FALLBACKS.items():
         print(f"{key}: {np.median(shares):.0%} of its trials (median over seeds) were the nearest unmeasured "
               "configuration after the sampler asked for measured or infeasible ones three times")  # fmt: skip
 
-    def median99(label: str) -> float:
-        return float(np.median(results[label]["reach"]["0.99"]))
-
-    ours = [k for k in results if not k.startswith("optuna-")]
-    theirs = [k for k in results if k.startswith("optuna-")]
-    if ours and theirs:
-        a, b = min(ours, key=median99), min(theirs, key=median99)
-        test = mannwhitneyu(results[a]["reach"]["0.99"], results[b]["reach"]["0.99"], alternative="less")
-        ratio = median99(a) / median99(b)
-        ms_ratio = np.median(results[a]["ms"]) / np.median(results[b]["ms"])
-        print(f"\nbest knobscope search {a}: {median99(a):.1f} evaluations to 99% (median), best Optuna sampler {b}: "
-              f"{median99(b):.1f}; ratio {ratio:.2f} (goal <= 0.5), Mann-Whitney U one-sided p = {test.pvalue:.2g}; "
-              f"time per proposal {ms_ratio:.2f}x (goal <= 2x)")  # fmt: skip
+    compare(results)
     if args.json:
         args.json.write_text(json.dumps(results))
 
