@@ -15,7 +15,7 @@ sampler on evaluations to 99%.
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
        [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048] [--json out.json]
-       python benchmarks/search_efficiency.py --merge a.json b.json   # one table from split invocations
+       python benchmarks/search_efficiency.py --merge a.json b.json [--plot progress.png]   # split invocations
 """
 
 from __future__ import annotations
@@ -185,6 +185,31 @@ def compare(results: dict[str, dict]) -> None:
               f"time per proposal {ms_ratio:.2f}x (goal <= 2x)")  # fmt: skip
 
 
+def plot(results: dict[str, dict], path: Path) -> None:
+    """Median fraction of the grid's hypervolume after each evaluation, quartiles shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, result in results.items():
+        longest = max(len(c) for c in result["curves"])
+        curves = np.array([c + [c[-1]] * (longest - len(c)) for c in result["curves"]])
+        x = np.arange(1, longest + 1)
+        ours = not label.startswith("optuna-")
+        line = ax.plot(x, np.median(curves, 0), label=label, lw=2 if ours else 1.2, ls="-" if ours else "--")[0]
+        ax.fill_between(x, *np.percentile(curves, [25, 75], axis=0), color=line.get_color(), alpha=0.12)
+    for level in LEVELS:
+        ax.axhline(level, color="grey", lw=0.6, ls=":")
+    ax.set(xlabel="distinct evaluations", ylabel="fraction of the grid's hypervolume", ylim=(0.5, 1.005),
+           title="Search progress on the measured table (median over seeds, quartiles shaded)")  # fmt: skip
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=300)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=Path, default=Path("runs/search_table"))
@@ -194,6 +219,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated searches to run (default: all)")
     parser.add_argument("--prior", type=Path, default=None, help="an earlier run of the same space (frontier+prior)")
     parser.add_argument("--json", type=Path, default=None, help="write every search's progress here")
+    parser.add_argument("--plot", type=Path, default=None, help="draw every search's progress to this PNG")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="print the table and the test of --json files written by earlier invocations; run nothing")
     args = parser.parse_args()
@@ -203,6 +229,8 @@ def main() -> None:
         for label, result in merged.items():
             print(row(label, result))
         compare(merged)
+        if args.plot:
+            plot(merged, args.plot)
         return
 
     table = Table(args.table, args.spec)
@@ -244,6 +272,8 @@ def main() -> None:
               "configuration after the sampler asked for measured or infeasible ones three times")  # fmt: skip
 
     compare(results)
+    if args.plot:
+        plot(results, args.plot)
     if args.json:
         args.json.write_text(json.dumps(results))
 
