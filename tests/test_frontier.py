@@ -51,6 +51,18 @@ def test_gaussian_process_fits_a_smooth_function_and_knows_where_it_is_unsure() 
     assert at_data.max() < far[0]
 
 
+def test_the_warp_is_scipys_yeo_johnson_and_inverts() -> None:
+    from scipy.stats import yeojohnson
+
+    from knobscope.frontier import _yeojohnson, _yeojohnson_inverse, _yeojohnson_lambda
+
+    x = np.random.default_rng(1).standard_normal(50) ** 3  # skewed both ways
+    expected, lmbda = yeojohnson(x)
+    assert _yeojohnson_lambda(x) == pytest.approx(lmbda, abs=1e-2)
+    assert np.allclose(_yeojohnson(x, lmbda), expected)
+    assert np.allclose(_yeojohnson_inverse(_yeojohnson(x, lmbda), lmbda), x)
+
+
 @pytest.mark.parametrize("m", [2, 3])
 def test_hypervolume_improvement_matches_moocore(m: int) -> None:
     rng = np.random.default_rng(m)

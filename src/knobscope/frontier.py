@@ -126,23 +126,21 @@ class GaussianProcess:
         self.x = x
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
         self.y = (y - self.mean) / self.scale
-        self.lmbda: float | None = None
-        self.w_mean, self.w_scale = 0.0, 1.0
+        d = x.shape[1]
+        warm = self.theta is not None and len(self.theta) == d + 2
+        # Hyperparameters (the warp's lambda too) settle as data come in: refit every time while
+        # there are few points, then every fifth, from the last fit (now and then from the default).
+        refit = not warm or len(y) <= 20 or len(y) % 5 == 0
+        lmbda = getattr(self, "lmbda", None)
+        self.lmbda, self.w_mean, self.w_scale = None, 0.0, 1.0
         if warp and len(y) >= 5 and np.ptp(self.y) > 0:
-            from scipy.stats import yeojohnson
-
-            warped, lmbda = yeojohnson(self.y)
-            self.lmbda = float(np.clip(lmbda, -3.0, 5.0))
-            warped = yeojohnson(self.y, lmbda=self.lmbda)
+            self.lmbda = _yeojohnson_lambda(self.y) if refit or lmbda is None else lmbda
+            warped = _yeojohnson(self.y, self.lmbda)
             self.w_mean, self.w_scale = float(warped.mean()), float(warped.std()) or 1.0
             self.y = (warped - self.w_mean) / self.w_scale
-        d = x.shape[1]
         bounds = [self.BOUNDS_LS] * d + [self.BOUNDS_SF, self.BOUNDS_SN]
         default = np.r_[np.full(d, math.log(0.5)), 0.0, math.log(1e-2)]
-        warm = self.theta is not None and len(self.theta) == d + 2
-        # Hyperparameters settle as data come in: refit every time while there are few points,
-        # then every fifth, from the last fit (and, now and then, from the default too).
-        if not warm or len(y) <= 20 or len(y) % 5 == 0:
+        if refit:
             starts = [self.theta] if warm else []
             if not warm or len(y) % 10 == 0:
                 starts.append(default)
@@ -180,6 +178,28 @@ class GaussianProcess:
         v = np.linalg.solve(self._chol, ks.T)
         var = np.maximum(self._sf2 - (v**2).sum(0), 1e-12)
         return self.mean + self.scale * mean, self.scale * np.sqrt(var)
+
+
+def _yeojohnson(x: np.ndarray, lmbda: float) -> np.ndarray:
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = np.log1p(x[pos]) if abs(lmbda) < 1e-9 else (np.power(x[pos] + 1, lmbda) - 1) / lmbda
+    out[~pos] = -np.log1p(-x[~pos]) if abs(lmbda - 2) < 1e-9 else -(np.power(1 - x[~pos], 2 - lmbda) - 1) / (2 - lmbda)
+    return out
+
+
+def _yeojohnson_lambda(x: np.ndarray) -> float:
+    """The maximum-likelihood Yeo-Johnson lambda in [-3, 5] (scipy.stats.yeojohnson's criterion,
+    without its per-call overhead: this runs on every refit)."""
+    from scipy.optimize import minimize_scalar
+
+    jacobian = np.sum(np.sign(x) * np.log1p(np.abs(x)))
+
+    def nll(lmbda: float) -> float:
+        var = np.var(_yeojohnson(x, lmbda))
+        return np.inf if var <= 0 else 0.5 * len(x) * math.log(var) - (lmbda - 1) * jacobian
+
+    return float(minimize_scalar(nll, bounds=(-3.0, 5.0), method="bounded", options={"xatol": 1e-3}).x)
 
 
 def _yeojohnson_inverse(y: np.ndarray, lmbda: float) -> np.ndarray:
