@@ -156,3 +156,10 @@ def test_a_search_starts_from_the_front_of_a_prior_run(tmp_path: Path) -> None:
     proc = cli("run", str(bad), "--no-progress")
     assert proc.returncode == 2 and "is not a knobscope run directory" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad" / "results.db").exists()
+
+
+def test_a_bad_monotone_declaration_stops_the_run_before_anything_is_created(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "separable", {"name": "frontier", "monotone": {"quality": {"z": "increasing"}}}, "bad")
+    proc = cli("run", str(spec), "--no-progress")
+    assert proc.returncode == 2 and "quality.z is not a knob" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

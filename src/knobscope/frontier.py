@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from knobscope.analysis.pareto import pareto_mask
 from knobscope.errors import SpecError
 from knobscope.goals import Goal, column_for
 from knobscope.search import AdaptiveStrategy, Observation, _AdaptiveOptions, _ordinal, proposal_seed
@@ -350,13 +351,17 @@ class Frontier(AdaptiveStrategy):
                             f"objectives: {', '.join(o.column for o in goal.objectives)}")  # fmt: skip
         return goal
 
+    def check(self, space: Space) -> None:
+        if space.grid_size > self.options.max_grid:
+            raise SpecError(f"strategy 'frontier' scores every configuration, and the grid has {space.grid_size:,} "
+                            f"(max_grid: {self.options.max_grid:,}); raise max_grid, or use 'bayesian' or 'nsga2'")  # fmt: skip
+        MonotoneModel(space, self.options.monotone)  # raises on a knob it cannot take
+
     # ----------------------------------------------------------------- the grid, once
     def grid(self, space: Space) -> tuple[list[Config], np.ndarray, np.ndarray]:
         """Feasible configurations, their value indices and their features (computed once)."""
         if self._grid is None or self._grid[0] is not space:
-            if space.grid_size > self.options.max_grid:
-                raise SpecError(f"strategy 'frontier' scores every configuration, and the grid has {space.grid_size:,} "
-                                f"(max_grid: {self.options.max_grid:,}); raise max_grid, or use 'bayesian' or 'nsga2'")  # fmt: skip
+            self.check(space)
             configs = space.product()
             index = np.array([[k.values.index(c[k.name]) for k in space.knobs] for c in configs], dtype=float)
             columns, owner = [], []
@@ -431,7 +436,7 @@ class Frontier(AdaptiveStrategy):
         span = np.where(hi_o > lo_o, hi_o - lo_o, 1.0)
         reference = np.full(len(columns), -self.options.reference_margin)
         scale = lambda v: (v - lo_o) / span  # noqa: E731
-        front = scale(oriented[_nondominated(oriented)])
+        front = scale(oriented[pareto_mask(oriented, True)])
         clip_lo = np.where(maximise, lower, -upper)[candidates] * 1.0
         clip_hi = np.where(maximise, upper, -lower)[candidates] * 1.0
         samples = np.clip(samples, clip_lo[None], clip_hi[None])  # (S, n, m)
@@ -549,7 +554,7 @@ class Frontier(AdaptiveStrategy):
             raise SpecError(f"strategy 'frontier' option 'prior': the prior runs have no column {missing[0]!r}")
         sign = np.array([1.0 if o.maximise else -1.0 for o in goal.objectives])
         values = np.column_stack(means) * sign
-        front = list(np.flatnonzero(_nondominated(values)))
+        front = list(np.flatnonzero(pareto_mask(values, True)))
         lo, hi = values.min(0), values.max(0)
         scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
         reference = np.full(values.shape[1], -0.1)
@@ -559,13 +564,6 @@ class Frontier(AdaptiveStrategy):
             gains = hypervolume_improvement(scaled[front], chosen, reference)
             order.append(front.pop(int(np.argmax(gains))))
         return order
-
-
-def _nondominated(values: np.ndarray) -> np.ndarray:
-    """Mask of rows no other row dominates (every column maximised)."""
-    ge = (values[:, None, :] >= values[None, :, :]).all(-1)
-    gt = (values[:, None, :] > values[None, :, :]).any(-1)
-    return ~(ge & gt).any(0)
 
 
 def _weakly_dominated(best_case: np.ndarray, measured: np.ndarray) -> np.ndarray:

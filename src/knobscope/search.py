@@ -105,6 +105,9 @@ class AdaptiveStrategy(Strategy):
             )
         return Goal(objectives=tuple(objectives))
 
+    def check(self, space: Space) -> None:
+        """Refuse options that do not fit ``space``; called before anything is created."""
+
     def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
         """The next configuration to measure (not in ``history``), or None when the search is over."""
         raise NotImplementedError
@@ -305,13 +308,11 @@ class NSGA2(_OptunaStrategy):
 def _contributions(values: np.ndarray) -> np.ndarray:
     """Each row's exclusive hypervolume contribution (every column maximised; objectives scaled
     by their range, the reference 1% beyond the worst)."""
-    from knobscope.frontier import hypervolume_improvement
+    import moocore
 
     lo, hi = values.min(0), values.max(0)
     scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
-    reference = np.full(values.shape[1], -0.01)
-    return np.array([hypervolume_improvement(scaled[i:i + 1], np.delete(scaled, i, axis=0), reference)[0]
-                     for i in range(len(scaled))])  # fmt: skip
+    return np.asarray(moocore.hv_contributions(scaled, ref=np.full(values.shape[1], -0.01), maximise=True))
 
 
 class _RefineOptions(_AdaptiveOptions):

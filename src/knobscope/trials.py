@@ -147,6 +147,7 @@ class AdaptiveTrials(TrialSource):
                 "same run directory instead; they share the search through the store"
             )
         self.goal = self.strategy.goal(spec.objectives)  # raises now if there is nothing to optimise
+        self.strategy.check(spec.space)  # type: ignore[attr-defined]
         self.total = self.strategy.budget(spec.space)
 
     def ids(self, store: Store) -> list[str]:
