@@ -15,7 +15,7 @@ from conftest import PLUGINS, cli, write_spec
 from knobscope.analysis.pareto import pareto_mask
 from knobscope.errors import SpecError
 from knobscope.expressions import Expression
-from knobscope.frontier import GaussianProcess, hypervolume_improvement
+from knobscope.frontier import GaussianProcess, expected_hypervolume_improvement, hypervolume_improvement
 from knobscope.search import Goal
 from knobscope.space import Knob, Space
 from knobscope.store import Store
@@ -76,6 +76,40 @@ def test_hypervolume_improvement_matches_moocore(m: int) -> None:
     assert np.allclose(hypervolume_improvement(points, front, ref), expected, atol=1e-12)
     assert np.allclose(hypervolume_improvement(points[:3], np.empty((0, m)), ref),
                        [np.prod(np.clip(p, 0, None)) for p in points[:3]])  # fmt: skip
+
+
+def test_expected_improvement_is_the_mean_over_every_pair_of_quantiles() -> None:
+    # Two independent objectives given as K values each: the factorised sum over the staircase
+    # equals the exact improvement averaged over all K x K combinations.
+    rng = np.random.default_rng(3)
+    front, ref = rng.random((6, 2)), np.array([-0.01, -0.01])
+    nodes = np.sort(rng.normal(0.6, 0.3, size=(16, 25, 2)), axis=0)  # (K, n, m)
+    pairs = np.stack(np.broadcast_arrays(nodes[:, None, :, 0], nodes[None, :, :, 1]), -1)  # (K, K, n, 2)
+    brute = hypervolume_improvement(pairs.reshape(-1, 2), front, ref).reshape(16, 16, 25).mean((0, 1))
+    assert np.allclose(expected_hypervolume_improvement(nodes, front, ref, rng), brute, atol=1e-12)
+    one = expected_hypervolume_improvement(nodes[:, :, :1], front[:, :1], ref[:1], rng)
+    assert np.allclose(one, np.clip(nodes[:, :, 0] - front[:, 0].max(), 0, None).mean(0))
+    # Three objectives: random pairings of the quantiles, each exact; close to the brute mean.
+    nodes3 = np.sort(rng.normal(0.6, 0.3, size=(64, 4, 3)), axis=0)
+    front3 = rng.random((5, 3))
+    grid = np.stack(np.meshgrid(*[np.arange(64)] * 3, indexing="ij"), -1).reshape(-1, 3)[::7]
+    brute3 = np.mean([hypervolume_improvement(nodes3[g, :, [0, 1, 2]].T, front3, np.zeros(3)) for g in grid], 0)
+    ehvi3 = expected_hypervolume_improvement(nodes3, front3, np.zeros(3), rng)
+    assert np.allclose(ehvi3, brute3, atol=0.2 * brute3.max())
+
+
+def test_gaussian_process_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.random((12, 3))
+    y = np.sin(4 * x[:, 0]) + x[:, 1]
+    sq = (x[:, None, :] - x[None, :, :]) ** 2
+    theta = np.r_[np.log([0.3, 0.7, 2.0]), 0.2, math.log(1e-2)]
+    gp = GaussianProcess()
+    _, grad = gp._nll(theta, sq, y)
+    step = 1e-6
+    numeric = [(gp._nll(theta + step * e, sq, y)[0] - gp._nll(theta - step * e, sq, y)[0]) / (2 * step)
+               for e in np.eye(len(theta))]  # fmt: skip
+    assert np.allclose(grad, numeric, rtol=1e-4, atol=1e-6)
 
 
 def test_frontier_finds_the_front_of_a_peaked_function_with_few_evaluations() -> None:

@@ -25,9 +25,11 @@ hyperparameters by maximum marginal likelihood) on value positions scaled to [0,
 (categorical knobs one-hot; a knob declared ``none`` for an objective is not an input of its
 model), fitted to a Yeo-Johnson transform of the results (option ``warp``), which evens out
 skewed results such as a cosine crowding towards 1. The next configuration maximises the expected hypervolume
-improvement over the measured front, estimated from ``samples`` posterior draws per candidate
-(clipped to the monotone bounds), with objectives scaled by their observed range and the
-reference point a tenth of the range beyond the worst observed value. Without a prior the first
+improvement over the measured front: each objective's posterior at a candidate is ``samples``
+equally likely quantiles (clipped to the monotone bounds), and with two objectives the
+expectation over all their pairs is exact (:func:`expected_hypervolume_improvement`); objectives
+are scaled by their observed range and the reference point is ``reference_margin`` of the range
+beyond the worst observed value. Without a prior the first
 design is the anchors the declarations imply (the configuration best on each fully declared
 objective) and a Latin hypercube, ``knobs + 1`` configurations in all, in a seeded random order.
 """
@@ -42,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
+from scipy.linalg import cho_solve, solve_triangular
 
 from knobscope.analysis.pareto import pareto_mask
 from knobscope.errors import SpecError
@@ -49,7 +52,7 @@ from knobscope.goals import Goal, column_for
 from knobscope.search import AdaptiveStrategy, Observation, _AdaptiveOptions, _ordinal, proposal_seed
 from knobscope.space import Config, Space
 
-__all__ = ["Frontier", "MonotoneModel", "GaussianProcess", "hypervolume_improvement"]
+__all__ = ["Frontier", "MonotoneModel", "GaussianProcess", "hypervolume_improvement", "expected_hypervolume_improvement"]
 
 log = logging.getLogger("knobscope")
 Direction = Literal["increasing", "decreasing", "none"]
@@ -64,7 +67,7 @@ class _FrontierOptions(_AdaptiveOptions):
         description="per objective, per knob: increasing, decreasing or none (does not depend on it)",
     )
     prior: list[str] = Field(default_factory=list, description="run directories of earlier runs of the same space")
-    samples: int = Field(128, ge=8, description="posterior draws per candidate for the expected improvement")
+    samples: int = Field(32, ge=8, description="posterior quantiles per objective and candidate for the expected improvement")
     reference_margin: float = Field(
         0.01, ge=0, description="reference point of the hypervolume: this fraction of each range beyond the worst observed"
     )
@@ -92,24 +95,28 @@ class GaussianProcess:
         e = np.exp(-s5r)
         return sf2 * (1 + s5r + 5.0 / 3.0 * r**2) * e, diff2
 
-    def _nll(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        d = x.shape[1]
-        ls, sf2, sn2 = np.exp(theta[:d]), math.exp(theta[d]), math.exp(theta[d + 1])
-        k, diff2 = self._kernel(x, x, ls, sf2)
+    def _nll(self, theta: np.ndarray, sq: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log marginal likelihood and its gradient; ``sq`` (n, n, d): the inputs'
+        squared differences per dimension (computed once per fit)."""
+        d = sq.shape[2]
+        sf2, sn2 = math.exp(theta[d]), math.exp(theta[d + 1])
+        diff2 = sq * np.exp(-2 * theta[:d])
+        r = np.sqrt(diff2.sum(-1))
+        s5r = math.sqrt(5.0) * r
+        e = np.exp(-s5r)
+        k = sf2 * (1 + s5r + 5.0 / 3.0 * r**2) * e
         n = len(y)
         try:
             chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(n))
         except np.linalg.LinAlgError:
             return 1e10, np.zeros_like(theta)
-        alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, y))
+        inv = cho_solve((chol, True), np.eye(n), check_finite=False)
+        alpha = inv @ y
         nll = 0.5 * y @ alpha + np.log(np.diag(chol)).sum() + 0.5 * n * math.log(2 * math.pi)
-        inv = np.linalg.solve(chol.T, np.linalg.solve(chol, np.eye(n)))
         w = np.outer(alpha, alpha) - inv  # d nll / d K = -w / 2
-        r = np.sqrt(diff2.sum(-1))
-        common = sf2 * 5.0 / 3.0 * (1 + math.sqrt(5.0) * r) * np.exp(-math.sqrt(5.0) * r)
+        common = sf2 * 5.0 / 3.0 * (1 + s5r) * e
         grad = np.empty_like(theta)
-        for j in range(d):
-            grad[j] = -0.5 * np.sum(w * common * diff2[:, :, j])
+        grad[:d] = -0.5 * np.einsum("ab,abj->j", w * common, diff2)
         grad[d] = -0.5 * np.sum(w * k)
         grad[d + 1] = -0.5 * sn2 * np.trace(w)
         # A weak log-normal prior on the length scales keeps a handful of points from
@@ -142,13 +149,14 @@ class GaussianProcess:
         bounds = [self.BOUNDS_LS] * d + [self.BOUNDS_SF, self.BOUNDS_SN]
         default = np.r_[np.full(d, math.log(0.5)), 0.0, math.log(1e-2)]
         if refit:
+            sq = (x[:, None, :] - x[None, :, :]) ** 2
             starts = [self.theta] if warm else []
             if not warm or len(y) % 10 == 0:
                 starts.append(default)
             best = None
             for start in starts:
-                res = minimize(self._nll, start, args=(x, self.y), jac=True, method="L-BFGS-B", bounds=bounds,
-                               options={"maxiter": 50})  # fmt: skip
+                res = minimize(self._nll, start, args=(sq, self.y), jac=True, method="L-BFGS-B", bounds=bounds,
+                               options={"maxiter": 50, "ftol": 1e-4})  # fmt: skip
                 if best is None or res.fun < best.fun:
                     best = res
             self.theta = best.x  # type: ignore[union-attr]
@@ -156,7 +164,7 @@ class GaussianProcess:
         ls, sf2, sn2 = np.exp(self.theta[:d]), math.exp(self.theta[d]), math.exp(self.theta[d + 1])
         k, _ = self._kernel(x, x, ls, sf2)
         self._chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(len(x)))
-        self._alpha = np.linalg.solve(self._chol.T, np.linalg.solve(self._chol, self.y))
+        self._alpha = cho_solve((self._chol, True), self.y, check_finite=False)
         self._ls, self._sf2 = ls, sf2
         return self
 
@@ -165,7 +173,7 @@ class GaussianProcess:
         targets' units (through the inverse warp, where there is one)."""
         ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
         mean = ks @ self._alpha
-        v = np.linalg.solve(self._chol, ks.T)
+        v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
         std = np.sqrt(np.maximum(self._sf2 - (v**2).sum(0), 1e-12))
         latent = mean[None, :] + std[None, :] * z
         if self.lmbda is not None:
@@ -176,7 +184,7 @@ class GaussianProcess:
         """Posterior mean and standard deviation of the latent function, in the targets' units."""
         ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
         mean = ks @ self._alpha
-        v = np.linalg.solve(self._chol, ks.T)
+        v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
         var = np.maximum(self._sf2 - (v**2).sum(0), 1e-12)
         return self.mean + self.scale * mean, self.scale * np.sqrt(var)
 
@@ -226,19 +234,53 @@ def hypervolume_improvement(points: np.ndarray, front: np.ndarray, reference: np
     if points.shape[1] == 1:  # one objective: the improvement on the best so far
         return np.clip(points[:, 0] - max(front[:, 0].max() if len(front) else reference[0], reference[0]), 0, None)
     if points.shape[1] == 2:
-        # The front's dominated region is a staircase: on (starts[i], ends[i]] of objective 1 it
-        # reaches heights[i] of objective 2 (the best of the front points at or beyond ends[i]).
-        f = front[np.argsort(front[:, 0])]
-        suffix_best = np.maximum.accumulate(f[::-1, 1])[::-1] if len(f) else np.empty(0)
-        starts = np.r_[reference[0], f[:, 0]]
-        ends = np.r_[f[:, 0], np.inf]
-        heights = np.maximum(np.r_[suffix_best, reference[1]], reference[1])
+        starts, ends, heights = _staircase(front, reference)
         widths = np.clip(np.minimum(points[:, :1], ends[None, :]) - starts[None, :], 0, None)
         return (widths * np.clip(points[:, 1:2] - heights[None, :], 0, None)).sum(1)
     import moocore
 
     base = moocore.hypervolume(front, ref=reference, maximise=True) if len(front) else 0.0
     return np.array([moocore.hypervolume(np.vstack([front, p]), ref=reference, maximise=True) - base for p in points])
+
+
+def expected_hypervolume_improvement(nodes: np.ndarray, front: np.ndarray, reference: np.ndarray,
+                                     rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Expected hypervolume each of n candidates adds to ``front`` (k, m), every objective
+    maximised, ``reference`` the lower corner. ``nodes`` (K, n, m): K equally likely values of
+    each objective at each candidate (posterior quantiles), the objectives independent.
+
+    One or two objectives: exact for that distribution. The improvement of a point is a sum over
+    the front's staircase of width x height, and with independent objectives the expectation of
+    each product is the product of two one-dimensional expectations ``E[(v - t)+]``, so K values
+    per objective stand for all K x K pairs. More objectives: the K values paired at random (a
+    Latin hypercube over the objectives) and the exact improvement of each pair averaged."""
+    front = np.maximum(front.reshape(-1, nodes.shape[2]), reference)
+
+    def excess(v: np.ndarray, thresholds: np.ndarray) -> np.ndarray:  # E[(v - t)+]: (n, len(thresholds))
+        gaps = v[:, :, None] - thresholds[None, None, :]
+        return np.maximum(gaps, 0, out=gaps).mean(0)
+
+    if nodes.shape[2] == 1:
+        best = max(front[:, 0].max() if len(front) else reference[0], reference[0])
+        return excess(nodes[:, :, 0], np.array([best]))[:, 0]
+    if nodes.shape[2] == 2:
+        starts, ends, heights = _staircase(front, reference)
+        widths = excess(nodes[:, :, 0], starts) - excess(nodes[:, :, 0], ends)
+        return (widths * excess(nodes[:, :, 1], heights)).sum(1)
+    k, n, m = nodes.shape
+    paired = np.stack([nodes[rng.permutation(k), :, j] for j in range(m)], axis=-1)
+    return hypervolume_improvement(paired.reshape(-1, m), front, reference).reshape(k, n).mean(0)
+
+
+def _staircase(front: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A two-objective front's dominated region as a staircase: on (starts[i], ends[i]] of
+    objective 1 it reaches heights[i] of objective 2 (the best of the points at or beyond ends[i])."""
+    f = front[np.argsort(front[:, 0])]
+    suffix_best = np.maximum.accumulate(f[::-1, 1])[::-1] if len(f) else np.empty(0)
+    starts = np.r_[reference[0], f[:, 0]]
+    ends = np.r_[f[:, 0], np.inf]
+    heights = np.maximum(np.r_[suffix_best, reference[1]], reference[1])
+    return starts, ends, heights
 
 
 # --------------------------------------------------------------------------- monotonicity
@@ -372,6 +414,7 @@ class Frontier(AdaptiveStrategy):
                     columns.append(np.eye(len(k.values))[index[:, j].astype(int)])
                 owner += [j] * columns[-1].shape[1]
             self._feature_knob = np.array(owner)  # the knob each feature column encodes
+            self._position = {c.canonical: i for i, c in enumerate(configs)}
             self._grid = (space, configs, index, np.hstack(columns))
             self._monotone = MonotoneModel(space, self.options.monotone)
         return self._grid[1], self._grid[2], self._grid[3]
@@ -379,9 +422,9 @@ class Frontier(AdaptiveStrategy):
     def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
         configs, index, features = self.grid(space)
         assert self._monotone is not None
-        position = {c.canonical: i for i, c in enumerate(configs)}
-        taken = {o.config.canonical for o in history}
-        spare = np.array([c.canonical not in taken for c in configs])
+        position = self._position
+        spare = np.ones(len(configs), dtype=bool)
+        spare[[position[o.config.canonical] for o in history if o.config.canonical in position]] = False
         if not spare.any():
             return None
         rng = np.random.default_rng(proposal_seed(self.options.seed, self.name, len(history)))
@@ -421,15 +464,19 @@ class Frontier(AdaptiveStrategy):
         # Surrogate per objective, in the maximised orientation.
         candidates = np.flatnonzero(open_)
         oriented = values * sign
-        draws = rng.standard_normal((self.options.samples, 1, len(columns)))
-        samples = np.empty((self.options.samples, len(candidates), len(columns)))
+        # Each objective's posterior at a candidate as K equally likely values: its quantiles at
+        # the midpoints of K equal slices of probability (through the warp: it is monotone).
+        from scipy.special import ndtri
+
+        quantiles = ndtri((np.arange(self.options.samples) + 0.5) / self.options.samples)[:, None]
+        nodes = np.empty((self.options.samples, len(candidates), len(columns)))
         for j, name in enumerate(columns):
             target = oriented[:, j]
             # A knob the objective is declared not to depend on is not an input of its model.
             used = self._monotone.inputs(name)[self._feature_knob]
             used = used if used.any() else ~used  # declared constant: let the model see that
             gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp)
-            samples[:, :, j] = gp.draw(features[candidates][:, used], draws[:, :, j])
+            nodes[:, :, j] = gp.draw(features[candidates][:, used], quantiles)
 
         # Expected hypervolume improvement over the measured front, objectives scaled by range.
         lo_o, hi_o = oriented.min(0), oriented.max(0)
@@ -439,12 +486,11 @@ class Frontier(AdaptiveStrategy):
         front = scale(oriented[pareto_mask(oriented, True)])
         clip_lo = np.where(maximise, lower, -upper)[candidates] * 1.0
         clip_hi = np.where(maximise, upper, -lower)[candidates] * 1.0
-        samples = np.clip(samples, clip_lo[None], clip_hi[None])  # (S, n, m)
-        flat = scale(samples.reshape(-1, len(columns)))
-        gain = hypervolume_improvement(flat, front, reference).reshape(self.options.samples, len(candidates)).mean(0)
+        nodes = scale(np.clip(nodes, clip_lo[None], clip_hi[None]))  # (K, n, m)
+        gain = expected_hypervolume_improvement(nodes, front, reference, rng)
         best = np.flatnonzero(gain >= gain.max() - 1e-15)
         if gain.max() <= 0:  # nothing promises a gain: the most uncertain open configuration
-            spread = (samples.std(0) / span).sum(1)
+            spread = nodes.std(0).sum(1)
             best = np.flatnonzero(spread >= spread.max() - 1e-15)
         return configs[int(candidates[int(rng.choice(best))])]
 

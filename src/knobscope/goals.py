@@ -37,7 +37,7 @@ def column_for(name: str, columns: Iterable[str]) -> str | None:
     """The result column a metric name stands for: the name itself, else its mean (``accuracy``
     -> ``accuracy_mean`` where only per-sample statistics exist); None when neither exists.
     The one place this rule is written: the spec, the search, the analysis and the CLI use it."""
-    present = set(columns)
+    present = columns if isinstance(columns, (Mapping, set, frozenset)) else set(columns)
     if name in present:
         return name
     return f"{name}_mean" if f"{name}_mean" in present else None
