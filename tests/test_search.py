@@ -93,6 +93,26 @@ def test_multi_objective_tpe_finds_the_front_with_a_small_budget() -> None:
     assert np.median(tpe_hv) >= 0.95 * _front_hv(SPACE.product()) and np.median(tpe_hv) > np.median(random_hv)
 
 
+def test_the_optuna_study_is_kept_across_proposals_and_rebuilt_when_a_result_changes() -> None:
+    from optuna.trial import TrialState
+
+    goal = Goal(objectives=(("quality", "max"),))
+    strategy = get_strategy("bayesian", {"sampler": "tpe", "n_trials": 20, "n_startup_trials": 5, "seed": 3})
+    found = drive(strategy, goal)
+    study = strategy._cache[2]
+    strategy.propose(SPACE, found, goal)  # tells the last result
+    assert strategy._cache[2] is study  # nothing changed: kept
+    # Each measured configuration is in the kept study with its own result; the repeats the
+    # sampler asked for are told too (it learns from them, as in Optuna's own loop).
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert {strategy._config(SPACE, t.params).canonical for t in complete} == {o.config.canonical for o in found}
+    assert all(t.values == goal.values(next(o for o in found if o.config == strategy._config(SPACE, t.params)))
+               for t in complete)  # fmt: skip
+    changed = [Observation(found[0].config, "done", {"quality": -1.0, "cost": 0.0}), *found[1:]]
+    strategy.propose(SPACE, changed, goal)
+    assert strategy._cache[2] is not study  # a told result changed (re-measured): rebuilt
+
+
 @pytest.mark.parametrize("strategy", [{"name": "bayesian", "sampler": "gp"}, {"name": "bayesian", "sampler": "tpe"},
                                       {"name": "nsga2"}, {"name": "refine"}])  # fmt: skip
 def test_seeds_are_independent_and_a_seed_reproduces_its_search(strategy: dict) -> None:

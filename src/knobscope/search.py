@@ -159,9 +159,10 @@ class _OptunaOptions(_AdaptiveOptions):
 
 
 class _OptunaStrategy(AdaptiveStrategy):
-    """Ask-and-tell with an Optuna sampler; the study is rebuilt from the store's results."""
+    """Ask-and-tell with an Optuna sampler on a study kept across proposals (see :meth:`_study`)."""
 
     Options = _OptunaOptions
+    keep_study: ClassVar[bool] = True  # False: rebuild the study from the history before every proposal
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -192,24 +193,11 @@ class _OptunaStrategy(AdaptiveStrategy):
         return Config((k.name, k.values[params[k.name]] if _ordinal(k.values) else params[k.name]) for k in space.knobs)
 
     def propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
-        import optuna
-        from optuna.trial import TrialState, create_trial
+        from optuna.trial import TrialState
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         dists = self.distributions(space)
         known = {o.config.canonical: o for o in history}
-        seed = proposal_seed(self.options.seed, self.seed_key, len(history))
-        study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, seed))
-        told = []
-        for obs in history:
-            if obs.status not in ("done", "failed"):
-                continue  # pending or running elsewhere: excluded from proposals below, not told
-            values = goal.values(obs)
-            state = TrialState.COMPLETE if values is not None else TrialState.FAIL
-            told.append(create_trial(params=self._params(space, obs.config), distributions=dists,
-                                     values=values, state=state))  # fmt: skip
-        self.annotate(told)
-        study.add_trials(told)
+        study = self._study(space, history, goal, dists)
         config = None
         for _ in range(MAX_ASKS):
             self.asks += 1
@@ -219,6 +207,7 @@ class _OptunaStrategy(AdaptiveStrategy):
             if not space.is_feasible(config):
                 study.tell(trial, state=TrialState.FAIL)
             elif obs is None:
+                self._asked[config.canonical] = trial.number  # told when its result arrives
                 return config
             elif (values := goal.values(obs)) is not None:
                 study.tell(trial, values)  # measured already: the sampler learns, nothing runs
@@ -226,6 +215,7 @@ class _OptunaStrategy(AdaptiveStrategy):
                 study.tell(trial, state=TrialState.FAIL)  # failed, or another process is measuring it
         # The sampler insists on known ground (typical near convergence on a finite grid):
         # measure the unmeasured feasible configuration nearest to its last proposal.
+        seed = proposal_seed(self.options.seed, self.seed_key, len(history))
         nearest = _nearest_unmeasured(space, config, set(known), np.random.default_rng(seed))
         if nearest is not None:
             self.fallbacks += 1
@@ -233,8 +223,46 @@ class _OptunaStrategy(AdaptiveStrategy):
                      self.name, MAX_ASKS, dict(nearest))  # fmt: skip
         return nearest
 
-    def annotate(self, trials: list[Any]) -> None:
-        """Hook for samplers that keep bookkeeping in trial attributes."""
+    def _study(self, space: Space, history: Sequence[Observation], goal: Goal, dists: dict[str, Any]) -> Any:
+        """The Optuna study, kept across proposals as Optuna's own ask-and-tell keeps it: results
+        that arrived since the last proposal are told to the trials that asked for them (or added).
+        Rebuilt from the history, with a sampler seeded by the seed and the trials so far, on the
+        first proposal, after a resume, or when a told result changed (re-measured, or another
+        search's history)."""
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        finished = {o.config.canonical: (o, goal.values(o)) for o in history if o.status in ("done", "failed")}
+        cache = getattr(self, "_cache", None)
+        if not self.keep_study or cache is None or cache[0] is not space or cache[1] != goal or any(
+            k not in finished or finished[k][1] != v for k, v in cache[3].items()
+        ):
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            seed = proposal_seed(self.options.seed, self.seed_key, len(history))
+            study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, seed))
+            cache = self._cache = (space, goal, study, {})
+            self._asked: dict[str, int] = {}
+        study, told = cache[2], cache[3]
+        new = []
+        for canonical, (obs, values) in finished.items():
+            if canonical in told:
+                continue
+            told[canonical] = values
+            state = TrialState.COMPLETE if values is not None else TrialState.FAIL
+            number = self._asked.pop(canonical, None)
+            if number is not None:
+                study.tell(number, values, state=state)
+            else:
+                new.append(create_trial(params=self._params(space, obs.config), distributions=dists,
+                                        values=values, state=state))  # fmt: skip
+        if new:
+            self.annotate(new, start=len(study.trials))
+            study.add_trials(new)
+        return study
+
+    def annotate(self, trials: list[Any], start: int) -> None:
+        """Hook for samplers that keep bookkeeping in trial attributes (``start``: the number of
+        trials the study holds before these)."""
 
 
 class _BayesianOptions(_OptunaOptions):
@@ -282,6 +310,10 @@ class NSGA2(_OptunaStrategy):
     name = "nsga2"
     summary = "multi-objective evolutionary search (Optuna NSGA-II) towards the Pareto front; run only"
     Options = _NSGA2Options
+    # On a finite grid the sampler often asks for measured configurations; told to a kept study,
+    # those repeats would fill its generations. Rebuilt from the history, a generation holds
+    # population_size distinct measured configurations.
+    keep_study = False
 
     def goal(self, spec_objectives: Sequence[Objective] | Mapping[str, str]) -> Goal:
         goal = super().goal(spec_objectives)
@@ -295,13 +327,13 @@ class NSGA2(_OptunaStrategy):
         self._sampler = optuna.samplers.NSGAIISampler(population_size=self.options.population_size, seed=seed)
         return self._sampler
 
-    def annotate(self, trials: list[Any]) -> None:
-        # NSGA-II keeps each trial's generation in its system attributes; rebuilt trials get the
+    def annotate(self, trials: list[Any], start: int) -> None:
+        # NSGA-II keeps each trial's generation in its system attributes; added trials get the
         # generation they had when measured in order (population_size per generation).
         key = getattr(self._sampler, "_get_generation_key", None)
         if key is None:
             return
-        for i, t in enumerate(trials):
+        for i, t in enumerate(trials, start):
             t.system_attrs[key()] = i // self.options.population_size
 
 
