@@ -37,6 +37,7 @@ instead, so the budget is always spent on new measurements.
 from __future__ import annotations
 
 import logging
+import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ from knobscope.strategies import STRATEGIES, Strategy, get_strategy
 __all__ = ["AdaptiveStrategy", "Observation", "Goal", "Bayesian", "NSGA2", "Refine"]  # Goal: knobscope.goals
 
 log = logging.getLogger("knobscope")
+INFEASIBLE = "knobscope_infeasible"  # user attribute of a trial asked for a configuration a constraint forbids
+_CONSTRAINTS = "constraints"  # where Optuna's samplers keep a trial's constraint values (what constraints_func writes)
 MAX_ASKS = 3  # proposals per trial before moving to the nearest unmeasured configuration
 
 
@@ -154,6 +157,11 @@ def _nearest_unmeasured(space: Space, near: Config | None, taken: set[str], rng:
     return spare[int(ties[rng.integers(len(ties))])]
 
 
+def _infeasibility(trial: Any) -> tuple[float]:
+    """Optuna's constraints_func: positive for a configuration a constraint of the space forbids."""
+    return (1.0 if trial.user_attrs.get(INFEASIBLE) else 0.0,)
+
+
 class _OptunaOptions(_AdaptiveOptions):
     n_startup_trials: int = Field(10, ge=1, description="random proposals before the model guides the search")
 
@@ -169,7 +177,7 @@ class _OptunaStrategy(AdaptiveStrategy):
         self.asks = 0  # proposals asked of the sampler
         self.fallbacks = 0  # trials measured at the nearest unmeasured configuration instead
 
-    def sampler(self, goal: Goal, seed: int) -> Any:
+    def sampler(self, goal: Goal, seed: int, constraints_func: Any) -> Any:
         raise NotImplementedError
 
     @property
@@ -205,7 +213,10 @@ class _OptunaStrategy(AdaptiveStrategy):
             config = self._config(space, trial.params)
             obs = known.get(config.canonical)
             if not space.is_feasible(config):
-                study.tell(trial, state=TrialState.FAIL)
+                # Told as a result that breaks a constraint (Optuna's constraints_func): the
+                # sampler learns where the infeasible region is instead of ignoring a failure.
+                trial.set_user_attr(INFEASIBLE, True)
+                study.tell(trial, self._worst)
             elif obs is None:
                 self._asked[config.canonical] = trial.number  # told when its result arrives
                 return config
@@ -239,7 +250,13 @@ class _OptunaStrategy(AdaptiveStrategy):
         ):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             seed = proposal_seed(self.options.seed, self.seed_key, len(history))
-            study = optuna.create_study(directions=goal.directions, sampler=self.sampler(goal, seed))
+            # A constrained space gives every trial a constraint value (0: feasible), as the
+            # samplers' constraints_func records it.
+            self._constrained = bool(space.constraints)
+            with warnings.catch_warnings():  # constraints_func is deprecated in Optuna 5 for Trial.set_constraint,
+                warnings.simplefilter("ignore", FutureWarning)  # which add_trials and Optuna 4 lack
+                sampler = self.sampler(goal, seed, _infeasibility if self._constrained else None)
+            study = optuna.create_study(directions=goal.directions, sampler=sampler)
             cache = self._cache = (space, goal, study, {})
             self._asked: dict[str, int] = {}
         study, told = cache[2], cache[3]
@@ -253,8 +270,13 @@ class _OptunaStrategy(AdaptiveStrategy):
             if number is not None:
                 study.tell(number, values, state=state)
             else:
+                attrs = {_CONSTRAINTS: [0.0]} if self._constrained and values is not None else {}
                 new.append(create_trial(params=self._params(space, obs.config), distributions=dists,
-                                        values=values, state=state))  # fmt: skip
+                                        values=values, state=state, system_attrs=attrs))  # fmt: skip
+        scored = [v for v in told.values() if v is not None]
+        # What an infeasible configuration is told: the worst result so far on every objective.
+        self._worst = [(min if d == "maximize" else max)(v[j] for v in scored) if scored else 0.0
+                       for j, d in enumerate(goal.directions)]  # fmt: skip
         if new:
             self.annotate(new, start=len(study.trials))
             study.add_trials(new)
@@ -292,13 +314,15 @@ class Bayesian(_OptunaStrategy):
     def seed_key(self) -> str:
         return f"{self.name}-{self.options.sampler}"
 
-    def sampler(self, goal: Goal, seed: int) -> Any:
+    def sampler(self, goal: Goal, seed: int, constraints_func: Any) -> Any:
         import optuna
 
         startup = min(self.options.n_startup_trials, self.options.n_trials)
         if self.options.sampler == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=False)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, deterministic_objective=False,
+                                             constraints_func=constraints_func)  # fmt: skip
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                          constraints_func=constraints_func)  # fmt: skip
 
 
 class _NSGA2Options(_AdaptiveOptions):
@@ -321,10 +345,11 @@ class NSGA2(_OptunaStrategy):
             raise SpecError(f"strategy 'nsga2' needs at least two objectives, got {goal.description}; use 'bayesian' for one")
         return goal
 
-    def sampler(self, goal: Goal, seed: int) -> Any:
+    def sampler(self, goal: Goal, seed: int, constraints_func: Any) -> Any:
         import optuna
 
-        self._sampler = optuna.samplers.NSGAIISampler(population_size=self.options.population_size, seed=seed)
+        self._sampler = optuna.samplers.NSGAIISampler(population_size=self.options.population_size, seed=seed,
+                                                      constraints_func=constraints_func)  # fmt: skip
         return self._sampler
 
     def annotate(self, trials: list[Any], start: int) -> None:
