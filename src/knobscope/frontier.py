@@ -478,15 +478,22 @@ class Frontier(AdaptiveStrategy):
             gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp)
             nodes[:, :, j] = gp.draw(features[candidates][:, used], quantiles)
 
-        # Expected hypervolume improvement over the measured front, objectives scaled by range.
-        lo_o, hi_o = oriented.min(0), oriented.max(0)
+        # Expected hypervolume improvement over the measured front. Objectives are scaled by their
+        # range over the measured configurations and the open ones (their posterior medians),
+        # and the reference point lies below both: a reference from the measured values alone
+        # would give no weight to an end of the front nothing measured yet reaches (a first
+        # design from a prior run's front, say, leaves the slowest, most accurate end unvalued).
+        clip_lo = np.where(maximise, lower, -upper)[candidates] * 1.0
+        clip_hi = np.where(maximise, upper, -lower)[candidates] * 1.0
+        nodes = np.clip(nodes, clip_lo[None], clip_hi[None])  # (K, n, m)
+        median = nodes[len(nodes) // 2]
+        lo_o = np.minimum(oriented.min(0), median.min(0))
+        hi_o = np.maximum(oriented.max(0), median.max(0))
         span = np.where(hi_o > lo_o, hi_o - lo_o, 1.0)
         reference = np.full(len(columns), -self.options.reference_margin)
         scale = lambda v: (v - lo_o) / span  # noqa: E731
         front = scale(oriented[pareto_mask(oriented, True)])
-        clip_lo = np.where(maximise, lower, -upper)[candidates] * 1.0
-        clip_hi = np.where(maximise, upper, -lower)[candidates] * 1.0
-        nodes = scale(np.clip(nodes, clip_lo[None], clip_hi[None]))  # (K, n, m)
+        nodes = scale(nodes)
         gain = expected_hypervolume_improvement(nodes, front, reference, rng)
         best = np.flatnonzero(gain >= gain.max() - 1e-15)
         if gain.max() <= 0:  # nothing promises a gain: the most uncertain open configuration
