@@ -549,41 +549,43 @@ class Frontier(AdaptiveStrategy):
                     low[i, j], high[i, j] = min(lo, values[i, j]), max(hi, values[i, j])
         return low, high
 
-    def _load_priors(self, space: Space) -> dict[str, list[tuple[int, float]]]:
-        """Per result column, (grid position, value) pairs from the prior run directories."""
+    def _load_priors(self, space: Space, names: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+        """Per name (a result column, or a metric whose mean column is meant), (grid position,
+        value) pairs from the prior run directories."""
         from knobscope.results import flatten_summary
         from knobscope.store import Store
 
         configs, _, _ = self.grid(space)
-        where = {c.canonical: i for i, c in enumerate(configs)}
-        out: dict[str, list[tuple[int, float]]] = {}
+        where = self._position
+        out: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
         for run in self.options.prior:
             with Store.open(run) as store:
                 for t in store.trials(status="done"):
                     if set(t.config) != set(space.names):
                         continue
-                    config = Config((n, t.config[n]) for n in space.names)
-                    if config.canonical not in where:
+                    position = where.get(Config((n, t.config[n]) for n in space.names).canonical)
+                    if position is None:
                         continue
-                    for name, value in flatten_summary(t.summary).items():
+                    flat = flatten_summary(t.summary)
+                    for name in names:
+                        value = flat.get(column_for(name, flat) or name)
                         if isinstance(value, (int, float)) and math.isfinite(value):
-                            out.setdefault(name, []).append((where[config.canonical], float(value)))
+                            out[name].append((position, float(value)))
         if not any(out.values()):
             raise SpecError(f"strategy 'frontier' option 'prior': no finished configuration of this space (knobs "
                             f"{', '.join(space.names)}) in {', '.join(self.options.prior)}")  # fmt: skip
         return out
 
-    def _prior_mean(self, space: Space, name: str, configs: list[Config], index: np.ndarray,
+    def _prior_mean(self, space: Space, goal: Goal, name: str, configs: list[Config],
                     features: np.ndarray) -> np.ndarray | None:  # fmt: skip
         """The prior runs' value of ``name`` at every configuration (a GP fills the unmeasured)."""
         if not self.options.prior:
             return None
         if self._priors is None:
             self._priors = {}
-            self._prior_points = self._load_priors(space)
+            self._prior_points = self._load_priors(space, [o.column for o in goal.objectives])
         if name not in self._priors:
-            column = column_for(name, self._prior_points) or name
-            points = self._prior_points.get(column, [])
+            points = self._prior_points.get(name, [])
             if not points:
                 return None
             rows = np.array([p for p, _ in points])
@@ -601,7 +603,7 @@ class Frontier(AdaptiveStrategy):
     def _prior_front(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
         """The prior's Pareto-optimal configurations, greatest hypervolume contribution first."""
         _, _, features = self.grid(space)
-        means = [self._prior_mean(space, o.column, configs, index, features) for o in goal.objectives]
+        means = [self._prior_mean(space, goal, o.column, configs, features) for o in goal.objectives]
         if any(m is None for m in means):
             missing = [o.column for o, m in zip(goal.objectives, means) if m is None]
             raise SpecError(f"strategy 'frontier' option 'prior': the prior runs have no column {missing[0]!r}")
