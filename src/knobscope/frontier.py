@@ -28,8 +28,9 @@ skewed results such as a cosine crowding towards 1. The next configuration maxim
 improvement over the measured front: each objective's posterior at a candidate is ``samples``
 equally likely quantiles (clipped to the monotone bounds), and with two objectives the
 expectation over all their pairs is exact (:func:`expected_hypervolume_improvement`); objectives
-are scaled by their observed range and the reference point is ``reference_margin`` of the range
-beyond the worst observed value. Without a prior the first
+are scaled by their range over the measured values and the open configurations' posterior
+medians, and the reference point is ``reference_margin`` of that range beyond its worst end (so
+an end of the front nothing measured reaches yet still counts). Without a prior the first
 design is the anchors the declarations imply (the configuration best on each fully declared
 objective) and a Latin hypercube, ``knobs + 1`` configurations in all, in a seeded random order.
 """
@@ -69,7 +70,8 @@ class _FrontierOptions(_AdaptiveOptions):
     prior: list[str] = Field(default_factory=list, description="run directories of earlier runs of the same space")
     samples: int = Field(32, ge=8, description="posterior quantiles per objective and candidate for the expected improvement")
     reference_margin: float = Field(
-        0.01, ge=0, description="reference point of the hypervolume: this fraction of each range beyond the worst observed"
+        0.01, ge=0, description="reference point of the hypervolume: this fraction of each range beyond the worst "
+        "value measured or predicted (the open configurations' posterior medians)"
     )
     warp: bool = Field(True, description="model each objective through a fitted Yeo-Johnson transform")
     max_grid: int = Field(200_000, ge=1, description="largest grid scored exhaustively")
