@@ -26,7 +26,7 @@ from typing import Any
 from knobscope.errors import WorkloadError
 from knobscope.space import identity_hash
 
-__all__ = ["LoadedModel", "load_causal_lm", "resolve_model", "cache_root", "RANDOM_FAMILIES", "DEFAULT_MODEL"]
+__all__ = ["LoadedModel", "load_causal_lm", "resolve_model", "cache_root", "cache_keyword", "RANDOM_FAMILIES", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "smollm2"
 
@@ -238,3 +238,12 @@ def _load_pretrained(model: str, gguf_file: str | None, torch_dtype: Any, device
     path = Path(source)
     identity = checkpoint_identity(path) if path.is_dir() else identity_hash([source])
     return LoadedModel(net, tokenizer, source, identity)
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword that passes a KV cache to ``model``'s forward: ``cache`` from transformers
+    5.24 (where ``past_key_values`` is deprecated, to be removed in 5.40), ``past_key_values``
+    before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knobscope.measure import Stage, no_stage
+from knobscope.models.loading import cache_keyword
 
 __all__ = ["speculative_greedy", "LMSpecStats", "parse_drafter", "lookup_proposals", "truncate_cache"]
 
@@ -107,9 +108,9 @@ def speculative_greedy(
     stats = LMSpecStats()
     prompt = input_ids[0].tolist()
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
+        cache, kw = DynamicCache(config=model.config), cache_keyword(model)
         with stage("spec_prefill"):
-            out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=input_ids, **{kw: cache}, use_cache=True, logits_to_keep=1)
             generated = [int(out.logits[0, -1].argmax())]
         draft_cache, draft_seen = None, 0
         if drafter == "blocks":
@@ -130,7 +131,7 @@ def speculative_greedy(
                         pending = sequence[draft_seen:]
                         for _ in range(min(k, room)):
                             ids = torch.tensor([pending], device=input_ids.device)
-                            logits = model(input_ids=ids, past_key_values=draft_cache, use_cache=True, logits_to_keep=1).logits
+                            logits = model(input_ids=ids, **{kw: draft_cache}, use_cache=True, logits_to_keep=1).logits
                             stats.draft_calls += 1
                             draft_seen += len(pending)
                             token = int(logits[0, -1].argmax())
@@ -140,7 +141,7 @@ def speculative_greedy(
                         set_blocks(full)
             with stage("verify"):
                 ids = torch.tensor([[generated[-1], *proposals]], device=input_ids.device)
-                logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[0]
+                logits = model(input_ids=ids, **{kw: cache}, use_cache=True).logits[0]
                 chosen = logits.argmax(dim=-1).tolist()
                 accepted = 0
                 for i, token in enumerate(proposals):

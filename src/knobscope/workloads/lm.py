@@ -46,7 +46,7 @@ from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.metrics.qa import contains_answer, exact_match
 from knobscope.metrics.captions import corpus_bleu4, score_captions
-from knobscope.models.loading import DEFAULT_MODEL, resolve_model
+from knobscope.models.loading import DEFAULT_MODEL, cache_keyword, resolve_model
 from knobscope.space import Space, identity_hash
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
@@ -325,16 +325,16 @@ class LMWorkload(Workload):
 
         generated: list[int] = []
         with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
+            cache, kw = DynamicCache(config=self.model.config), cache_keyword(self.model)
             with stage("prefill"):
-                out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self.model(input_ids=input_ids, **{kw: cache}, use_cache=True, logits_to_keep=1)
                 token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
             generated.append(int(token))
             while len(generated) < max_new_tokens:
                 if not ignore_eos and generated[-1] in self.eos_ids:
                     break
                 with stage("decode"):
-                    out = self.model(input_ids=token, past_key_values=cache, use_cache=True)
+                    out = self.model(input_ids=token, **{kw: cache}, use_cache=True)
                     token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
                 generated.append(int(token))
         return generated

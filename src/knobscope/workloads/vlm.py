@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.metrics.captions import corpus_bleu4, score_captions
+from knobscope.models.loading import cache_keyword
 from knobscope.space import Space
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
@@ -200,9 +201,9 @@ class VLMWorkload(Workload):
         generated: list[int] = []
         mask = inputs["attention_mask"]
         with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config.text_config)
+            cache, kw = DynamicCache(config=self.model.config.text_config), cache_keyword(self.model)
             with stage("prefill"):
-                out = self.model(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self.model(**inputs, **{kw: cache}, use_cache=True, logits_to_keep=1)
                 token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
             generated.append(int(token))
             while len(generated) < self.max_new_tokens:
@@ -210,7 +211,7 @@ class VLMWorkload(Workload):
                     break
                 mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
                 with stage("decode"):
-                    out = self.model(input_ids=token, attention_mask=mask, past_key_values=cache, use_cache=True)
+                    out = self.model(input_ids=token, attention_mask=mask, **{kw: cache}, use_cache=True)
                     token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
                 generated.append(int(token))
         return generated
