@@ -99,9 +99,9 @@ def test_the_optuna_study_is_kept_across_proposals_and_rebuilt_when_a_result_cha
     goal = Goal(objectives=(("quality", "max"),))
     strategy = get_strategy("bayesian", {"sampler": "tpe", "n_trials": 20, "n_startup_trials": 5, "seed": 3})
     found = drive(strategy, goal)
-    study = strategy._cache[2]
+    study = strategy._optuna_study
     strategy.propose(SPACE, found, goal)  # tells the last result
-    assert strategy._cache[2] is study  # nothing changed: kept
+    assert strategy._optuna_study is study  # nothing changed: kept
     # Each measured configuration is in the kept study with its own result; the repeats the
     # sampler asked for are told too (it learns from them, as in Optuna's own loop).
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -110,7 +110,7 @@ def test_the_optuna_study_is_kept_across_proposals_and_rebuilt_when_a_result_cha
                for t in complete)  # fmt: skip
     changed = [Observation(found[0].config, "done", {"quality": -1.0, "cost": 0.0}), *found[1:]]
     strategy.propose(SPACE, changed, goal)
-    assert strategy._cache[2] is not study  # a told result changed (re-measured): rebuilt
+    assert strategy._optuna_study is not study  # a told result changed (re-measured): rebuilt
 
 
 def test_the_sampler_is_told_where_constraints_forbid_and_stops_asking_there() -> None:
@@ -123,7 +123,7 @@ def test_the_sampler_is_told_where_constraints_forbid_and_stops_asking_there() -
         strategy = get_strategy("bayesian", {"sampler": "tpe", "n_trials": 40, "n_startup_trials": 10, "seed": seed})
         found = drive(strategy, goal, space)
         assert len(found) == 40 and all(space.is_feasible(o.config) for o in found)
-        complete = [t for t in strategy._cache[2].trials if t.state == TrialState.COMPLETE]
+        complete = [t for t in strategy._optuna_study.trials if t.state == TrialState.COMPLETE]
         # Every trial carries a constraint value (Optuna's GP sampler needs all or none), positive
         # exactly where the configuration is infeasible.
         assert all((t.system_attrs["constraints"][0] > 0) == (not space.is_feasible(strategy._config(space, t.params)))

@@ -90,12 +90,15 @@ class GaussianProcess:
         self.theta = theta
 
     @staticmethod
-    def _kernel(a: np.ndarray, b: np.ndarray, ls: np.ndarray, sf2: float) -> tuple[np.ndarray, np.ndarray]:
-        diff2 = ((a[:, None, :] - b[None, :, :]) / ls) ** 2  # (na, nb, d)
-        r = np.sqrt(diff2.sum(-1))
-        s5r = math.sqrt(5.0) * r
+    def _matern(diff2: np.ndarray, sf2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Matern 5/2 kernel from squared differences scaled by the length scales (na, nb, d),
+        with sqrt(5) r and exp(-sqrt(5) r), which its gradient reuses."""
+        s5r = math.sqrt(5.0) * np.sqrt(diff2.sum(-1))
         e = np.exp(-s5r)
-        return sf2 * (1 + s5r + 5.0 / 3.0 * r**2) * e, diff2
+        return sf2 * (1 + s5r + s5r**2 / 3.0) * e, s5r, e
+
+    def _kernel(self, a: np.ndarray, b: np.ndarray, ls: np.ndarray, sf2: float) -> np.ndarray:
+        return self._matern(((a[:, None, :] - b[None, :, :]) / ls) ** 2, sf2)[0]
 
     def _nll(self, theta: np.ndarray, sq: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """Negative log marginal likelihood and its gradient; ``sq`` (n, n, d): the inputs'
@@ -103,10 +106,7 @@ class GaussianProcess:
         d = sq.shape[2]
         sf2, sn2 = math.exp(theta[d]), math.exp(theta[d + 1])
         diff2 = sq * np.exp(-2 * theta[:d])
-        r = np.sqrt(diff2.sum(-1))
-        s5r = math.sqrt(5.0) * r
-        e = np.exp(-s5r)
-        k = sf2 * (1 + s5r + 5.0 / 3.0 * r**2) * e
+        k, s5r, e = self._matern(diff2, sf2)
         n = len(y)
         try:
             chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(n))
@@ -164,7 +164,7 @@ class GaussianProcess:
             self.theta = best.x  # type: ignore[union-attr]
         assert self.theta is not None
         ls, sf2, sn2 = np.exp(self.theta[:d]), math.exp(self.theta[d]), math.exp(self.theta[d + 1])
-        k, _ = self._kernel(x, x, ls, sf2)
+        k = self._kernel(x, x, ls, sf2)
         self._chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(len(x)))
         self._alpha = cho_solve((self._chol, True), self.y, check_finite=False)
         self._ls, self._sf2 = ls, sf2
@@ -173,7 +173,7 @@ class GaussianProcess:
     def draw(self, xs: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Posterior draws at ``xs`` from standard normal ``z`` (S, 1) or (S, n): (S, n), in the
         targets' units (through the inverse warp, where there is one)."""
-        ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
+        ks = self._kernel(xs, self.x, self._ls, self._sf2)
         mean = ks @ self._alpha
         v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
         std = np.sqrt(np.maximum(self._sf2 - (v**2).sum(0), 1e-12))
@@ -184,7 +184,7 @@ class GaussianProcess:
 
     def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the latent function, in the targets' units."""
-        ks, _ = self._kernel(xs, self.x, self._ls, self._sf2)
+        ks = self._kernel(xs, self.x, self._ls, self._sf2)
         mean = ks @ self._alpha
         v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
         var = np.maximum(self._sf2 - (v**2).sum(0), 1e-12)
@@ -384,6 +384,9 @@ class Frontier(AdaptiveStrategy):
         self._design: tuple[Space, list[int]] | None = None
         self.decided_after: int | None = None  # configurations known when the front was decided
         self._blas: Any = None  # threadpoolctl's controller, made on the first proposal
+        from scipy.special import ndtri
+
+        self._quantiles = ndtri((np.arange(self.options.samples) + 0.5) / self.options.samples)[:, None]
         for run in self.options.prior:  # checked now: a run that never starts creates nothing
             if not (Path(run) / "results.db").exists():
                 raise SpecError(f"strategy 'frontier' option 'prior': {run} is not a knobscope run directory (no results.db)")
@@ -480,9 +483,7 @@ class Frontier(AdaptiveStrategy):
         oriented = values * sign
         # Each objective's posterior at a candidate as K equally likely values: its quantiles at
         # the midpoints of K equal slices of probability (through the warp: it is monotone).
-        from scipy.special import ndtri
-
-        quantiles = ndtri((np.arange(self.options.samples) + 0.5) / self.options.samples)[:, None]
+        quantiles = self._quantiles
         nodes = np.empty((self.options.samples, len(candidates), len(columns)))
         for j, name in enumerate(columns):
             target = oriented[:, j]

@@ -176,6 +176,14 @@ class _OptunaStrategy(AdaptiveStrategy):
         super().__init__(**options)
         self.asks = 0  # proposals asked of the sampler
         self.fallbacks = 0  # trials measured at the nearest unmeasured configuration instead
+        # The kept study (see _study): what it was built for, the results told to it, the trials
+        # asked for configurations not yet measured, and what an infeasible proposal is told.
+        self._study_for: tuple[Space, Goal] | None = None
+        self._optuna_study: Any = None
+        self._told: dict[str, list[float] | None] = {}
+        self._asked: dict[str, int] = {}
+        self._constrained = False
+        self._worst: list[float] = []
 
     def sampler(self, goal: Goal, seed: int, constraints_func: Any) -> Any:
         raise NotImplementedError
@@ -244,10 +252,8 @@ class _OptunaStrategy(AdaptiveStrategy):
         from optuna.trial import TrialState, create_trial
 
         finished = {o.config.canonical: (o, goal.values(o)) for o in history if o.status in ("done", "failed")}
-        cache = getattr(self, "_cache", None)
-        if not self.keep_study or cache is None or cache[0] is not space or cache[1] != goal or any(
-            k not in finished or finished[k][1] != v for k, v in cache[3].items()
-        ):
+        built_for = self._study_for is not None and self._study_for[0] is space and self._study_for[1] == goal
+        if not (self.keep_study and built_for) or any(k not in finished or finished[k][1] != v for k, v in self._told.items()):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             seed = proposal_seed(self.options.seed, self.seed_key, len(history))
             # A constrained space gives every trial a constraint value (0: feasible), as the
@@ -256,10 +262,9 @@ class _OptunaStrategy(AdaptiveStrategy):
             with warnings.catch_warnings():  # constraints_func is deprecated in Optuna 5 for Trial.set_constraint,
                 warnings.simplefilter("ignore", FutureWarning)  # which add_trials and Optuna 4 lack
                 sampler = self.sampler(goal, seed, _infeasibility if self._constrained else None)
-            study = optuna.create_study(directions=goal.directions, sampler=sampler)
-            cache = self._cache = (space, goal, study, {})
-            self._asked: dict[str, int] = {}
-        study, told = cache[2], cache[3]
+            self._optuna_study = optuna.create_study(directions=goal.directions, sampler=sampler)
+            self._study_for, self._told, self._asked = (space, goal), {}, {}
+        study, told = self._optuna_study, self._told
         new = []
         for canonical, (obs, values) in finished.items():
             if canonical in told:
