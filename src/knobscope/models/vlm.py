@@ -25,54 +25,11 @@ from typing import Any
 
 from knobscope.errors import WorkloadError
 from knobscope.models.loading import checkpoint_identity
+from knobscope.models.vision_family import VisionFamily
 from knobscope.space import identity_hash
 
 __all__ = ["LoadedVLM", "VisionFamily", "Idefics3Family", "QwenVLFamily", "Molmo2Family", "VLM_FAMILIES", "load_vlm",
            "is_vlm_source"]  # fmt: skip
-
-
-class VisionFamily:
-    """How one VLM architecture exposes its vision stages and its image-size knob."""
-
-    name: str = ""
-    model_types: tuple[str, ...] = ()
-    # Whether the projector runs inside the vision tower's forward (its time is then part of the
-    # vision encoder's, and the LLM's share of the prefill must not subtract it twice).
-    projector_inside_vision: bool = False
-    takes_crops: bool = True  # False: the family resizes instead of cropping (no max_crops knob)
-
-    def vision_tower(self, model: Any) -> Any:
-        raise NotImplementedError
-
-    def projector(self, model: Any) -> Any:
-        raise NotImplementedError
-
-    def text_model(self, model: Any) -> Any:
-        raise NotImplementedError
-
-    def processor_kwargs(self, processor: Any, size: tuple[int, int], *, max_crops: int | None,
-                         vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
-        """Keyword arguments for ``processor(...)`` that keep an image of ``size`` (width,
-        height) within ``max_crops`` crops and/or ``vision_tokens`` vision tokens (the most the
-        budget allows); with neither, none (the processor's own settings)."""
-        raise NotImplementedError
-
-    def crops(self, inputs: Any) -> int:
-        """How many image crops the processor made (tiles and global views)."""
-        return 1
-
-    def tiling_size(self, processor: Any, tiles: int) -> tuple[int, int]:
-        """(width, height) of an image the processor cuts into exactly one row of ``tiles``
-        tiles (seed 002's Exp1 tilings 1x1 ... 1xN)."""
-        raise WorkloadError(f"the {self.name} family resizes images instead of cutting them into tiles")
-
-    def prompt(self, processor: Any, text: str) -> str:
-        """The prompt with one image, in the checkpoint's chat format when it has one."""
-        template = getattr(processor, "chat_template", None)
-        if template:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-            return processor.apply_chat_template(messages, add_generation_prompt=True)
-        return f"<image>{text}"
 
 
 class Idefics3Family(VisionFamily):

@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from knobscope.errors import WorkloadError
 from knobscope.measure import StageTimer
 from knobscope.metrics.captions import corpus_bleu4, score_captions
-from knobscope.models.loading import cache_keyword
 from knobscope.space import Space
 from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
 
@@ -132,7 +131,7 @@ class VLMWorkload(Workload):
         self.topk = MoETopK(text_model)
         ctx.timer.attach(self.family.vision_tower(self.model), "vision_encoder")
         ctx.timer.attach(self.family.projector(self.model), "projector")
-        self.image_token_id = int(self.model.config.image_token_id)
+        self.image_token_id = self.family.image_token_id(self.model, self.processor)
         tok = self.processor.tokenizer
         vocab = tok.get_vocab()
         self.eos_ids = {t for t in (tok.eos_token_id, vocab.get("<end_of_utterance>"), vocab.get("<|im_end|>")) if isinstance(t, int)}
@@ -196,23 +195,18 @@ class VLMWorkload(Workload):
     def generate(self, inputs: Any, stage: Any) -> list[int]:
         """Greedy decoding with a KV cache; ``stage(name)`` wraps the prefill and every decode step."""
         import torch
-        from transformers import DynamicCache
 
         generated: list[int] = []
-        mask = inputs["attention_mask"]
         with torch.inference_mode():
-            cache, kw = DynamicCache(config=self.model.config.text_config), cache_keyword(self.model)
             with stage("prefill"):
-                out = self.model(**inputs, **{kw: cache}, use_cache=True, logits_to_keep=1)
-                token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                logits, state = self.family.prefill(self.model, inputs)
+                token = logits.argmax(dim=-1, keepdim=True)
             generated.append(int(token))
             while len(generated) < self.max_new_tokens:
                 if not self.args.ignore_eos and generated[-1] in self.eos_ids:
                     break
-                mask = torch.cat([mask, mask.new_ones((1, 1))], dim=1)
                 with stage("decode"):
-                    out = self.model(input_ids=token, attention_mask=mask, **{kw: cache}, use_cache=True)
-                    token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                    token = self.family.decode(self.model, token, state).argmax(dim=-1, keepdim=True)
                 generated.append(int(token))
         return generated
 
