@@ -5,6 +5,10 @@ input hidden states unchanged (the block acts as the identity on the residual st
 never touches the KV cache. The mask can change between configurations with no reloading;
 :meth:`BlockMask.restore` puts the original ``forward`` methods back.
 
+OLMo-style blocks (original Molmo's remote code) keep a ``(keys, values)`` tuple per block and
+return ``(hidden_states, present)``; a skipped one returns a placeholder ``present`` of the same
+one-number-per-token shape.
+
 KV-cache note: the Hugging Face ``DynamicCache`` keeps one entry per layer index, and the
 model reads the cached length (positions, mask sizes) from layer 0. So a skipped block still
 appends a placeholder of shape ``(batch, 1, new_tokens, 1)`` to its own cache entry: every
@@ -16,6 +20,7 @@ buffers (``StaticCache``) cannot take a placeholder, so skipping a block is refu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,9 +74,13 @@ class BlockMask:
         return len(self.layers)
 
     def _masked(self, index: int, original: Any) -> Any:
+        tuple_cache = "layer_past" in inspect.signature(original).parameters
+
         def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             if self.active[index]:
                 return original(hidden_states, *args, **kwargs)
+            if tuple_cache:
+                return hidden_states, _tuple_cache_placeholder(hidden_states, kwargs)
             _keep_cache_length(self.layers[index], index, hidden_states, kwargs)
             # transformers >= 5 blocks return the tensor; older ones a tuple whose first item it is.
             return hidden_states if _returns_tensor(original) else (hidden_states,)
@@ -119,6 +128,18 @@ def _keep_cache_length(layer: nn.Module, index: int, hidden_states: torch.Tensor
     batch, new_tokens = hidden_states.shape[0], hidden_states.shape[1]
     placeholder = hidden_states.new_zeros(batch, 1, new_tokens, 1)
     cache.update(placeholder, placeholder, layer_idx)
+
+
+def _tuple_cache_placeholder(hidden_states: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+    """A skipped block's ``present`` for OLMo-style blocks (original Molmo's remote code): they
+    take ``layer_past=(keys, values)`` and return ``(hidden_states, present)``, and the model
+    reads the cached length from block 0's keys, so the placeholder grows by one number per token."""
+    if not kwargs.get("use_cache"):
+        return None
+    past = kwargs.get("layer_past")
+    new = hidden_states.new_zeros(hidden_states.shape[0], 1, hidden_states.shape[1], 1)
+    keys = new if past is None else torch.cat([past[0], new], dim=-2)
+    return keys, keys
 
 
 def _returns_tensor(forward: Any) -> bool:

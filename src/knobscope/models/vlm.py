@@ -10,6 +10,7 @@ Sources (like :func:`knobscope.models.loading.load_causal_lm`):
         image processor (see :class:`QwenImageTextProcessor` for the processor).
     ``random:molmo2[:layers=..,vision_layers=..]``: a tiny randomly initialised Molmo2 with its real
         image processor's crop geometry and token layout (see :class:`Molmo2ImageTextProcessor`).
+    an original Molmo checkpoint (remote code, ``trust_remote_code=True``): see :mod:`knobscope.models.molmo`.
 
 A :class:`VisionFamily` knows, for one architecture, where the vision tower and the projector
 are (the stages are timed with forward hooks on them, no model edits) and how a crop budget or a
@@ -25,6 +26,7 @@ from typing import Any
 
 from knobscope.errors import WorkloadError
 from knobscope.models.loading import checkpoint_identity
+from knobscope.models.molmo import MolmoFamily, MolmoProcessorAdapter, load_remote_model
 from knobscope.models.vision_family import VisionFamily
 from knobscope.space import identity_hash
 
@@ -165,7 +167,7 @@ class Molmo2Family(VisionFamily):
         return f"<|image|>{text}"
 
 
-VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(), QwenVLFamily(), Molmo2Family())}
+VLM_FAMILIES: dict[str, VisionFamily] = {f.name: f for f in (Idefics3Family(), QwenVLFamily(), Molmo2Family(), MolmoFamily())}
 
 
 @dataclass
@@ -183,8 +185,9 @@ class LoadedVLM:
 
 def is_vlm_source(source: str) -> bool:
     """Whether ``source`` names a vision-language model (``random:idefics3``, ``random:qwen_vl``,
-    ``random:molmo2``, or a checkpoint whose config has a vision part). Reads a local config
-    only; a hub id is looked up (the hub is asked only for ids that are not local)."""
+    ``random:molmo2``, or a checkpoint whose config has a vision part or is an original Molmo's).
+    Reads a local config only; a hub id is looked up (the hub is asked only for ids that are not
+    local). Never runs a checkpoint's own code."""
     import json
 
     from knobscope.models.loading import DEFAULT_MODEL
@@ -197,20 +200,26 @@ def is_vlm_source(source: str) -> bool:
     if path.exists():
         config = path / "config.json"
         try:
-            return config.is_file() and "vision_config" in json.loads(config.read_text())
+            return config.is_file() and _is_vlm_config(json.loads(config.read_text()))
         except (OSError, ValueError):
             return False  # the lm loader says what is wrong with it
-    from transformers import AutoConfig
+    from transformers import PretrainedConfig
 
     try:
-        return hasattr(AutoConfig.from_pretrained(source), "vision_config")
+        return _is_vlm_config(PretrainedConfig.get_config_dict(source)[0])
     except (OSError, ValueError):
         return False  # not a checkpoint transformers reads: the lm loader says why
 
 
-def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int = 0) -> LoadedVLM:
+def _is_vlm_config(config: dict[str, Any]) -> bool:
+    return "vision_config" in config or config.get("model_type") in MolmoFamily.model_types
+
+
+def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int = 0,
+             trust_remote_code: bool = False) -> LoadedVLM:  # fmt: skip
     """Load a vision-language model and its processor; raises WorkloadError with one line for a
-    source that is not one (a text-only model included)."""
+    source that is not one (a text-only model included), or whose code ships inside the
+    checkpoint (original Molmo) when ``trust_remote_code`` is not given."""
     import torch
 
     if dtype == "auto":
@@ -221,10 +230,15 @@ def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int
         model, processor, family = _random_vlm(source)
         model = model.to(dtype=torch_dtype, device=device).eval()
         return LoadedVLM(model, processor, family, source, identity_hash([source, seed, dtype]))
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig
 
     try:
-        config = AutoConfig.from_pretrained(source)
+        raw = PretrainedConfig.get_config_dict(source)[0]
+        if raw.get("auto_map") and not trust_remote_code:
+            code = sorted({ref.split(".")[0] + ".py" for ref in raw["auto_map"].values() if isinstance(ref, str)})
+            raise WorkloadError(f"model {source!r} runs Python code it ships ({', '.join(code)}); if you trust it, "
+                                "set trust_remote_code: true in the workload's args")  # fmt: skip
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise WorkloadError(f"model {source!r} cannot be read: {str(exc).splitlines()[0]}") from None
     family = next((f for f in VLM_FAMILIES.values() if config.model_type in f.model_types), None)
@@ -232,8 +246,16 @@ def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int
         kind = "a text-only model" if not hasattr(config, "vision_config") else f"a {config.model_type!r} model"
         raise WorkloadError(f"model {source!r} is {kind}; the vlm workload takes these families: "
                             f"{', '.join(sorted(t for f in VLM_FAMILIES.values() for t in f.model_types))}")  # fmt: skip
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(source)
+    if getattr(family, "remote_code", False):
+        try:
+            model = load_remote_model(source, config, torch_dtype)
+        except (OSError, ValueError, ImportError) as exc:
+            raise WorkloadError(f"model {source!r}: its own code cannot be loaded: {str(exc).splitlines()[0]}") from None
+        processor: Any = MolmoProcessorAdapter(AutoProcessor.from_pretrained(source, trust_remote_code=True))
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype)
+        processor = AutoProcessor.from_pretrained(source)
+    model = model.to(device).eval()
     path = Path(source)
     return LoadedVLM(model, processor, family, source, checkpoint_identity(path) if path.is_dir() else identity_hash([source]))
 

@@ -5,7 +5,8 @@ see :mod:`knobscope.models.vlm`), knobs applied in place:
 
 ==================  ============================================================================
 ``max_crops``       at most this many image crops (tiles; the global view comes on top), reached
-                    through the family's own processor setting (Idefics3: the longest edge; Molmo2: its max_crops;
+                    through the family's own processor setting (Idefics3: the longest edge; Molmo2 and
+                    original Molmo, whose remote code runs with ``trust_remote_code: true``: max_crops;
                     Qwen-VL families resize instead of cropping and refuse this knob)
 ``vision_tokens``   at most this many vision tokens, the same way (Qwen-VL: ``max_pixels``, i.e.
                     tokens x (patch x merge)^2 pixels); the count reached is reported
@@ -52,6 +53,7 @@ class VLMArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field("random:idefics3", description="a VLM checkpoint dir, a hub id, random:idefics3[:text=FAMILY,...], random:qwen_vl or random:molmo2")
+    trust_remote_code: bool = Field(False, description="run the Python code a checkpoint ships (original Molmo: allenai/Molmo-7B-D-0924, MolmoE-1B, ...); only for checkpoints you trust")
     task: Literal["vqa", "captions"] = Field("vqa", description="vqa (soft accuracy) or captions (CIDEr-D, BLEU-4, ROUGE-L)")
     questions: str = Field("builtin:vqa", description="VQA v2 questions JSON, or builtin:vqa")
     annotations: str | None = Field(None, description="VQA v2 annotations JSON (the human answers) for `questions`")
@@ -123,7 +125,8 @@ class VLMWorkload(Workload):
         if self.args.threads is not None:
             torch.set_num_threads(self.args.threads)
         self.device, self.log = ctx.device, ctx.log
-        loaded = load_vlm(self.args.model, dtype=self.args.dtype, device=ctx.device, seed=ctx.seed)
+        loaded = load_vlm(self.args.model, dtype=self.args.dtype, device=ctx.device, seed=ctx.seed,
+                          trust_remote_code=self.args.trust_remote_code)  # fmt: skip
         self.loaded = loaded
         self.model, self.processor, self.family = loaded.model, loaded.processor, loaded.family
         text_model = self.family.text_model(self.model)
