@@ -53,14 +53,7 @@ class MolmoFamily(VisionFamily):
 
     def processor_kwargs(self, processor: Any, size: tuple[int, int], *, max_crops: int | None,
                          vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
-        if max_crops is None and vision_tokens is None:
-            return {}
-        best = 1
-        for k in range(1, (max_crops or 64) + 1):
-            if vision_tokens is not None and processor.image_tokens(size, k) > vision_tokens:
-                break
-            best = k
-        return {"max_crops": best}
+        return self.max_crops_setting(lambda k: processor.image_tokens(size, k), max_crops, vision_tokens)
 
     def tiling_size(self, processor: Any, tiles: int) -> tuple[int, int]:
         ip = processor.image_processor

@@ -4,6 +4,7 @@ and how its prompt is prefilled and decoded one token at a time with a KV cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from knobscope.errors import WorkloadError
@@ -36,6 +37,21 @@ class VisionFamily:
         height) within ``max_crops`` crops and/or ``vision_tokens`` vision tokens (the most the
         budget allows); with neither, none (the processor's own settings)."""
         raise NotImplementedError
+
+    @staticmethod
+    def max_crops_setting(tokens_at: Callable[[int], int], max_crops: int | None,
+                          vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
+        """For a processor that reads ``max_crops`` itself (Molmo, Molmo2): the most crops, up
+        to ``max_crops`` (64 without it), whose image tokens (``tokens_at(k)``) stay within
+        ``vision_tokens``; at least 1, which may exceed a budget below one crop's tokens."""
+        if max_crops is None and vision_tokens is None:
+            return {}
+        best = 1
+        for k in range(1, (max_crops or 64) + 1):
+            if vision_tokens is not None and tokens_at(k) > vision_tokens:
+                break
+            best = k
+        return {"max_crops": best}
 
     def crops(self, inputs: Any) -> int:
         """How many image crops the processor made (tiles and global views)."""
