@@ -43,15 +43,20 @@ class VisionFamily:
                           vision_tokens: int | None) -> dict[str, Any]:  # fmt: skip
         """For a processor that reads ``max_crops`` itself (Molmo, Molmo2): the most crops, up
         to ``max_crops`` (64 without it), whose image tokens (``tokens_at(k)``) stay within
-        ``vision_tokens``; at least 1, which may exceed a budget below one crop's tokens."""
+        ``vision_tokens``; at least 1, which may exceed a budget below one crop's tokens.
+        Allowing more crops never gives fewer tokens, so a bisection finds it (a handful of
+        ``tokens_at`` calls: Molmo's runs its processor)."""
         if max_crops is None and vision_tokens is None:
             return {}
-        best = 1
-        for k in range(1, (max_crops or 64) + 1):
-            if vision_tokens is not None and tokens_at(k) > vision_tokens:
-                break
-            best = k
-        return {"max_crops": best}
+        low, high = 1, max_crops or 64
+        if vision_tokens is not None:
+            while low < high:
+                middle = (low + high + 1) // 2
+                if tokens_at(middle) <= vision_tokens:
+                    low = middle
+                else:
+                    high = middle - 1
+        return {"max_crops": high}
 
     def crops(self, inputs: Any) -> int:
         """How many image crops the processor made (tiles and global views)."""
