@@ -10,7 +10,7 @@
    tokens are plain greedy's) against plain greedy, alternated prompt by prompt, for each
    drafter in ``--drafters``, on the long-form prompts (``task: generation``) and on QA.
 
-Usage: python benchmarks/speculative.py [--rounds 3] [--skip-lm]
+Usage: python benchmarks/speculative.py [--rounds 3] [--skip-lm] [--sweep DIR] [--teacher-noise X] [--threads N]
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def _best_from_sweep(run_dir: Path) -> dict | None:
     return {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in ("spec_sigma", "spec_accept_bias", "spec_k")}
 
 
-def forecast(rounds: int, config: dict) -> None:
+def forecast(rounds: int, config: dict, workload_args: dict) -> None:
     from knobscope.measure import StageTimer
     from knobscope.models.speculative_forecast import predicted_speedup, speculative_rollout, target_rollout
     from knobscope.workloads.base import WorkloadContext
     from knobscope.workloads.forecast import ForecastWorkload
 
-    w = ForecastWorkload(series="builtin:seattle_weather", windows=24)
+    w = ForecastWorkload(**{"series": "builtin:seattle_weather", "windows": 24, **workload_args})
     w.setup(WorkloadContext(device="cpu", seed=0, timer=StageTimer(), run_dir=Path("/nonexistent")))
     k, sigma, bias = int(config["spec_k"]), float(config["spec_sigma"]), float(config["spec_accept_bias"])
     horizon = w.args.horizon_patches
@@ -81,8 +81,8 @@ def forecast(rounds: int, config: dict) -> None:
     ratio = sum(base_s) / sum(spec_s)
     law = predicted_speedup(a, k, statistics.median(draft_ms), statistics.median(verify_ms),
                             statistics.median(base_s) * 1e3 / horizon)  # fmt: skip
-    print(f"time series (forecast workload, {len(w._windows)} windows x {rounds} rounds, horizon {horizon} patches), "
-          f"config {config}:")  # fmt: skip
+    print(f"time series (forecast workload, {len(w._windows)} windows x {rounds} rounds, horizon {horizon} patches, "
+          f"teacher_noise {w.args.teacher_noise}, {torch.get_num_threads()} torch threads), config {config}:")  # fmt: skip
     print(f"  target-only {np.mean(base_s) * 1e3:.2f} ms/window, speculative {np.mean(spec_s) * 1e3:.2f} ms/window: "
           f"speedup {ratio:.2f}x (law from acceptance and per-call costs: {law:.2f}x)")  # fmt: skip
     print(f"  acceptance {a:.1%}; MSE {np.mean(mse_spec):.4f} against target-only {np.mean(mse_base):.4f} "
@@ -134,9 +134,12 @@ def main() -> None:
     p.add_argument("--drafters", default="lookup,blocks:24,blocks:20")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--skip-lm", action="store_true")
+    p.add_argument("--teacher-noise", type=float, default=0.0, help="the forecast pair's draft distilled with this teacher noise")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the forecast workload (default: torch's)")
     args = p.parse_args()
     config = _best_from_sweep(args.sweep) or {"spec_sigma": 0.5, "spec_accept_bias": 10.0, "spec_k": 3}
-    forecast(args.rounds, config)
+    workload_args = {"teacher_noise": args.teacher_noise, **({"threads": args.threads} if args.threads else {})}
+    forecast(args.rounds, config, workload_args)
     if not args.skip_lm:
         lm(args.rounds, args.drafters.split(","), args.k)
 

@@ -99,13 +99,33 @@ def _module_class() -> Any:
             if n > self.max_patches:
                 raise ValueError(f"{n} patches exceed the model's {self.max_patches} positions")
             h = self.embed(patches) + self.position.weight[:n]
-            mask = nn.Transformer.generate_square_subsequent_mask(n, device=patches.device, dtype=h.dtype)
-            h = self.norm(self.blocks(h, mask=mask, is_causal=True))
-            out = self.head(h)
+            if self.training or torch.is_grad_enabled():
+                mask = nn.Transformer.generate_square_subsequent_mask(n, device=patches.device, dtype=h.dtype)
+                h = self.blocks(h, mask=mask, is_causal=True)
+            else:
+                h = self._inference_blocks(h)
+            out = self.head(self.norm(h))
             if not self.stochastic:
                 return out
             mean, log_var = out.split(self.patch_len, dim=-1)
             return mean, torch.exp(log_var.clamp(-12.0, 8.0))
+
+        def _inference_blocks(self, h: Any) -> Any:
+            """The encoder blocks' computation (pre-norm, causal, GELU) as a dozen functional calls
+            per block. At batch 1 a call is mostly per-module Python overhead: ``nn.TransformerEncoder``
+            takes 0.5 ms for the 1-block draft, this about a third of it, same weights and result."""
+            f = torch.nn.functional
+            batch, n, width = h.shape
+            for layer in self.blocks.layers:
+                attn = layer.self_attn
+                heads = attn.num_heads
+                x = f.layer_norm(h, (width,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
+                q, k, v = f.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(batch, n, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+                y = f.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(batch, n, width)
+                h = h + f.linear(y, attn.out_proj.weight, attn.out_proj.bias)
+                x = f.layer_norm(h, (width,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+                h = h + f.linear(f.gelu(f.linear(x, layer.linear1.weight, layer.linear1.bias)), layer.linear2.weight, layer.linear2.bias)
+            return h
 
     return PatchTransformer
 
