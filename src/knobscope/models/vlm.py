@@ -224,11 +224,14 @@ def load_vlm(source: str, *, dtype: str = "auto", device: str = "cpu", seed: int
         model = model.to(dtype=torch_dtype, device=device).eval()
         return LoadedVLM(model, processor, family, source, identity_hash([source, seed, dtype]))
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     try:
         raw = PretrainedConfig.get_config_dict(source)[0]
-        if raw.get("auto_map") and not trust_remote_code:
-            code = sorted({ref.split(".")[0] + ".py" for ref in raw["auto_map"].values() if isinstance(ref, str)})
+        # Code runs only for a model type transformers does not know (a known one ignores auto_map).
+        if raw.get("auto_map") and raw.get("model_type") not in CONFIG_MAPPING and not trust_remote_code:
+            refs = [r for v in raw["auto_map"].values() for r in (v if isinstance(v, list) else [v]) if isinstance(r, str)]
+            code = sorted({ref.split("--")[-1].split(".")[0] + ".py" for ref in refs})
             raise WorkloadError(f"model {source!r} runs Python code it ships ({', '.join(code)}); if you trust it, "
                                 "set trust_remote_code: true in the workload's args")  # fmt: skip
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
