@@ -8,7 +8,9 @@ transformers 4, with its own conventions:
 * the model keeps a tuple ``(keys, values)`` per block (``model.transformer.blocks``), and a
   decode step needs the full-length attention mask and the token's position;
 * the vision stages are ``model.vision_backbone`` (ViT, pooling, projector) and its
-  ``image_projector``; MolmoE's experts are ``block.ffn.args.top_k`` (see :mod:`moe`).
+  ``image_projector``; MolmoE's experts are a sparse-MoE block with a ``gate`` router and
+  ``top_k``, or megablocks' ``block.ffn.args.top_k``, both found by :mod:`knobscope.models.moe`
+  (not run: no MolmoE code at hand).
 
 :func:`load_remote_model` also bridges one change of transformers 5: its loader needs what
 ``post_init()`` computes, and this remote code never calls it.
