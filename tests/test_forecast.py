@@ -136,13 +136,14 @@ def test_training_is_seeded_cached_and_learns(tmp_path: Path) -> None:
         assert float(((m - t) ** 2).mean()) < float(((fresh(x)[0] - t) ** 2).mean())
 
 
-@pytest.mark.parametrize(("width", "layers", "heads", "stochastic"), [(64, 1, 1, True), (32, 2, 4, False)])
+@pytest.mark.parametrize(("width", "layers", "heads", "stochastic"), [(64, 1, 1, True), (48, 2, 3, False)])
 def test_the_inference_path_computes_what_the_encoder_modules_compute(width: int, layers: int, heads: int, stochastic: bool) -> None:
     torch.manual_seed(0)
     model = PatchTransformer(7, width, layers, heads, 4 * width, 24, stochastic=stochastic).eval()
     patches = torch.randn(2, 13, 7)
     with torch.enable_grad():  # the nn.TransformerEncoder path, as in training
         reference = model(patches)
+    assert not model.fused  # an odd head count: PyTorch's fused kernel cannot run it
     with torch.inference_mode():  # the functional path decoding takes
         fast = model(patches)
     for a, b in zip(reference if stochastic else (reference,), fast if stochastic else (fast,)):

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from knobscope.measure import Stage, no_stage
 
-__all__ = ["target_rollout", "speculative_rollout", "SpeculativeStats", "gaussian_log_ratio", "IdenticalDraft",
+__all__ = ["target_rollout", "speculative_rollout", "SpeculativeStats", "gaussian_log_ratio", "gaussian_log_ratios", "IdenticalDraft",
            "RULES", "predicted_speedup"]  # fmt: skip
 
 RULES = ("lenient", "exact")
@@ -60,11 +60,17 @@ class SpeculativeStats:
 
 def gaussian_log_ratio(x: Any, mean_p: Any, sigma: float, mean_q: Any, var_q: Any) -> float:
     """``log N(x; mean_p, sigma^2) - log N(x; mean_q, var_q)``, summed over the patch."""
+    return float(gaussian_log_ratios(x, mean_p, sigma, mean_q, var_q).sum())
+
+
+def gaussian_log_ratios(x: Any, mean_p: Any, sigma: float, mean_q: Any, var_q: Any) -> Any:
+    """:func:`gaussian_log_ratio` of every patch at once: summed over the last dimension (the
+    steps of a patch), so ``(1, K, P)`` proposals give ``(1, K)`` log-ratios in one computation."""
     import torch
 
     lp = -((x - mean_p) ** 2) / (2 * sigma**2) - math.log(sigma)
     lq = -((x - mean_q) ** 2) / (2 * var_q) - 0.5 * torch.log(var_q)
-    return float((lp - lq).sum())
+    return (lp - lq).sum(dim=-1)
 
 
 class IdenticalDraft:
@@ -144,10 +150,14 @@ def speculative_rollout(
             stats.verify_calls += 1
         with stage("accept"):
             new = []
+            # every proposal's log-ratio in one computation (the uniforms are still drawn one
+            # by one, up to the first rejection, so the random stream is what it was)
+            log_ratios = gaussian_log_ratios(torch.cat(proposals, dim=1), p_means[:, :kk], sigma, torch.cat(q_means, dim=1),
+                                             torch.cat(q_vars, dim=1)).sum(dim=0).tolist()  # fmt: skip
             for i in range(kk):
                 stats.attempted += 1
                 mean_p = p_means[:, i : i + 1]
-                log_ratio = gaussian_log_ratio(proposals[i], mean_p, sigma, q_means[i], q_vars[i])
+                log_ratio = log_ratios[i]
                 if rule == "lenient":
                     alpha = min(1.0, math.exp(min(log_ratio, LOG_RATIO_CLAMP)) * max(bias, 1.0))
                 else:
