@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +74,13 @@ def cli(*args: str, check: bool = False) -> CliResult:
     if check and code != 0:
         raise AssertionError(f"knobscope {args} failed ({code}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def assert_vision_token_budgets_hold(workload: Any, sample: Any, budgets: Iterable[int]) -> None:
+    """A set-up ``vlm`` workload (with its ``timer``) run on ``sample`` under each vision-token
+    budget reports at most that many vision tokens."""
+    for budget in budgets:
+        workload.apply({"vision_tokens": budget, "max_new_tokens": 1})
+        with workload.timer.sample():
+            record = workload.run(sample, workload.timer)
+        assert record["vision_tokens_actual"] <= budget, (budget, record["vision_tokens_actual"])
