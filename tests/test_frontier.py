@@ -102,7 +102,7 @@ def test_gaussian_process_gradient_matches_finite_differences() -> None:
     rng = np.random.default_rng(4)
     x = rng.random((12, 3))
     y = np.sin(4 * x[:, 0]) + x[:, 1]
-    sq = (x[:, None, :] - x[None, :, :]) ** 2
+    sq = ((x[:, None, :] - x[None, :, :]) ** 2).reshape(-1, x.shape[1])
     theta = np.r_[np.log([0.3, 0.7, 2.0]), 0.2, math.log(1e-2)]
     gp = GaussianProcess()
     _, grad = gp._nll(theta, sq, y)

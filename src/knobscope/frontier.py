@@ -46,6 +46,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg.lapack import dpotrf as potrf, dtrtri as trtri
 
 from knobscope.analysis.pareto import pareto_mask
 from knobscope.errors import SpecError
@@ -90,35 +91,42 @@ class GaussianProcess:
         self.theta = theta
 
     @staticmethod
-    def _matern(diff2: np.ndarray, sf2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The Matern 5/2 kernel from squared differences scaled by the length scales (na, nb, d),
-        with sqrt(5) r and exp(-sqrt(5) r), which its gradient reuses."""
-        s5r = math.sqrt(5.0) * np.sqrt(diff2.sum(-1))
-        e = np.exp(-s5r)
-        return sf2 * (1 + s5r + s5r**2 / 3.0) * e, s5r, e
-
-    def _kernel(self, a: np.ndarray, b: np.ndarray, ls: np.ndarray, sf2: float) -> np.ndarray:
-        return self._matern(((a[:, None, :] - b[None, :, :]) / ls) ** 2, sf2)[0]
+    def _kernel(a: np.ndarray, b: np.ndarray, ls: np.ndarray, sf2: float) -> np.ndarray:
+        """The Matern 5/2 kernel between the rows of ``a`` and ``b``; squared distances as
+        |a|^2 + |b|^2 - 2 a.b (one matrix product: the broadcast difference cost more than the
+        rest of a proposal's posterior)."""
+        a, b = a / ls, b / ls
+        r2 = np.maximum(np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :] - 2 * a @ b.T, 0)
+        s5r = np.sqrt(5.0 * r2)
+        return sf2 * (1 + s5r + s5r**2 / 3.0) * np.exp(-s5r)
 
     def _nll(self, theta: np.ndarray, sq: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log marginal likelihood and its gradient; ``sq`` (n, n, d): the inputs'
-        squared differences per dimension (computed once per fit)."""
-        d = sq.shape[2]
-        sf2, sn2 = math.exp(theta[d]), math.exp(theta[d + 1])
-        diff2 = sq * np.exp(-2 * theta[:d])
-        k, s5r, e = self._matern(diff2, sf2)
+        """Negative log marginal likelihood and its gradient; ``sq`` (n * n, d): the inputs'
+        squared differences per dimension, flattened (computed once per fit).
+
+        Written for small n (tens of points), where call overheads outweigh the arithmetic: the
+        scaled distances and the length-scale gradient are matrix-vector products with ``sq``,
+        and the inverse comes from LAPACK's triangular inverse of the Cholesky factor."""
+        d = sq.shape[1]
         n = len(y)
-        try:
-            chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(n))
-        except np.linalg.LinAlgError:
+        sf2, sn2 = math.exp(theta[d]), math.exp(theta[d + 1])
+        inv_ls2 = np.exp(-2 * theta[:d])
+        s5r = np.sqrt(5.0 * (sq @ inv_ls2))
+        e = np.exp(-s5r)
+        k = (sf2 * (1 + s5r + s5r**2 / 3.0) * e).reshape(n, n)
+        chol, info = potrf(k + (sn2 + 1e-9) * np.eye(n), lower=1, clean=1)
+        if info != 0:
             return 1e10, np.zeros_like(theta)
-        inv = cho_solve((chol, True), np.eye(n), check_finite=False)
+        chol_inv, info = trtri(chol, lower=1)
+        if info != 0:
+            return 1e10, np.zeros_like(theta)
+        inv = chol_inv.T @ chol_inv
         alpha = inv @ y
         nll = 0.5 * y @ alpha + np.log(np.diag(chol)).sum() + 0.5 * n * math.log(2 * math.pi)
         w = np.outer(alpha, alpha) - inv  # d nll / d K = -w / 2
-        common = sf2 * 5.0 / 3.0 * (1 + s5r) * e
+        common = sf2 * 5.0 / 3.0 * (1 + s5r) * e  # d K / d log ls_j = common * scaled diff2_j
         grad = np.empty_like(theta)
-        grad[:d] = -0.5 * np.einsum("ab,abj->j", w * common, diff2)
+        grad[:d] = -0.5 * inv_ls2 * ((w.reshape(-1) * common) @ sq)
         grad[d] = -0.5 * np.sum(w * k)
         grad[d + 1] = -0.5 * sn2 * np.trace(w)
         # A weak log-normal prior on the length scales keeps a handful of points from
@@ -151,7 +159,7 @@ class GaussianProcess:
         bounds = [self.BOUNDS_LS] * d + [self.BOUNDS_SF, self.BOUNDS_SN]
         default = np.r_[np.full(d, math.log(0.5)), 0.0, math.log(1e-2)]
         if refit:
-            sq = (x[:, None, :] - x[None, :, :]) ** 2
+            sq = ((x[:, None, :] - x[None, :, :]) ** 2).reshape(-1, d)
             starts = [self.theta] if warm else []
             if not warm or len(y) % 10 == 0:
                 starts.append(default)
@@ -165,6 +173,7 @@ class GaussianProcess:
         assert self.theta is not None
         ls, sf2, sn2 = np.exp(self.theta[:d]), math.exp(self.theta[d]), math.exp(self.theta[d + 1])
         k = self._kernel(x, x, ls, sf2)
+        np.fill_diagonal(k, sf2)  # exactly: the expansion leaves rounding on the diagonal
         self._chol = np.linalg.cholesky(k + (sn2 + 1e-9) * np.eye(len(x)))
         self._alpha = cho_solve((self._chol, True), self.y, check_finite=False)
         self._ls, self._sf2 = ls, sf2
@@ -267,7 +276,9 @@ def expected_hypervolume_improvement(nodes: np.ndarray, front: np.ndarray, refer
         return excess(nodes[:, :, 0], np.array([best]))[:, 0]
     if nodes.shape[2] == 2:
         starts, ends, heights = _staircase(front, reference)
-        widths = excess(nodes[:, :, 0], starts) - excess(nodes[:, :, 0], ends)
+        # ends are starts shifted by one, closed by +inf, where the excess is 0: one pass for both.
+        at_starts = excess(nodes[:, :, 0], starts)
+        widths = at_starts - np.c_[at_starts[:, 1:], np.zeros(len(at_starts))]
         return (widths * excess(nodes[:, :, 1], heights)).sum(1)
     k, n, m = nodes.shape
     paired = np.stack([nodes[rng.permutation(k), :, j] for j in range(m)], axis=-1)
@@ -639,6 +650,9 @@ class Frontier(AdaptiveStrategy):
 def _weakly_dominated(best_case: np.ndarray, measured: np.ndarray) -> np.ndarray:
     """Whether each candidate's best case (maximised orientation) is matched or beaten on every
     objective by some measured configuration's worst case: it cannot add hypervolume."""
-    if len(measured) == 0:
-        return np.zeros(len(best_case), dtype=bool)
-    return (measured[None, :, :] >= best_case[:, None, :]).all(-1).any(1)
+    bounded = np.isfinite(best_case).all(1)  # an unbounded best case is never dominated
+    out = np.zeros(len(best_case), dtype=bool)
+    if len(measured) == 0 or not bounded.any():
+        return out
+    out[bounded] = (measured[None, :, :] >= best_case[bounded, None, :]).all(-1).any(1)
+    return out
