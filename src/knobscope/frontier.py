@@ -364,20 +364,20 @@ class MonotoneModel:
                 continue
             others = np.delete(measured, j, axis=1)
             same = (others[:, None, :] == others[None, :, :]).all(-1) & (measured[:, None, j] < measured[None, :, j])
-            for a, b in zip(*np.nonzero(same)):  # a has the smaller value of the knob
-                if s > 0:
-                    wrong = lo[a] > hi[b]
-                elif s < 0:
-                    wrong = hi[a] < lo[b]
-                else:
-                    wrong = lo[a] > hi[b] or hi[a] < lo[b]
-                if wrong:
-                    self.dropped.add((objective, name))
-                    word = {1: "increase", -1: "decrease"}.get(int(s), "stay the same")
-                    log.warning("frontier: %s was declared to %s with %s, but %s gives %.6g and %s gives %.6g; that "
-                                "declaration is no longer used", objective, word, name, dict(configs[a]), values[a],
-                                dict(configs[b]), values[b])  # fmt: skip
-                    break
+            first, second = np.nonzero(same)  # first has the smaller value of the knob
+            if s > 0:
+                wrong = lo[first] > hi[second]
+            elif s < 0:
+                wrong = hi[first] < lo[second]
+            else:
+                wrong = (lo[first] > hi[second]) | (hi[first] < lo[second])
+            if wrong.any():  # reported with the first contradicting pair
+                a, b = first[wrong][0], second[wrong][0]
+                self.dropped.add((objective, name))
+                word = {1: "increase", -1: "decrease"}.get(int(s), "stay the same")
+                log.warning("frontier: %s was declared to %s with %s, but %s gives %.6g and %s gives %.6g; that "
+                            "declaration is no longer used", objective, word, name, dict(configs[a]), values[a],
+                            dict(configs[b]), values[b])  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the strategy
