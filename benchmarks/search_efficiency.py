@@ -11,7 +11,8 @@ worst; a proposal already evaluated costs no evaluation (Optuna's samplers do re
 grid: those asks are counted and timed, not evaluated). Printed per search, median over seeds
 [min, max]: distinct evaluations to 90/95/99% of the grid's hypervolume, and milliseconds per
 proposal; then a Mann-Whitney U test of the best knobscope search against the best Optuna
-sampler on evaluations to 99%.
+sampler on evaluations to 99%, and their time per proposal (median of per-seed ratios: the searches
+of one seed run one after another, so the machine's drift falls on all alike).
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
        [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048] [--json out.json]
@@ -183,7 +184,9 @@ def compare(results: dict[str, dict]) -> None:
             ratio = f"ratio {median99(a) / median99(b):.2f}"
         else:  # the median Optuna search never got there: only a bound
             ratio = f"ratio < {median99(a) / budget:.2f} (its median search does not reach 99% within {budget})"
-        ms_ratio = np.median(results[a]["ms"]) / np.median(results[b]["ms"])
+        # Time: the median of the per-seed ratios (each pair ran side by side), else of the medians.
+        ms_a, ms_b = np.array(results[a]["ms"]), np.array(results[b]["ms"])
+        ms_ratio = np.median(ms_a / ms_b) if len(ms_a) == len(ms_b) else np.median(ms_a) / np.median(ms_b)
         print(f"\nbest knobscope search {a}: {median99(a):.1f} evaluations to 99% (median), best Optuna sampler {b}: "
               f"{median99(b):.1f}; {ratio} (goal <= 0.5), Mann-Whitney U one-sided p = {test.pvalue:.2g}; "
               f"time per proposal {ms_ratio:.2f}x (goal <= 2x)")  # fmt: skip
@@ -255,21 +258,24 @@ def main() -> None:
             raise SystemExit(f"--only: unknown search {unknown[0]!r}; searches: {', '.join(searches)}")
         searches = {k: v for k, v in searches.items() if k in wanted}
 
-    results: dict[str, dict] = {}
-    print(HEADER)
-    for label, search in searches.items():
-        reach: dict[str, list[float]] = {str(level): [] for level in LEVELS}
-        ms, curves = [], []
-        for seed in range(args.seeds):
+    # Seeds outermost: every search runs its seed s side by side with the others, so the machine's
+    # drift (its speed moves by tens of percent within minutes here) falls on all of them alike.
+    results = {label: {"reach": {str(level): [] for level in LEVELS}, "ms": [], "curves": [], "budget": args.budget}
+               for label in searches}  # fmt: skip
+    for seed in range(args.seeds):
+        print(f"seed {seed + 1}/{args.seeds}", end="\r", flush=True)
+        for label, search in searches.items():
             order, times = search(seed)
             curve = table.progress(order)
-            curves.append(curve.tolist())
-            ms.append(1000 * float(np.mean(times)))
+            result = results[label]
+            result["curves"].append(curve.tolist())
+            result["ms"].append(1000 * float(np.mean(times)))
             for level in LEVELS:
                 hit = np.flatnonzero(curve >= level - 1e-12)
-                reach[str(level)].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not reached within the budget
-        results[label] = {"reach": reach, "ms": ms, "curves": curves, "budget": args.budget}
-        print(row(label, results[label]), flush=True)
+                result["reach"][str(level)].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not within the budget
+    print(HEADER)
+    for label, result in results.items():
+        print(row(label, result))
 
     for key, shares in FALLBACKS.items():
         print(f"{key}: {np.median(shares):.0%} of its trials (median over seeds) were the nearest unmeasured "

@@ -147,10 +147,11 @@ class GaussianProcess:
         d = x.shape[1]
         warm = self.theta is not None and len(self.theta) == d + 2
         # Hyperparameters (the warp's lambda too) settle as data come in: refit every time while
-        # there are ten points or fewer, then every fifth, from the last fit (now and then from the
-        # default). Refitting every time up to 20 cost a third more and found the same fronts
-        # (benchmarks/search_efficiency.py, both tables, 100 and 60 seeds).
-        refit = not warm or len(y) <= 10 or len(y) % 5 == 0
+        # there are 20 points or fewer, then every fifth, from the last fit (now and then from the
+        # default). Refitting every time only up to 10 saved a third of the fits and found fronts as
+        # fast from a random design, but slower from a prior run's front (a clustered first design):
+        # 16-25 evaluations instead of 17-20 on benchmarks/search_efficiency.py's two tables.
+        refit = not warm or len(y) <= 20 or len(y) % 5 == 0
         lmbda = getattr(self, "lmbda", None)
         self.lmbda, self.w_mean, self.w_scale = None, 0.0, 1.0
         if warp and len(y) >= 5 and np.ptp(self.y) > 0:
