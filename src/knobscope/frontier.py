@@ -150,7 +150,7 @@ class GaussianProcess:
         # there are 20 points or fewer, then every fifth, from the last fit (now and then from the
         # default). Refitting every time only up to 10 saved a third of the fits and found fronts as
         # fast from a random design, but slower from a prior run's front (a clustered first design):
-        # 16-25 evaluations instead of 17-20 on benchmarks/search_efficiency.py's two tables.
+        # 19-25 evaluations instead of 17-19 on benchmarks/search_efficiency.py's two tables.
         refit = not warm or len(y) <= 20 or len(y) % 5 == 0
         lmbda = getattr(self, "lmbda", None)
         self.lmbda, self.w_mean, self.w_scale = None, 0.0, 1.0
