@@ -361,12 +361,13 @@ class MonotoneModel:
         spread = float(values.max() - values.min()) or 1.0
         lo = np.where(high > low, low, values - 0.01 * spread)
         hi = np.where(high > low, high, values + 0.01 * spread)
+        differ = measured[:, None, :] != measured[None, :, :]
+        one_knob = differ.sum(-1) == 1  # pairs that differ in one knob only
         for j, s in enumerate(self.signs[objective]):
             name = self.space.knobs[j].name
             if np.isnan(s) or (objective, name) in self.dropped:
                 continue
-            others = np.delete(measured, j, axis=1)
-            same = (others[:, None, :] == others[None, :, :]).all(-1) & (measured[:, None, j] < measured[None, :, j])
+            same = one_knob & (measured[:, None, j] < measured[None, :, j])
             first, second = np.nonzero(same)  # first has the smaller value of the knob
             if s > 0:
                 wrong = lo[first] > hi[second]
