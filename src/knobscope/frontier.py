@@ -462,6 +462,8 @@ class Frontier(AdaptiveStrategy):
             return None
         rng = np.random.default_rng(proposal_seed(self.options.seed, self.name, len(history)))
         scored = [(o, v) for o in history if (v := self._values(o, goal)) is not None and o.config.canonical in position]
+        live = {(id(o), id(goal)) for o in history}  # the cache holds this history only (the runner rebuilds it)
+        self._read = {key: hit for key, hit in self._read.items() if key in live}
         design = self.initial_design(space, goal, configs, index)
         if len(scored) < len(design) or len(scored) < 2:
             for i in design:
@@ -570,8 +572,11 @@ class Frontier(AdaptiveStrategy):
         return picked
 
     def _values(self, obs: Observation, goal: Goal) -> list[float] | None:
-        """``goal.values(obs)``, read once per observation: a search reads its whole history on
-        every proposal. (The observation is kept with its entry, so its id is never reused.)"""
+        """``goal.values(obs)``, read once per observation while the caller passes the same
+        observations again (a search reads its whole history on every proposal). The runner
+        builds a new history from the store each time, so there every read misses; the cache is
+        pruned to the history at hand, so it never grows beyond it. (The observation is kept with
+        its entry, so its id cannot be reused while it is cached.)"""
         key = (id(obs), id(goal))
         hit = self._read.get(key)
         if hit is None or hit[0] is not obs:
