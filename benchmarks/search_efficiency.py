@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import bootstrap, mannwhitneyu
 
 from knobscope.analysis.pareto import hypervolume
 from knobscope.search import Goal, Observation
@@ -181,15 +181,25 @@ def compare(results: dict[str, dict]) -> None:
         test = mannwhitneyu(results[a]["reach"]["0.99"], results[b]["reach"]["0.99"], alternative="less")
         budget = results[b].get("budget", "the budget")
         if np.isfinite(median99(b)):
-            ratio = f"ratio {median99(a) / median99(b):.2f}"
+            # 95% percentile-bootstrap interval over seeds (each search's seeds resampled apart).
+            interval = bootstrap((results[a]["reach"]["0.99"], results[b]["reach"]["0.99"]),
+                                 lambda x, y: np.median(x) / np.median(y), vectorized=False, method="percentile",
+                                 n_resamples=2000, random_state=0).confidence_interval  # fmt: skip
+            ratio = f"ratio {median99(a) / median99(b):.2f} [{interval.low:.2f}, {interval.high:.2f}]"
         else:  # the median Optuna search never got there: only a bound
             ratio = f"ratio < {median99(a) / budget:.2f} (its median search does not reach 99% within {budget})"
         # Time: the median of the per-seed ratios (each pair ran side by side), else of the medians.
         ms_a, ms_b = np.array(results[a]["ms"]), np.array(results[b]["ms"])
-        ms_ratio = np.median(ms_a / ms_b) if len(ms_a) == len(ms_b) else np.median(ms_a) / np.median(ms_b)
+        if len(ms_a) == len(ms_b):
+            per_seed = ms_a / ms_b
+            interval = bootstrap((per_seed,), np.median, method="percentile", n_resamples=2000,
+                                 random_state=0).confidence_interval  # fmt: skip
+            time = f"{np.median(per_seed):.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
+        else:
+            time = f"{np.median(ms_a) / np.median(ms_b):.2f}x"
         print(f"\nbest knobscope search {a}: {median99(a):.1f} evaluations to 99% (median), best Optuna sampler {b}: "
               f"{median99(b):.1f}; {ratio} (goal <= 0.5), Mann-Whitney U one-sided p = {test.pvalue:.2g}; "
-              f"time per proposal {ms_ratio:.2f}x (goal <= 2x)")  # fmt: skip
+              f"time per proposal {time} (goal <= 2x; [95% bootstrap interval over seeds])")  # fmt: skip
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
