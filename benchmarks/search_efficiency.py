@@ -80,7 +80,8 @@ class Table:
 
 def run_knobscope(table: Table, name: str, options: dict, seed: int, budget: int) -> tuple[list[str], list[float]]:
     strategy = get_strategy(name, {**options, "n_trials": budget, "seed": seed})
-    goal = strategy.goal(table.spec.objectives)
+    # as `knobscope run` has it: a bounded metric (the cosine) brings its declared range
+    goal = strategy.goal(table.spec.objectives).with_ranges(table.spec.workload.workload_class().metrics)
     history: list[Observation] = []
     times = []
     while len(history) < budget:

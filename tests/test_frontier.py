@@ -63,6 +63,43 @@ def test_the_warp_is_scipys_yeo_johnson_and_inverts() -> None:
     assert np.allclose(_yeojohnson_inverse(_yeojohnson(x, lmbda), lmbda), x)
 
 
+def test_a_bounded_objective_is_modelled_inside_its_range() -> None:
+    # A cosine climbing towards 1: a model of the raw values extrapolates past 1, one of the
+    # logit of the declared range (-1, 1) cannot, and still fits the data.
+    x = np.linspace(0, 0.6, 8)[:, None]
+    y = 1 - 0.2 * np.exp(-6 * x[:, 0])
+    z = np.linspace(-2, 2, 9)[:, None]  # posterior quantiles
+    far = np.array([[1.0], [1.4]])
+    raw = GaussianProcess().fit(x, y).draw(far, z)
+    bounded = GaussianProcess().fit(x, y, bounds=(-1.0, 1.0)).draw(far, z)
+    assert raw.max() > 1 and bounded.max() < 1 and bounded.min() > -1
+    at_data = GaussianProcess().fit(x, y, bounds=(-1.0, 1.0)).draw(x, np.zeros((1, 1)))[0]
+    assert np.abs(at_data - y).max() < 0.01 * np.ptp(y)
+
+
+def test_a_goal_takes_each_objective_range_from_its_metric_declaration() -> None:
+    from knobscope.workloads.base import Metric
+
+    metrics = {"cosine": Metric(True, range=(-1.0, 1.0)), "accuracy": {"higher_is_better": True, "range": [0, 1]},
+               "total_ms": Metric(False, "ms")}  # fmt: skip
+    goal = Goal(objectives=(("cosine", "max"), ("accuracy_p50", "max"), ("cosine_std", "min"), ("total_ms_p95", "min"),
+                            ("other", "max"))).with_ranges(metrics)  # fmt: skip
+    assert [o.range for o in goal.objectives] == [(-1.0, 1.0), (0.0, 1.0), None, None, None]
+    with pytest.raises(ValueError, match="low end must be below"):
+        Metric(True, range=(1.0, 0.0))
+
+
+def test_the_runner_hands_a_search_the_declared_range_of_its_objectives(tmp_path: Path) -> None:
+    from knobscope.spec import load_spec
+    from knobscope.trials import trial_source
+
+    spec = write_spec(tmp_path / "s.yaml", workload={"name": "sketchwalk", "args": {"data": "synthetic"}},
+                      knobs={"block_size": [32, 64]}, strategy={"name": "frontier"},
+                      objectives={"cosine_mean": "max", "speedup_bound": "max"}, output=str(tmp_path / "out"))  # fmt: skip
+    goal = trial_source(load_spec(spec)).goal  # type: ignore[attr-defined]
+    assert [o.range for o in goal.objectives] == [(-1.0, 1.0), None]
+
+
 @pytest.mark.parametrize("m", [2, 3])
 def test_hypervolume_improvement_matches_moocore(m: int) -> None:
     rng = np.random.default_rng(m)

@@ -19,6 +19,13 @@ A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobsc
   (Their values as the surrogate's mean, scaled to the new run by least squares, did worse on
   ``benchmarks/search_efficiency.py``'s table than starting from their front alone, so they
   only choose where to start.)
+* **Bounded metrics** (a cosine in [-1, 1], an accuracy in [0, 1]: the workload's
+  ``Metric(range=...)``, which the runner puts on the goal's objectives): modelled on the logit of
+  their position in the range, so a prediction never leaves it and a cosine's differences close
+  to 1 are stretched rather than squeezed against the bound. On
+  ``benchmarks/search_efficiency.py``'s two tables this took the median search to 99% of the
+  hypervolume from 20 to 19 evaluations (100 seeds; with ``monotone`` 19.5 to 18) and from 29
+  to 24 (30 seeds; with ``monotone`` 29 to 22.5).
 
 The surrogate is a Gaussian process per objective (Matern 5/2, one length scale per knob,
 hyperparameters by maximum marginal likelihood) on value positions scaled to [0, 1]
@@ -47,6 +54,7 @@ import numpy as np
 from pydantic import Field
 from scipy.linalg import cho_solve, solve_triangular
 from scipy.linalg.lapack import dpotrf as potrf, dtrtri as trtri
+from scipy.special import expit
 
 from knobscope.analysis.pareto import pareto_mask
 from knobscope.errors import SpecError
@@ -135,12 +143,19 @@ class GaussianProcess:
         grad[:d] += (theta[:d] - math.log(0.5)) / 1.5**2
         return float(nll + prior), grad
 
-    def fit(self, x: np.ndarray, y: np.ndarray, *, warp: bool = False) -> GaussianProcess:
-        """Fit to ``y`` at ``x``; ``warp``: model the Yeo-Johnson transform of the standardised
-        targets (its lambda by maximum likelihood), which evens out skewed results such as a
-        cosine crowding towards 1."""
+    def fit(self, x: np.ndarray, y: np.ndarray, *, warp: bool = False,
+            bounds: tuple[float, float] | None = None) -> GaussianProcess:  # fmt: skip
+        """Fit to ``y`` at ``x``; ``bounds``: the values ``y`` can take (both ends finite): model
+        the logit of its position in that range, so draws stay inside it and differences close to
+        an end (a cosine near 1) are stretched; ``warp``: then model the Yeo-Johnson transform of
+        the standardised targets (its lambda by maximum likelihood), which evens out skew."""
         from scipy.optimize import minimize
 
+        self.bounds = bounds
+        if bounds is not None:
+            lo, hi = bounds
+            share = np.clip((y - lo) / (hi - lo), 1e-6, 1 - 1e-6)  # a value at an end stays finite
+            y = np.log(share) - np.log1p(-share)
         self.x = x
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
         self.y = (y - self.mean) / self.scale
@@ -184,7 +199,7 @@ class GaussianProcess:
 
     def draw(self, xs: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Posterior draws at ``xs`` from standard normal ``z`` (S, 1) or (S, n): (S, n), in the
-        targets' units (through the inverse warp, where there is one)."""
+        targets' units (through the inverse warp and logit, where there are)."""
         ks = self._kernel(xs, self.x, self._ls, self._sf2)
         mean = ks @ self._alpha
         v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
@@ -192,10 +207,15 @@ class GaussianProcess:
         latent = mean[None, :] + std[None, :] * z
         if self.lmbda is not None:
             latent = _yeojohnson_inverse(latent * self.w_scale + self.w_mean, self.lmbda)
-        return self.mean + self.scale * latent
+        out = self.mean + self.scale * latent
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            out = lo + (hi - lo) * expit(out)
+        return out
 
     def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and standard deviation of the latent function, in the targets' units."""
+        """Posterior mean and standard deviation of the latent function, in the targets' units
+        (of a model fitted without ``warp`` and ``bounds``)."""
         ks = self._kernel(xs, self.x, self._ls, self._sf2)
         mean = ks @ self._alpha
         v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
@@ -502,13 +522,16 @@ class Frontier(AdaptiveStrategy):
         # Each objective's posterior at a candidate as K equally likely values: its quantiles at
         # the midpoints of K equal slices of probability (through the warp: it is monotone).
         quantiles = self._quantiles
+        ranges = [None if o.range is None else tuple(sorted(np.multiply(o.range, sign[j])))
+                  for j, o in enumerate(goal.objectives)] if goal.kind == "objectives" else [None]  # fmt: skip
         nodes = np.empty((self.options.samples, len(candidates), len(columns)))
         for j, name in enumerate(columns):
             target = oriented[:, j]
             # A knob the objective is declared not to depend on is not an input of its model.
             used = self._monotone.inputs(name)[self._feature_knob]
             used = used if used.any() else ~used  # declared constant: let the model see that
-            gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp)
+            gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp,
+                                                                   bounds=ranges[j])  # fmt: skip
             nodes[:, :, j] = gp.draw(features[candidates][:, used], quantiles)
 
         # Expected hypervolume improvement over the measured front. Objectives are scaled by their

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from knobscope.errors import SpecError
 from knobscope.expressions import Expression
 
-__all__ = ["Objective", "Goal", "goal_from", "column_for", "GOAL_KEYS"]
+__all__ = ["Objective", "Goal", "goal_from", "column_for", "GOAL_KEYS", "LOCATION_STATS"]
 
 GOAL_KEYS = ("maximize", "minimize", "score", "weights")
+# Statistics that keep their metric's direction and range (``accuracy_mean``, ``cosine_p50``).
+LOCATION_STATS = ("mean", "min", "max", "p50", "p90", "p95", "p99")
 
 
 def column_for(name: str, columns: Iterable[str]) -> str | None:
@@ -45,11 +47,13 @@ def column_for(name: str, columns: Iterable[str]) -> str | None:
 
 @dataclass(frozen=True)
 class Objective:
-    """A result column and whether lower (``min``) or higher (``max``) is better."""
+    """A result column and whether lower (``min``) or higher (``max``) is better; ``range``: the
+    values it can take where its metric declares them (a cosine's (-1, 1))."""
 
     column: str
     direction: Literal["min", "max"]
     unit: str = ""
+    range: tuple[float, float] | None = None
 
     @property
     def maximise(self) -> bool:
@@ -111,6 +115,22 @@ class Goal:
     @property
     def description(self) -> str:
         return self.describe()
+
+    def with_ranges(self, metrics: Mapping[str, Any]) -> Goal:
+        """This goal with each objective's range from the declared metrics (``{name: Metric}``,
+        or their ``asdict``): a metric's own column or a location statistic of it
+        (``cosine_mean``, ``accuracy_p50``) takes the metric's ``range``."""
+
+        def declared(column: str) -> tuple[float, float] | None:
+            for name in (column, *(column[: -len(stat) - 1] for stat in LOCATION_STATS if column.endswith(f"_{stat}"))):
+                if name in metrics:
+                    m = metrics[name]
+                    found = m.get("range") if isinstance(m, Mapping) else getattr(m, "range", None)
+                    return (float(found[0]), float(found[1])) if found else None
+            return None
+
+        objectives = tuple(replace(o, range=o.range or declared(o.column)) for o in self.objectives)
+        return replace(self, objectives=objectives)
 
     @property
     def directions(self) -> list[str]:

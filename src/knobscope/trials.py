@@ -146,7 +146,8 @@ class AdaptiveTrials(TrialSource):
                 f"--shard does not apply to the adaptive strategy {self.strategy.name!r}: start several processes on the "
                 "same run directory instead; they share the search through the store"
             )
-        self.goal = self.strategy.goal(spec.objectives)  # raises now if there is nothing to optimise
+        # raises now if there is nothing to optimise; bounded metrics bring their declared range
+        self.goal = self.strategy.goal(spec.objectives).with_ranges(getattr(self.workload.workload_class(), "metrics", {}))
         self.strategy.check(spec.space)  # type: ignore[attr-defined]
         self.total = self.strategy.budget(spec.space)
 

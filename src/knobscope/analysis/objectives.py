@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from knobscope.errors import AnalysisError
-from knobscope.goals import Objective, column_for
+from knobscope.goals import LOCATION_STATS, Objective, column_for
 
 __all__ = [
     "Objective",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 DIRECTIONS = ("min", "max")
-_STATS = ("mean", "min", "max", "p50", "p90", "p95", "p99")
+_STATS = LOCATION_STATS
 _UNDIRECTED_STATS = ("std", "n")
 
 

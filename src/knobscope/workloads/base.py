@@ -60,6 +60,13 @@ class Metric:
     # Whether a metric with no unit may be a 0/1 outcome (accuracy): its mean then gets an
     # exact binomial interval when every value is 0 or 1. False for scores such as CIDEr-D.
     proportion: bool = True
+    # The values the metric can take, where it is bounded at both ends (a cosine: (-1, 1), a
+    # share: (0, 1)); the frontier search models such an objective on the logit of this range.
+    range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"Metric range {self.range!r}: the low end must be below the high end")
 
 
 @dataclass

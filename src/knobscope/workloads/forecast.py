@@ -77,7 +77,7 @@ class ForecastWorkload(Workload):
     knobs = ("spec_k", "spec_sigma", "spec_accept_bias", "spec_rule")
     path_args = ("series", "models")
     metrics = {
-        "acceptance_rate": Metric(True, "", "accepted draft patches / proposed", proportion=False),
+        "acceptance_rate": Metric(True, "", "accepted draft patches / proposed", proportion=False, range=(0.0, 1.0)),
         "accepted_per_round": Metric(True, "patches", "draft patches accepted per verification round"),
         "rounds": Metric(False, "rounds", "verification rounds to forecast the horizon"),
         "mse": Metric(False, "", "MSE of the speculative forecast (z-scored units)", proportion=False),

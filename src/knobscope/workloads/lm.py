@@ -103,23 +103,23 @@ class LMWorkload(Workload):
     path_args = ("model", "dataset", "calibration_dataset")
     metrics = {
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
-        "accuracy": Metric(True, "", "share of answers containing a reference answer"),
-        "exact_match": Metric(True, "", "share of answers equal to a reference (normalised)"),
+        "accuracy": Metric(True, "", "share of answers containing a reference answer", range=(0.0, 1.0)),
+        "exact_match": Metric(True, "", "share of answers equal to a reference (normalised)", range=(0.0, 1.0)),
         # generation: per answer, pycocoevalcap's score inside the set (mean = the corpus score)
         "cider_d": Metric(True, "", "generation: CIDEr-D of the answer against its reference texts (mean: corpus CIDEr-D)", proportion=False),
-        "rouge_l": Metric(True, "", "generation: ROUGE-L of the answer (mean: pycocoevalcap's ROUGE-L)", proportion=False),
-        "bleu4": Metric(True, "", "generation: corpus BLEU-4 of the answers, with a bootstrap interval over the prompts", proportion=False),
+        "rouge_l": Metric(True, "", "generation: ROUGE-L of the answer (mean: pycocoevalcap's ROUGE-L)", proportion=False, range=(0.0, 1.0)),
+        "bleu4": Metric(True, "", "generation: corpus BLEU-4 of the answers, with a bootstrap interval over the prompts", proportion=False, range=(0.0, 1.0)),
         # self-speculative decoding (spec_draft other than none): against plain greedy in the same sample
-        "acceptance_rate": Metric(True, "", "speculative: accepted draft tokens / proposed", proportion=False),
+        "acceptance_rate": Metric(True, "", "speculative: accepted draft tokens / proposed", proportion=False, range=(0.0, 1.0)),
         "accepted_per_round": Metric(True, "tokens", "speculative: draft tokens accepted per verification"),
         "speedup": Metric(True, "x", "speculative: plain greedy time / speculative time, same sample"),
         "tokens_per_s": Metric(True, "tokens/s", "speculative: generated tokens per second"),
         "plain_tokens_per_s": Metric(True, "tokens/s", "plain greedy decoding: generated tokens per second"),
-        "token_agreement": Metric(True, "", "speculative: share of output tokens equal to plain greedy's, position by position", proportion=False),
+        "token_agreement": Metric(True, "", "speculative: share of output tokens equal to plain greedy's, position by position", proportion=False, range=(0.0, 1.0)),
         "tokens_in": Metric(False, "tokens", "prompt length"),
         "tokens_out": Metric(False, "tokens", "generated tokens"),
         "perplexity": Metric(False, "", "perplexity on the text corpus"),
-        "top1_agreement": Metric(True, "", "share of next tokens equal to the full configuration's"),
+        "top1_agreement": Metric(True, "", "share of next tokens equal to the full configuration's", range=(0.0, 1.0)),
         "kl_divergence": Metric(False, "nats/token", "KL(full || this configuration) of next-token distributions"),
         "gflops_prefill": Metric(False, "GFLOP", "counted FLOPs of one sample's prefill"),
         "gflops_decode": Metric(False, "GFLOP", "counted FLOPs of one sample's decode"),

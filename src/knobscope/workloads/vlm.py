@@ -77,11 +77,11 @@ class VLMWorkload(Workload):
     knobs = ("max_crops", "vision_tokens", "max_new_tokens", "num_active_blocks", "block_selection", "top_k")
     path_args = ("model", "questions", "annotations", "captions", "images")
     metrics = {
-        "vqa_accuracy": Metric(True, "", "official VQA soft accuracy: min(matching annotators / 3, 1), averaged"),
+        "vqa_accuracy": Metric(True, "", "official VQA soft accuracy: min(matching annotators / 3, 1), averaged", range=(0.0, 1.0)),
         # per caption, pycocoevalcap's score inside the set (mean = the corpus score)
         "cider_d": Metric(True, "", "CIDEr-D of the caption (pycocoevalcap; mean: corpus CIDEr-D)", proportion=False),
-        "rouge_l": Metric(True, "", "ROUGE-L of the caption (pycocoevalcap; mean: its ROUGE-L)", proportion=False),
-        "bleu4": Metric(True, "", "corpus BLEU-4 of the captions (pycocoevalcap), bootstrap interval over images", proportion=False),
+        "rouge_l": Metric(True, "", "ROUGE-L of the caption (pycocoevalcap; mean: its ROUGE-L)", proportion=False, range=(0.0, 1.0)),
+        "bleu4": Metric(True, "", "corpus BLEU-4 of the captions (pycocoevalcap), bootstrap interval over images", proportion=False, range=(0.0, 1.0)),
         "vision_tokens_actual": Metric(False, "tokens", "image tokens in the prompt (the count the vision_tokens budget reached)"),
         "text_tokens": Metric(False, "tokens", "prompt tokens that are not image tokens"),
         "crops": Metric(False, "crops", "image crops the processor made (tiles and the global view)"),
