@@ -157,3 +157,32 @@ def test_exports_and_merge(tmp_path: Path) -> None:
         assert sorted(t.config["n"] for t in trials) == [16, 32, 48]
         assert all(store.count_samples(t.trial_id) == 2 for t in trials)
         assert len(store.runs()) == 2
+
+
+def test_a_few_columns_read_by_sqlite_equal_the_flattened_summaries(tmp_path: Path) -> None:
+    from knobscope.goals import column_for
+    from knobscope.results import flatten_summary, summary_columns
+
+    summaries = [  # the usual layout, a NaN and an infinity where SQLite's JSON has none, an older layout, none
+        {"metrics": {"cosine": {"mean": 0.9, "p95": 0.95}}, "values": {"cosine": {"value": 0.9, "ci_low": 0.8, "ci_high": 1.0}},
+         "aggregate": {"bound": 2.0}},
+        {"metrics": {"cosine": {"mean": float("nan"), "p95": float("-inf")}}, "values": {"cosine": {"value": 0.7}},
+         "aggregate": {"bound": float("inf")}},
+        {"metrics": {"cosine": {"mean": 0.6, "p95": 0.65}}, "aggregate": {"bound": 3.0}},
+        {},
+    ]  # fmt: skip
+    with Store.open(tmp_path / "run", create=True) as store:
+        run = store.begin_run("x", {}, {})
+        store.add_trials([(f"t{i}", json.dumps({"a": i}), "w", "{}") for i in range(len(summaries) + 1)])
+        for i, summary in enumerate(summaries):
+            assert store.claim(f"t{i}", "me")
+            store.complete(f"t{i}", "me", records=[], summary=summary, measure={}, run_id=run)
+        names = ["cosine", "cosine_p95", "cosine_ci_low", "bound", "absent"]
+        expected = []
+        for t in store.trials(status="done"):
+            flat = flatten_summary(t.summary)
+            expected.append((t.config, {n: flat.get(column_for(n, flat) or n) for n in names}))
+        got = summary_columns(store, names)
+    assert len(got) == 4 and got == expected  # the pending trial is not read
+    assert got[0][1] == {"cosine": 0.9, "cosine_p95": 0.95, "cosine_ci_low": 0.8, "bound": 2.0, "absent": None}
+    assert got[2][1]["cosine"] == 0.6  # the bare name means the mean where no value is declared

@@ -626,7 +626,7 @@ class Frontier(AdaptiveStrategy):
     def _load_priors(self, space: Space, names: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
         """Per name (a result column, or a metric whose mean column is meant), (grid position,
         value) pairs from the prior run directories."""
-        from knobscope.results import flatten_summary
+        from knobscope.results import summary_columns
         from knobscope.store import Store
 
         configs, _, _ = self.grid(space)
@@ -634,15 +634,14 @@ class Frontier(AdaptiveStrategy):
         out: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
         for run in self.options.prior:
             with Store.open(run) as store:
-                for t in store.trials(status="done"):
-                    if set(t.config) != set(space.names):
+                for config, values in summary_columns(store, names):
+                    if set(config) != set(space.names):
                         continue
-                    position = where.get(Config((n, t.config[n]) for n in space.names).canonical)
+                    position = where.get(Config((n, config[n]) for n in space.names).canonical)
                     if position is None:
                         continue
-                    flat = flatten_summary(t.summary)
                     for name in names:
-                        value = flat.get(column_for(name, flat) or name)
+                        value = values[name]
                         if isinstance(value, (int, float)) and math.isfinite(value):
                             out[name].append((position, float(value)))
         if not any(out.values()):

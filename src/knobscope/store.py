@@ -19,7 +19,7 @@ import json
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,11 +379,38 @@ class Store:
         sql, args = "SELECT * FROM trials", []
         if status is not None:
             sql, args = sql + " WHERE status = ?", [status]
-        rows = [TrialRow.from_row(r) for r in self._conn.execute(sql + " ORDER BY seq", args)]
-        if ids is not None:
-            wanted = set(ids)
-            rows = [r for r in rows if r.trial_id in wanted]
-        return rows
+        wanted = None if ids is None else set(ids)
+        return [TrialRow.from_row(r) for r in self._conn.execute(sql + " ORDER BY seq", args)
+                if wanted is None or r["trial_id"] in wanted]  # fmt: skip
+
+    @_damage_is_one_line
+    def summary_fields(self, paths: Mapping[str, Sequence[str]], *, status: str = "done",
+                       ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:  # fmt: skip
+        """``(trial_id, config, {name: value})`` of each trial with ``status``, in store order: the
+        summary's field at each of ``paths`` (its keys from the top), read by SQLite's JSON
+        functions without parsing whole summaries in Python. None where there is none, where it is
+        NaN or infinite (SQLite's JSON has no such numbers: they are read as null), or where a key
+        has a double quote (SQLite's JSON paths cannot name it)."""
+        names = [n for n in paths if not any('"' in k for k in paths[n])]
+        rows = self._conn.execute(
+            "SELECT trial_id, config, json_extract(replace(replace(replace(summary, '-Infinity', 'null'), 'Infinity', "
+            f"'null'), 'NaN', 'null'){''.join(', ?' for _ in names)}) FROM trials WHERE status = ? ORDER BY seq",
+            ["$" + "".join(f'."{k}"' for k in paths[n]) for n in names] + [status],
+        ) if names else self._conn.execute("SELECT trial_id, config, NULL FROM trials WHERE status = ? ORDER BY seq",
+                                           [status])  # fmt: skip
+        out = []
+        for trial_id, config, found in rows:
+            # one path: its value; several: a JSON array of them
+            values = [found] if len(names) == 1 else json.loads(found) if found is not None else [None] * len(names)
+            out.append((trial_id, json.loads(config), {**dict.fromkeys(paths), **dict(zip(names, values))}))
+        return out
+
+    @_damage_is_one_line
+    def first_summary(self, *, status: str = "done") -> dict[str, Any] | None:
+        """The summary of the first trial with ``status`` in store order (None: there is none)."""
+        row = self._conn.execute("SELECT summary FROM trials WHERE status = ? AND summary IS NOT NULL ORDER BY seq "
+                                 "LIMIT 1", (status,)).fetchone()  # fmt: skip
+        return json.loads(row[0]) if row else None
 
     @_damage_is_one_line
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
