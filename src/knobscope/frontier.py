@@ -23,9 +23,10 @@ A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobsc
   ``Metric(range=...)``, which the runner puts on the goal's objectives): modelled on the logit of
   their position in the range, so a prediction never leaves it and a cosine's differences close
   to 1 are stretched rather than squeezed against the bound. On
-  ``benchmarks/search_efficiency.py``'s two tables this took the median search to 99% of the
-  hypervolume from 20 to 19 evaluations (100 seeds; with ``monotone`` 19.5 to 18) and from 29
-  to 24 (30 seeds; with ``monotone`` 29 to 22.5).
+  ``benchmarks/search_efficiency.py``'s first table this took the median search to 99% of the
+  hypervolume from 20 to 19 evaluations (100 seeds; with ``monotone`` from 19.5 to 18, and no
+  search left short of 99% in 40 where three were), the searches from a prior run from 19 to 16
+  (with ``monotone`` 15); on the second, with ``monotone``, from 29 to 21.5 (30 seeds).
 
 The surrogate is a Gaussian process per objective (Matern 5/2, one length scale per knob,
 hyperparameters by maximum marginal likelihood) on value positions scaled to [0, 1]
