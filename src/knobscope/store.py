@@ -392,16 +392,14 @@ class Store:
         NaN or infinite (SQLite's JSON has no such numbers: they are read as null), or where a key
         has a double quote (SQLite's JSON paths cannot name it)."""
         names = [n for n in paths if not any('"' in k for k in paths[n])]
-        rows = self._conn.execute(
-            "SELECT trial_id, config, json_extract(replace(replace(replace(summary, '-Infinity', 'null'), 'Infinity', "
-            f"'null'), 'NaN', 'null'){''.join(', ?' for _ in names)}) FROM trials WHERE status = ? ORDER BY seq",
-            ["$" + "".join(f'."{k}"' for k in paths[n]) for n in names] + [status],
-        ) if names else self._conn.execute("SELECT trial_id, config, NULL FROM trials WHERE status = ? ORDER BY seq",
-                                           [status])  # fmt: skip
+        finite = "replace(replace(replace(summary, '-Infinity', 'null'), 'Infinity', 'null'), 'NaN', 'null')"
+        extract = f", json_extract({finite}{', ?' * len(names)})" if names else ""
+        rows = self._conn.execute(f"SELECT trial_id, config{extract} FROM trials WHERE status = ? ORDER BY seq",
+                                  ["$" + "".join(f'."{k}"' for k in paths[n]) for n in names] + [status])  # fmt: skip
         out = []
-        for trial_id, config, found in rows:
-            # one path: its value; several: a JSON array of them
-            values = [found] if len(names) == 1 else json.loads(found) if found is not None else [None] * len(names)
+        for trial_id, config, *found in rows:
+            # json_extract gives one path's value, or a JSON array of several paths' values
+            values = found if len(names) <= 1 else json.loads(found[0]) if found[0] is not None else [None] * len(names)
             out.append((trial_id, json.loads(config), {**dict.fromkeys(paths), **dict(zip(names, values))}))
         return out
 
