@@ -186,3 +186,43 @@ def test_a_few_columns_read_by_sqlite_equal_the_flattened_summaries(tmp_path: Pa
     assert len(got) == 4 and got == expected  # the pending trial is not read
     assert got[0][1] == {"cosine": 0.9, "cosine_p95": 0.95, "cosine_ci_low": 0.8, "bound": 2.0, "absent": None}
     assert got[2][1]["cosine"] == 0.6  # the bare name means the mean where no value is declared
+
+
+def test_stored_json_is_strict_and_keeps_nan_and_infinities(tmp_path: Path) -> None:
+    import math
+    import sqlite3
+
+    def strict(text: str) -> object:  # a reader that knows no NaN / Infinity tokens
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in stored JSON"))
+
+    summary = {"stages": {"total": {"mean": 2.0, "p99_ci_low": float("nan"), "p99_ci_high": float("inf")}},
+               "metrics": {"gap": {"min": float("-inf"), "values": [1.0, float("nan")]}}}  # fmt: skip
+    record = {"sample_id": "s0", "cosine": float("nan"), "ms": 1.5}
+    with Store.open(tmp_path / "run", create=True) as store:
+        run = store.begin_run("x", {}, {})
+        store.add_trials([("t0", json.dumps({"a": 0}), "w", "{}"), ("t1", json.dumps({"a": 1}), "w", "{}")])
+        assert store.claim("t0", "me")
+        store.complete("t0", "me", records=[record], summary=summary, measure={"repeats": 1}, run_id=run)
+        back = store.trials(status="done")[0].summary
+        (_, rec), = store.samples("t0")
+    assert back is not None and back["stages"]["total"]["mean"] == 2.0
+    assert math.isnan(back["stages"]["total"]["p99_ci_low"]) and back["stages"]["total"]["p99_ci_high"] == math.inf
+    assert back["metrics"]["gap"]["min"] == -math.inf and math.isnan(back["metrics"]["gap"]["values"][1])
+    assert "_nonfinite" not in back and math.isnan(rec["cosine"]) and rec["ms"] == 1.5
+    conn = sqlite3.connect(tmp_path / "run" / "results.db")
+    text, = conn.execute("SELECT summary FROM trials WHERE trial_id = 't0'").fetchone()
+    stored = strict(text)
+    assert stored["stages"]["total"]["p99_ci_low"] is None and stored["stages"]["total"]["mean"] == 2.0
+    strict(conn.execute("SELECT record FROM samples").fetchone()[0])
+    # SQLite's own JSON reads it (the non-finite as null, which AVG skips)
+    assert conn.execute("SELECT json_extract(summary, '$.stages.total.p99_ci_high') IS NULL FROM trials "
+                        "WHERE trial_id = 't0'").fetchone() == (1,)  # fmt: skip
+    # a store written before strict JSON (bare NaN / Infinity tokens) still reads
+    conn.execute("UPDATE trials SET status = 'done', summary = ? WHERE trial_id = 't1'",
+                 ('{"stages": {"total": {"mean": 1.0, "p99_ci_low": NaN, "p99_ci_high": Infinity}}}',))  # fmt: skip
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path / "run") as store:
+        old = {t.trial_id: t.summary for t in store.trials(status="done")}["t1"]
+    assert old is not None and math.isnan(old["stages"]["total"]["p99_ci_low"])
+    assert old["stages"]["total"]["p99_ci_high"] == math.inf

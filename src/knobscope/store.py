@@ -10,12 +10,20 @@ WHERE status = 'pending'``, so two processes never run the same trial; its sampl
 ``done`` status are written in one transaction, so a killed process never leaves half a
 trial. A claim whose owner died (same host, process gone) or stopped heartbeating for longer
 than the lease is returned to ``pending`` and runs again.
+
+JSON columns are strict JSON, so any reader parses them (SQLite's ``json_extract`` before 3.42,
+``jq``, a browser): a NaN or infinite number (an interval end that does not exist, say) is
+written as ``null``, and the object lists it under ``"_nonfinite"`` as ``[path, "NaN" |
+"Infinity" | "-Infinity"]`` pairs, from which :class:`Store` restores it. In SQL, a null is
+skipped by ``AVG`` and the like where a NaN would poison the result. (Stores written before
+this held bare ``NaN`` / ``Infinity`` tokens; they are still read.)
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import socket
 import sqlite3
 import time
@@ -34,6 +42,52 @@ __all__ = ["Store", "TrialRow", "STATUSES", "SCHEMA_VERSION", "DB_NAME", "owner_
 SCHEMA_VERSION = 1
 DB_NAME = "results.db"
 STATUSES = ("pending", "running", "done", "failed")
+
+NON_FINITE = "_nonfinite"
+
+
+def _dumps(obj: Any, **options: Any) -> str:
+    """Strict JSON of ``obj``; its NaN and infinite floats as null, listed under ``"_nonfinite"``."""
+    try:
+        return json.dumps(obj, allow_nan=False, **options)
+    except ValueError:  # a non-finite float somewhere (rare): the slow path
+        pass
+    found: list[list[Any]] = []
+
+    def finite(value: Any, path: list[Any]) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append([path, "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"])
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v, [*path, k]) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [finite(v, [*path, i]) for i, v in enumerate(value)]
+        return value
+
+    out = finite(obj, [])
+    if not isinstance(out, dict):
+        return json.dumps(obj, **options)
+    return json.dumps({**out, NON_FINITE: found}, allow_nan=False, **options)
+
+
+# One object each, as json.loads gives: two reads of a NaN compare equal inside containers.
+_NON_FINITE_VALUES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _loads(text: str) -> Any:
+    """The object :func:`_dumps` wrote, its non-finite floats restored (an older store's bare
+    ``NaN`` / ``Infinity`` tokens parse as they are)."""
+    obj = json.loads(text)
+    if isinstance(obj, dict) and NON_FINITE in obj:
+        for path, word in obj.pop(NON_FINITE):
+            if not path:
+                continue
+            target = obj
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = _NON_FINITE_VALUES[word]
+    return obj
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -110,7 +164,7 @@ class TrialRow:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> TrialRow:
-        loads = lambda s: json.loads(s) if s else None  # noqa: E731
+        loads = lambda s: _loads(s) if s else None  # noqa: E731
         return cls(
             trial_id=row["trial_id"], seq=row["seq"], config=json.loads(row["config"]),
             workload=row["workload"], workload_args=json.loads(row["workload_args"]),
@@ -245,7 +299,7 @@ class Store:
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (name, spec, provenance, started) VALUES (?, ?, ?, ?)",
-                (name, json.dumps(spec, default=str), json.dumps(provenance, default=str), time.time()),
+                (name, _dumps(spec, default=str), _dumps(provenance, default=str), time.time()),
             )
             return int(cur.lastrowid)
 
@@ -253,8 +307,8 @@ class Store:
     def runs(self) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
         return [
-            {"run_id": r["run_id"], "name": r["name"], "spec": json.loads(r["spec"]),
-             "provenance": json.loads(r["provenance"]), "started": r["started"]}
+            {"run_id": r["run_id"], "name": r["name"], "spec": _loads(r["spec"]),
+             "provenance": _loads(r["provenance"]), "started": r["started"]}
             for r in rows
         ]  # fmt: skip
 
@@ -306,14 +360,14 @@ class Store:
             cur = c.execute(
                 "UPDATE trials SET status = 'done', finished = ?, summary = ?, measure = ?, run_id = ?, "
                 "error = NULL WHERE trial_id = ? AND owner = ? AND status = 'running'",
-                (time.time(), json.dumps(summary), json.dumps(measure), run_id, trial_id, owner),
+                (time.time(), _dumps(summary), _dumps(measure), run_id, trial_id, owner),
             )
             if cur.rowcount != 1:
                 return False
             c.execute("DELETE FROM samples WHERE trial_id = ?", (trial_id,))
             c.executemany(
                 "INSERT INTO samples (trial_id, idx, record) VALUES (?, ?, ?)",
-                [(trial_id, i, json.dumps(r)) for i, r in enumerate(records)],
+                [(trial_id, i, _dumps(r)) for i, r in enumerate(records)],
             )
             return True
 
@@ -328,14 +382,14 @@ class Store:
             row = c.execute("SELECT status, summary FROM trials WHERE trial_id = ?", (trial_id,)).fetchone()
             if row is None or row["status"] != "done":
                 return False
-            stored = json.loads(row["summary"]) if row["summary"] else {}
+            stored = _loads(row["summary"]) if row["summary"] else {}
             if passes_before is not None and int((stored.get("repeats") or {}).get("passes", 1)) != passes_before:
                 return False
-            c.execute("UPDATE trials SET summary = ?, finished = ? WHERE trial_id = ?", (json.dumps(summary), time.time(), trial_id))
+            c.execute("UPDATE trials SET summary = ?, finished = ? WHERE trial_id = ?", (_dumps(summary), time.time(), trial_id))
             start = c.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM samples WHERE trial_id = ?", (trial_id,)).fetchone()[0]
             c.executemany(
                 "INSERT INTO samples (trial_id, idx, record) VALUES (?, ?, ?)",
-                [(trial_id, start + i, json.dumps(r)) for i, r in enumerate(records)],
+                [(trial_id, start + i, _dumps(r)) for i, r in enumerate(records)],
             )
             return True
 
@@ -389,9 +443,10 @@ class Store:
         """``(trial_id, config, {name: value})`` of each trial with ``status``, in store order: the
         summary's field at each of ``paths`` (its keys from the top), read by SQLite's JSON
         functions without parsing whole summaries in Python. None where there is none, where it is
-        NaN or infinite (SQLite's JSON has no such numbers: they are read as null), or where a key
-        has a double quote (SQLite's JSON paths cannot name it)."""
+        NaN or infinite (stored as null), or where a key has a double quote (SQLite's JSON paths
+        cannot name it)."""
         names = [n for n in paths if not any('"' in k for k in paths[n])]
+        # An older store's bare NaN / Infinity tokens, which SQLite's JSON before 3.42 refuses, as null.
         finite = "replace(replace(replace(summary, '-Infinity', 'null'), 'Infinity', 'null'), 'NaN', 'null')"
         extract = f", json_extract({finite}{', ?' * len(names)})" if names else ""
         rows = self._conn.execute(f"SELECT trial_id, config{extract} FROM trials WHERE status = ? ORDER BY seq",
@@ -408,7 +463,7 @@ class Store:
         """The summary of the first trial with ``status`` in store order (None: there is none)."""
         row = self._conn.execute("SELECT summary FROM trials WHERE status = ? AND summary IS NOT NULL ORDER BY seq "
                                  "LIMIT 1", (status,)).fetchone()  # fmt: skip
-        return json.loads(row[0]) if row else None
+        return _loads(row[0]) if row else None
 
     @_damage_is_one_line
     def statuses(self, ids: Iterable[str]) -> dict[str, str]:
@@ -437,7 +492,7 @@ class Store:
         if trial_id is not None:
             sql, args = sql + " WHERE s.trial_id = ?", [trial_id]
         rows = self._conn.execute(sql + " ORDER BY t.seq, s.idx", args)
-        return [(r[0], json.loads(r[1])) for r in rows]
+        return [(r[0], _loads(r[1])) for r in rows]
 
     def count_samples(self, trial_id: str) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM samples WHERE trial_id = ?", (trial_id,)).fetchone()[0]
@@ -483,14 +538,14 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path) -> dict[str, in
                             t.trial_id, old.seq if old else seq, json.dumps(t.config, sort_keys=True,
                             separators=(",", ":")), t.workload, json.dumps(t.workload_args, sort_keys=True,
                             separators=(",", ":")), status, t.attempts, run_map.get(t.run_id or -1),
-                            t.error, t.started, t.finished, json.dumps(t.summary) if t.summary else None,
-                            json.dumps(t.measure) if t.measure else None,
+                            t.error, t.started, t.finished, _dumps(t.summary) if t.summary else None,
+                            _dumps(t.measure) if t.measure else None,
                         ),
                     )  # fmt: skip
                     seq += old is None
                     c.executemany(
                         "INSERT INTO samples (trial_id, idx, record) VALUES (?, ?, ?)",
-                        [(t.trial_id, i, json.dumps(rec)) for i, (_, rec) in enumerate(src.samples(t.trial_id))],
+                        [(t.trial_id, i, _dumps(rec)) for i, (_, rec) in enumerate(src.samples(t.trial_id))],
                     )
                     counts["replaced" if old else "added"] += 1
     finally:
