@@ -334,3 +334,29 @@ def test_interleaved_passes_keep_a_busy_spell_from_posing_as_a_faster_configurat
         assert dominated >= 1  # the spell's configuration looks slower beyond noise: the trap
     log = (tmp_path / "run" / "knobscope.log").read_text()
     assert ("pass 2 of up to 3" in log) == interleave
+
+
+def test_intervals_stay_inside_a_metrics_declared_range_in_every_pass() -> None:
+    from knobscope.measure import describe_records, extend_summary, ranges_of
+    from knobscope.workloads.forecast import ForecastWorkload
+
+    ranges = ranges_of(ForecastWorkload)
+    assert ranges["acceptance_rate"] == (0.0, 1.0) and "mse" not in ranges
+    # An acceptance rate of 0 on most windows (seen on ETTh1 at sigma 1): a Student-t interval
+    # of the mean reaches below 0, and three records give a P99 no finite upper bound.
+    records = [{"sample_id": i, "repeat": 0, "acceptance_rate": 0.25 if i == 0 else 0.0} for i in range(3)]
+    free, _ = describe_records(records, quantities=["acceptance_rate"])
+    assert free["acceptance_rate"]["mean_ci_low"] < 0 and free["acceptance_rate"]["p99_ci_high"] == float("inf")
+    bounded, _ = describe_records(records, quantities=["acceptance_rate"], ranges=ranges)
+    stats = bounded["acceptance_rate"]
+    assert stats["mean_ci_low"] == 0.0 and stats["mean_ci_high"] == free["acceptance_rate"]["mean_ci_high"]
+    assert stats["p99_ci_high"] == 1.0 and stats["mean"] == free["acceptance_rate"]["mean"]
+    # a later pass keeps the clipping
+    fields = dict(top_level_stages=(), peak_memory_mb=0.0, memory_kind="-", wall_s=1.0, passes=1)
+    first = Measurement.from_records(records, declared=("acceptance_rate",), quantities=["acceptance_rate"], ranges=ranges, **fields)
+    assert first.values["acceptance_rate"]["ci_low"] == 0.0
+    more = [{**r, "repeat": 1} for r in records]
+    merged = extend_summary(first.summary(), records + more, Measurement.from_records(more, **fields),
+                            declared=("acceptance_rate",), seed=0, quantities=["acceptance_rate"], ranges=ranges)  # fmt: skip
+    assert merged["values"]["acceptance_rate"]["ci_low"] == 0.0
+    assert merged["intervals"]["acceptance_rate"]["p99_ci_high"] == 1.0

@@ -189,6 +189,7 @@ def describe(
     seed: int = 0,
     name: str = "",
     resamples: int = RESAMPLES,
+    bounds: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Mean, std, min, max, P50/P90/P95/P99 and n of ``values`` (NaN and None dropped), with a
     95% interval ``{stat}_ci_low`` / ``{stat}_ci_high`` for the mean and each quantile, and the
@@ -196,8 +197,12 @@ def describe(
 
     ``groups`` gives each value's sample (None: every value is its own sample); ``timing`` says
     whether repeats of a sample are measurements of the same thing (timings) or not;
-    ``proportion`` False rules out the ``binary`` interval (a count such as crops, all 1).
+    ``proportion`` False rules out the ``binary`` interval (a count such as crops, all 1);
+    ``bounds``: the values the metric can take (a workload's ``Metric.range``), which every
+    interval end is clipped to: a Student-t interval of an acceptance rate near 0 would reach
+    below 0, a P99 bound from few records up to infinity, where the range says better.
     """
+    declared = bounds
     raw = np.asarray([np.nan if v is None else v for v in values], dtype=float)
     keep = ~np.isnan(raw)
     arr = raw[keep]
@@ -233,6 +238,10 @@ def describe(
         bounds = np.column_stack([np.minimum(bounds[:, 0], exact[:, 0]), np.maximum(bounds[:, 1], exact[:, 1])])
     for s, (lo, hi) in zip(QUANTILES, bounds):
         out[f"{s}_ci_low"], out[f"{s}_ci_high"] = float(lo), float(hi)
+    if declared is not None:
+        for s in INTERVAL_STATS:
+            for end in ("ci_low", "ci_high"):
+                out[f"{s}_{end}"] = float(np.clip(out[f"{s}_{end}"], *declared))
     return out
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "extend_summary",
     "needs_pass",
     "describe_records",
+    "ranges_of",
     "noise_of",
     "StageTimer",
     "SampleTiming",
@@ -489,11 +490,12 @@ class Measurement:
         *,
         declared: Sequence[str] = (),
         quantities: Collection[str] = (),
+        ranges: Mapping[str, tuple[float, float]] | None = None,
         aggregate: Mapping[str, Any] | None = None,
         seed: int = 0,
         **fields: Any,
     ) -> Measurement:
-        metrics, per_call = describe_records(records, seed=seed, quantities=quantities)
+        metrics, per_call = describe_records(records, seed=seed, quantities=quantities, ranges=ranges)
         values: dict[str, dict[str, Any]] = {}
         for name in declared:
             if name in metrics:
@@ -543,6 +545,7 @@ def extend_summary(
     seed: int,
     policy: RepeatPolicy | None = None,
     quantities: Collection[str] = (),
+    ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """A trial's summary after another pass: statistics over all its ``records`` (old and new);
     configuration-level aggregates (perplexity, FLOPs) do not depend on repeats and are kept.
@@ -554,7 +557,7 @@ def extend_summary(
         target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
                   "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
     merged = Measurement.from_records(
-        records, declared=declared, quantities=quantities, aggregate=_old_aggregate(old), seed=seed,
+        records, declared=declared, quantities=quantities, ranges=ranges, aggregate=_old_aggregate(old), seed=seed,
         top_level_stages=tuple(sorted(set(old.get("top_level_stages", [])) | set(new.top_level_stages))),
         peak_memory_mb=max(float(old.get("peak_memory_mb") or 0.0), new.peak_memory_mb), memory_kind=new.memory_kind,
         wall_s=float(old.get("measure_wall_s") or 0.0) + new.wall_s, passes=passes,
@@ -593,10 +596,12 @@ def _stats_only(stats: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def describe_records(
-    records: Sequence[Mapping[str, Any]], *, seed: int = 0, quantities: Collection[str] = ()
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    records: Sequence[Mapping[str, Any]], *, seed: int = 0, quantities: Collection[str] = (),
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """Per-metric statistics with intervals, and per-call statistics of repeated stages.
-    ``quantities``: metrics declared with a unit (counts, amounts), never 0/1 outcomes."""
+    ``quantities``: metrics declared with a unit (counts, amounts), never 0/1 outcomes;
+    ``ranges``: the values a metric can take, which its intervals are clipped to."""
     from knobscope.intervals import describe
 
     numeric: dict[str, tuple[list[float], list[Any]]] = {}
@@ -615,7 +620,9 @@ def describe_records(
                 vals, groups = numeric.setdefault(key, ([], []))
                 vals.append(value)
                 groups.append(group)
-    metrics = {k: describe(v, g, timing=_is_timing(k), proportion=k not in quantities and not _is_timing(k), seed=seed, name=k)
+    ranges = ranges or {}
+    metrics = {k: describe(v, g, timing=_is_timing(k), proportion=k not in quantities and not _is_timing(k), seed=seed, name=k,
+                           bounds=ranges.get(k))
                for k, (v, g) in numeric.items()}  # fmt: skip
     per_call = {f"{stage}_per_call_ms": describe(v, g, timing=False, seed=seed, name=stage) for stage, (v, g) in calls.items()}
     return metrics, per_call
@@ -692,7 +699,8 @@ def measure_config(
     wall = time.perf_counter() - started  # bookkeeping, not a measurement
     declared = [m for m in getattr(workload, "metrics", {}) if not _is_timing(m)]
     return Measurement.from_records(
-        records, declared=declared, quantities=quantities_of(workload), aggregate=dict(workload.summarize(records)), seed=seed,
+        records, declared=declared, quantities=quantities_of(workload), ranges=ranges_of(workload),
+        aggregate=dict(workload.summarize(records)), seed=seed,
         top_level_stages=tuple(sorted(top_level)), peak_memory_mb=memory.peak_mb(), memory_kind=memory.kind,
         wall_s=wall, passes=passes, policy=policy.mode, target=target,
     )  # fmt: skip
@@ -703,6 +711,12 @@ def quantities_of(workload: Any) -> list[str]:
     unit) and scores (declared ``proportion=False``)."""
     return [name for name, m in getattr(workload, "metrics", {}).items()
             if getattr(m, "unit", "") or not getattr(m, "proportion", True)]  # fmt: skip
+
+
+def ranges_of(workload: Any) -> dict[str, tuple[float, float]]:
+    """The workload's metrics that declare the values they can take (``Metric.range``)."""
+    return {name: tuple(m.range) for name, m in getattr(workload, "metrics", {}).items()
+            if getattr(m, "range", None) is not None}  # fmt: skip
 
 
 def _sample_id(sample: Any, index: int) -> Any:

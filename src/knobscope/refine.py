@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from knobscope.errors import SpecError
-from knobscope.measure import PeakMemory, RepeatPolicy, StageTimer, extend_summary, measure_config, quantities_of, resolve_device
+from knobscope.measure import (
+    PeakMemory,
+    RepeatPolicy,
+    StageTimer,
+    extend_summary,
+    measure_config,
+    quantities_of,
+    ranges_of,
+    resolve_device,
+)
 from knobscope.space import Config
 
 __all__ = ["RefineResult", "refine_measurements"]
@@ -123,7 +132,7 @@ def refine_measurements(
                     first = max((int(r.get("repeat", 0)) for r in old), default=-1) + 1
                     added = [{**r, "repeat": first} for r in new.records]
                     summary = extend_summary(trial.summary or {}, old + added, new, declared=declared, seed=spec.measure.seed,
-                                             quantities=quantities_of(workload))
+                                             quantities=quantities_of(workload), ranges=ranges_of(workload))
                     if store.add_pass(trial_id, added, summary):
                         result.spent += len(added)
                         log.info("refine: %s one more pass (%d samples)", trial_id, len(added))

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from knobscope.measure import RepeatPolicy, extend_summary, needs_pass, provenance, resolve_device
+from knobscope.measure import RepeatPolicy, extend_summary, needs_pass, provenance, quantities_of, ranges_of, resolve_device
 from knobscope.space import Config, canonical_json
 from knobscope.spec import ExperimentSpec
 from knobscope.store import DB_NAME, Store, owner_id
@@ -188,7 +188,9 @@ class _Sweep:
         info["metrics"] = {name: asdict(m) for name, m in spec.workload.workload_class().metrics.items()}  # type: ignore[union-attr]
         info["spec_dir"] = str(spec.workload.base_dir or Path.cwd())  # type: ignore[union-attr]  # relative paths, for refine
         self.declared = [m for m in info["metrics"] if not m.endswith("_ms")]
-        self.quantities = [m for m, d in info["metrics"].items() if d.get("unit")]
+        # as the first pass had them (measure_config): extended passes describe the records alike
+        self.quantities = quantities_of(spec.workload.workload_class())  # type: ignore[union-attr]
+        self.ranges = ranges_of(spec.workload.workload_class())  # type: ignore[union-attr]
         self.run_id = store.begin_run(spec.name, dict(spec.raw), info)
         workers.heartbeat = lambda trial: store.heartbeat(trial.trial_id, self.owner)
 
@@ -283,8 +285,9 @@ class _Sweep:
         (trial,) = self.store.trials(ids=[tid])
         old = [rec for _, rec in self.store.samples(tid)]
         added = [{**r, "repeat": job.passes_before} for r in out.measurement.records]
-        summary = extend_summary(trial.summary or {}, old + added, out.measurement, declared=self.declared, quantities=self.quantities,
-                                 seed=self.spec.measure.seed, policy=repeat_policy(self.spec))  # fmt: skip
+        summary = extend_summary(trial.summary or {}, old + added, out.measurement, declared=self.declared,
+                                 quantities=self.quantities, ranges=self.ranges, seed=self.spec.measure.seed,
+                                 policy=repeat_policy(self.spec))  # fmt: skip
         if self.store.add_pass(tid, added, summary, passes_before=job.passes_before):
             log.info("pass %d of %s stored%s", job.passes_before + 1, tid,
                      "; noisy: " + "; ".join(summary["noise"]["reasons"]) if summary["noise"]["noisy"] else "")  # fmt: skip
