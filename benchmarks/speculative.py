@@ -3,7 +3,8 @@
 1. Time series (the ``forecast`` workload's trained pair, cached): speculative rollout at a
    configuration (by default the best of the sweep in ``runs/stochastic_sweep``: the highest
    measured speedup among configurations whose MSE is within 10% of target-only) against the
-   target-only rollout, alternated window by window, ``--rounds`` passes over the windows.
+   target-only rollout, alternated window by window, ``--rounds`` passes over the windows, with
+   the sweep's workload arguments (series, patch shape, windows, draft).
    Prints acceptance, MSE against target-only, the wall-clock ratio and the speedup the
    capped-geometric law predicts from the measured acceptance and per-call costs.
 2. SmolLM2 (the ``lm`` workload): self-speculative greedy decoding (exact verification, so the
@@ -25,17 +26,27 @@ import numpy as np
 import torch
 
 
-def _best_from_sweep(run_dir: Path) -> dict | None:
+def _best_from_sweep(run_dir: Path) -> tuple[dict, dict] | None:
+    """The sweep's best configuration (highest measured speedup with MSE within 10% of
+    target-only) and the workload arguments it was measured with (series, shape, draft)."""
     if not (run_dir / "results.db").exists():
         return None
     from knobscope.results import load_run
+    from knobscope.store import Store
 
     table = load_run(run_dir).table
     table = table[(table["status"] == "done") & (table["mse"] <= 1.10 * table["target_mse"])]
     if table.empty:
         return None
     best = table.sort_values("speedup", ascending=False).iloc[0]
-    return {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in ("spec_sigma", "spec_accept_bias", "spec_k")}
+    config = {k: best[k].item() if hasattr(best[k], "item") else best[k] for k in ("spec_sigma", "spec_accept_bias", "spec_k")}
+    from knobscope.spec import parse_spec
+
+    with Store.open(run_dir) as store:
+        run = store.runs()[-1]
+    spec_dir = run["provenance"].get("spec_dir")  # a relative series path is the spec's, as `knobscope run` read it
+    spec = parse_spec(run["spec"], source=str(run_dir), base_dir=Path(spec_dir) if spec_dir else None)
+    return config, spec.workload.resolved_args(("series", "models"))
 
 
 def forecast(rounds: int, config: dict, workload_args: dict) -> None:
@@ -45,6 +56,8 @@ def forecast(rounds: int, config: dict, workload_args: dict) -> None:
     from knobscope.workloads.forecast import ForecastWorkload
 
     w = ForecastWorkload(**{"series": "builtin:seattle_weather", "windows": 24, **workload_args})
+    print(f"forecast workload: series {w.args.series!r} column {w.column!r}, patch {w.args.patch_len} steps, context "
+          f"{w.args.context_patches} patches, {len(w.starts)} windows")  # fmt: skip
     w.setup(WorkloadContext(device="cpu", seed=0, timer=StageTimer(), run_dir=Path("/nonexistent")))
     k, sigma, bias = int(config["spec_k"]), float(config["spec_sigma"]), float(config["spec_accept_bias"])
     horizon = w.args.horizon_patches
@@ -160,11 +173,15 @@ def main() -> None:
     p.add_argument("--drafters", default="lookup,blocks:24,blocks:20")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--skip-lm", action="store_true")
-    p.add_argument("--teacher-noise", type=float, default=0.0, help="the forecast pair's draft distilled with this teacher noise")
-    p.add_argument("--threads", type=int, default=None, help="torch threads of the forecast workload (default: torch's)")
+    p.add_argument("--teacher-noise", type=float, default=None,
+                   help="the forecast pair's draft distilled with this teacher noise (default: the sweep's, else 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the forecast workload (default: the sweep's, else torch's)")
     args = p.parse_args()
-    config = _best_from_sweep(args.sweep) or {"spec_sigma": 0.5, "spec_accept_bias": 10.0, "spec_k": 3}
-    workload_args = {"teacher_noise": args.teacher_noise, **({"threads": args.threads} if args.threads else {})}
+    config, workload_args = _best_from_sweep(args.sweep) or ({"spec_sigma": 0.5, "spec_accept_bias": 10.0, "spec_k": 3}, {})
+    if args.teacher_noise is not None:
+        workload_args["teacher_noise"] = args.teacher_noise
+    if args.threads:
+        workload_args["threads"] = args.threads
     forecast(args.rounds, config, workload_args)
     if not args.skip_lm:
         lm(args.rounds, args.drafters.split(","), args.k)
