@@ -202,7 +202,6 @@ def describe(
     interval end is clipped to: a Student-t interval of an acceptance rate near 0 would reach
     below 0, a P99 bound from few records up to infinity, where the range says better.
     """
-    declared = bounds
     raw = np.asarray([np.nan if v is None else v for v in values], dtype=float)
     keep = ~np.isnan(raw)
     arr = raw[keep]
@@ -230,18 +229,18 @@ def describe(
         return out
     out["mean_ci_low"], out["mean_ci_high"] = mean_interval(parts, mode)
     if arr.min() == arr.max():
-        bounds = np.tile([arr.min(), arr.max()], (len(QUANTILES), 1))
+        ends = np.tile([arr.min(), arr.max()], (len(QUANTILES), 1))
     else:
         rng = np.random.default_rng(seed_for(seed, name))
-        bounds = bootstrap_quantile_intervals(parts, mode, rng, resamples=resamples)
+        ends = bootstrap_quantile_intervals(parts, mode, rng, resamples=resamples)
         exact = np.array([order_statistic_interval(arr, q / 100) for q in QUANTILES.values()])
-        bounds = np.column_stack([np.minimum(bounds[:, 0], exact[:, 0]), np.maximum(bounds[:, 1], exact[:, 1])])
-    for s, (lo, hi) in zip(QUANTILES, bounds):
+        ends = np.column_stack([np.minimum(ends[:, 0], exact[:, 0]), np.maximum(ends[:, 1], exact[:, 1])])
+    for s, (lo, hi) in zip(QUANTILES, ends):
         out[f"{s}_ci_low"], out[f"{s}_ci_high"] = float(lo), float(hi)
-    if declared is not None:
+    if bounds is not None:
         for s in INTERVAL_STATS:
             for end in ("ci_low", "ci_high"):
-                out[f"{s}_{end}"] = float(np.clip(out[f"{s}_{end}"], *declared))
+                out[f"{s}_{end}"] = float(np.clip(out[f"{s}_{end}"], *bounds))
     return out
 
 
