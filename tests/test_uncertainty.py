@@ -253,6 +253,24 @@ def test_a_run_stores_exports_and_shows_intervals(tmp_path: Path) -> None:
     assert all("probability" in r and "intervals" in r for r in frontier["rows"])
 
 
+def test_ties_are_listed_most_likely_optimal_first_as_knob_values(tmp_path: Path) -> None:
+    # b in {0, 0.05, 0.1} moves the truth by less than the noise: every b is tied with the others at its a
+    spec = load_spec(_spec(tmp_path, "ties", knobs={"a": [1, 2], "b": [0, 0.05, 0.1]},
+                           args={"num_samples": 6, "noise": 0.3, "quality_noise": 0.3}, measure={"repeats": 1}))  # fmt: skip
+    run_local(spec)
+    rows = analyze(load_run(spec.output_dir, with_samples=True), AnalysisOptions(resamples=200)).frontier.rows
+    probability = {(r.config["a"], r.config["b"]): r.probability for r in rows}
+    tied = [r for r in rows if r.tied_with]
+    assert tied, rows
+    for r in tied:
+        assert all(t["a"] == r.config["a"] for t in r.tied_with), r  # the same a, another b
+        p = [probability[(t["a"], t["b"])] for t in r.tied_with]
+        assert p == sorted(p, reverse=True), (r.config, r.tied_with, p)
+        assert r.tie_labels() == [f"({t['a']}, {t['b']})" for t in r.tied_with]
+    table = cli("analyze", str(spec.output_dir), check=True).stdout.split("Knob coupling")[0]
+    assert "(2, 0.05)" in table and "a=" not in table and "b=" not in table
+
+
 def test_auto_repeats_stop_at_the_target_or_the_cap(tmp_path: Path) -> None:
     quiet = load_spec(_spec(tmp_path, "quiet", knobs={"a": [1], "b": [1, 2]}, args={"num_samples": 4, "noise": 0.001},
                             measure={"repeats": "auto", "target_ci": 0.02, "min_repeats": 2, "max_repeats": 8,

@@ -395,15 +395,15 @@ def _print_analysis(result: Any) -> None:
     for c in [*knobs, *objs]:
         t.add_column(c, justify="right")
     if unc:
-        for c in ("P(optimal)", "status", "tied with (within noise)"):
+        for c in ("P(optimal)", "status", "tied with (knob values, within noise)"):
             t.add_column(c)
     for r in fr.rows:
         cells = [_fmt(v) for v in r.config.values()] + [_fmt(r.values[c]) + _ci(r.intervals.get(c)) for c in objs]
         if unc:
             colour = {"optimal": "green", "uncertain": "yellow"}.get(r.status or "", "red")
-            ties = "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in r.tied_with[:3])
-            more = f" (+{len(r.tied_with) - 3})" if len(r.tied_with) > 3 else ""
-            cells += [f"{r.probability:.2f}", f"[{colour}]{r.status}[/]", ties + more]
+            ties = r.tie_labels(_fmt)
+            more = f" (+{len(ties) - 3})" if len(ties) > 3 else ""
+            cells += [f"{r.probability:.2f}", f"[{colour}]{r.status}[/]", " ".join(ties[:3]) + more]
         t.add_row(*cells)
     out.print(t)
     if unc:

@@ -177,13 +177,12 @@ def build_report(run: RunResults, analysis: Analysis, *, compare: Sequence[RunRe
     # frontier
     body = figs("frontier")
     cols = [o.column for o in objectives]
-    headers = ["trial", *knobs, *cols] + (["P(optimal)", "status", "tied with (within noise)"] if unc else [])
+    headers = ["trial", *knobs, *cols] + (["P(optimal)", "status", "tied with (knob values, within noise)"] if unc else [])
     frows = []
     for r in fr.rows:
         row = [r.trial_id, *r.config.values(), *(number(r.values[c]) + _ci(r.intervals.get(c)) for c in cols)]
         if unc:
-            ties = "; ".join(", ".join(f"{k}={v}" for k, v in t.items()) for t in r.tied_with)
-            row += [f"{r.probability:.2f}", r.status, ties]
+            row += [f"{r.probability:.2f}", r.status, " ".join(r.tie_labels(number))]
         frows.append(row)
     body += _table(headers, frows, left=1)
     reference = "; ".join(f"{c} = {number(v)}" for c, v in zip(cols, fr.reference))

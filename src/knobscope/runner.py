@@ -184,13 +184,13 @@ class _Sweep:
         seeds = {"measure": spec.measure.seed, **{k: v for k, v in spec.strategy_options.items() if k == "seed"}}
         info = provenance(device=getattr(workers, "device", "?"), seeds=seeds)
         info["executor"], info["workers"] = executor, workers.description
+        workload = spec.workload.workload_class()  # type: ignore[union-attr]
         # Metric directions travel with the run, so analysis never has to import the workload again.
-        info["metrics"] = {name: asdict(m) for name, m in spec.workload.workload_class().metrics.items()}  # type: ignore[union-attr]
+        info["metrics"] = {name: asdict(m) for name, m in workload.metrics.items()}
         info["spec_dir"] = str(spec.workload.base_dir or Path.cwd())  # type: ignore[union-attr]  # relative paths, for refine
         self.declared = [m for m in info["metrics"] if not m.endswith("_ms")]
         # as the first pass had them (measure_config): extended passes describe the records alike
-        self.quantities = quantities_of(spec.workload.workload_class())  # type: ignore[union-attr]
-        self.ranges = ranges_of(spec.workload.workload_class())  # type: ignore[union-attr]
+        self.quantities, self.ranges = quantities_of(workload), ranges_of(workload)
         self.run_id = store.begin_run(spec.name, dict(spec.raw), info)
         workers.heartbeat = lambda trial: store.heartbeat(trial.trial_id, self.owner)
 

@@ -213,7 +213,9 @@ def _frontier_rows(front: Any, knobs: Sequence[str], shown: Sequence[str], unc: 
                  "intervals": {c: _interval(r, c) for c in shown}, "pareto": bool(r["pareto"])}  # fmt: skip
         if unc is not None:
             entry.update(probability=unc.probability.get(tid), status=unc.status.get(tid),
-                         tied_with=[configs.get(t, {"trial_id": t}) for t in unc.ties.get(tid, ())])  # fmt: skip
+                         # most likely optimal first: the ones a short listing shows
+                         tied_with=[configs.get(t, {"trial_id": t})
+                                    for t in sorted(unc.ties.get(tid, ()), key=lambda t: -unc.probability.get(t, 0.0))])  # fmt: skip
         out.append(entry)
     return out
 

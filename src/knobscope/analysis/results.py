@@ -9,7 +9,7 @@ the typed objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,11 @@ class FrontierRow(_Json):
         if self.status is None:
             out.pop("tied_with")
         return out
+
+    def tie_labels(self, fmt: Callable[[Any], str] = str) -> list[str]:
+        """Each tied configuration as its knob values in the table's knob order, ``(0.25, 50, 2)``:
+        the table's columns name the knobs, and ``knob=value`` for every tie filled the screen."""
+        return ["(" + ", ".join(fmt(v) for v in tie.values()) + ")" for tie in self.tied_with]
 
 
 @dataclass(frozen=True)
