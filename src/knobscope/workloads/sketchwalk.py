@@ -12,7 +12,8 @@ Data (``data``):
 
 - ``smollm2``: real post-RoPE Q/K/V captured from SmolLM2 (every layer, through transformers'
   attention interface) on consecutive windows of the shipped text, up to its 8192-token
-  context. Captured once per window and length, outside the timed stages.
+  context. Captured once per window and length, outside the timed stages (the tensors of one
+  length are kept at a time, so a trial's peak memory does not depend on the ones before it).
 - ``synthetic``: seed 004's ``create_synthetic_attention_data`` (batch 2, 8 heads, head dim
   128 by default): Gaussian queries and keys with planted structure — every query leans
   towards the first token (an attention sink), its own neighbourhood, and a few "heavy" key
@@ -72,6 +73,7 @@ KNOB_FIELDS = {
     "use_srht": "use_srht",
     "head_selection": "head_selection",
     "use_walk": "use_walk",
+    "query_chunk_blocks": "query_chunk_blocks",
 }
 SMOLLM2_CONTEXT = 8192
 
@@ -290,8 +292,14 @@ class SketchWalkWorkload(Workload):
         return (ids * (need // len(ids) + 1))[start:need]
 
     def qkv(self, window: int, seq_len: int) -> list[tuple[Any, Any, Any]]:
-        """The layers' (query, key, value) of one sample (captured or generated once)."""
+        """The layers' (query, key, value) of one sample (captured or generated once per length).
+
+        Only one sequence length's tensors are kept: those of other lengths would count in every
+        later trial's peak memory (on an H100 a 4K trial reported 1,752 MiB after 16K and 64K
+        trials, more than the 16K trial's own 1,152 MiB)."""
         key = (window, seq_len)
+        for other in [k for k in self._qkv if k[1] != seq_len]:
+            del self._qkv[other]
         if key not in self._qkv:
             import torch
 
