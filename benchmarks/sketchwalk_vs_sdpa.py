@@ -1,26 +1,109 @@
-"""SketchWalk against dense causal SDPA on CPU, side by side in one run (issue 5's target).
+"""SketchWalk against dense causal SDPA, side by side in one run (issues 5 and 15).
 
-1. Speed: one attention layer with SmolLM2's shape (9 query heads, 3 key/value heads, 64
-   dimensions) at n = 4096, 8192, 16384 on random data, the two arms alternated call by call;
-   printed beside the bound: query-key pairs dense causal attention computes, n(n+1)/2,
-   divided by the causal pairs SketchWalk attends (its selected blocks; fewer for early blocks).
+1. Speed: one attention layer on random data at each of ``--lengths``, the arms alternated call
+   by call; printed beside the bound: query-key pairs dense causal attention computes,
+   n(n+1)/2, divided by the causal pairs SketchWalk attends (its selected blocks; fewer for
+   early blocks). ``--shape smollm2``: 9 query heads, 3 key/value heads, 64 dimensions;
+   ``--shape seed``: seed 004's 8 heads of 128. On CPU, wall-clock time against PyTorch's SDPA.
+   On CUDA (``--device cuda``), CUDA-event time against each fused kernel PyTorch has there:
+   its default choice, FlashAttention-2 and cuDNN (a kernel that refuses the shape or dtype is
+   reported as such); ``--dtype bfloat16`` is what the fused kernels take, and
+   ``--chunk`` is SketchWalk's ``query_chunk_blocks`` (more: fewer kernel launches, more memory).
 2. Quality: real post-RoPE Q/K/V captured from SmolLM2 on the shipped text at --real-n tokens;
    SketchWalk runs layer by layer from layer N with its walk state, and the cosine similarity
    of each layer's output against dense attention on the same Q/K/V is reported.
 
 Usage:  .venv/bin/python benchmarks/sketchwalk_vs_sdpa.py [--rounds 5] [--real-n 4096] [--tau 16] [--heads shared]
+            [--device cuda --dtype bfloat16 --lengths 4096,16384,65536,131072 --shape seed --chunk 256] [--skip-real]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
 from knobscope.models.sketchwalk_attn import SketchWalk, SketchWalkConfig, dense_causal_attention, selection_pairs
+
+SHAPES = {"smollm2": (9, 3, 64), "seed": (8, 8, 128)}  # query heads, key/value heads, head dimension
+
+
+def timed(device: str) -> Callable[[Callable[[], object]], float]:
+    """Milliseconds of one call: CUDA events on a GPU (the device's time, not the host's)."""
+    if device.startswith("cuda"):
+        def cuda_ms(fn: Callable[[], object]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end)
+
+        return cuda_ms
+
+    def wall_ms(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
+
+    return wall_ms
+
+
+def references(device: str) -> dict[str, Callable[[], contextlib.AbstractContextManager]]:
+    """The dense kernels to compare with (a context each, made per use): PyTorch's own choice,
+    and on CUDA each fused backend."""
+    out: dict[str, Callable[[], contextlib.AbstractContextManager]] = {"sdpa": contextlib.nullcontext}
+    if device.startswith("cuda"):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        out["flash2"] = lambda: sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+        if hasattr(SDPBackend, "CUDNN_ATTENTION"):
+            out["cudnn"] = lambda: sdpa_kernel(SDPBackend.CUDNN_ATTENTION)
+    return out
+
+
+def speed(args: argparse.Namespace, cfg: SketchWalkConfig) -> None:
+    heads, kv_heads, dim = SHAPES[args.shape]
+    dtype, device = getattr(torch, args.dtype), args.device
+    refs = references(device)
+    clock = timed(device)
+    print(f"speed: {heads} query / {kv_heads} key-value heads x {dim}, {args.dtype} on {device}, chunk {cfg.query_chunk_blocks}, "
+          f"{'CUDA events' if device.startswith('cuda') else 'wall clock, torch threads ' + str(torch.get_num_threads())}")  # fmt: skip
+    print(f"{'n':>7} {'reference':>9} {'dense ms':>9} {'sketchwalk ms':>14} {'speedup':>8} {'bound':>6} {'share of bound':>15}")
+    gen = torch.Generator().manual_seed(0)
+    for n in args.lengths:
+        q = torch.randn(1, heads, n, dim, generator=gen).to(device, dtype)
+        k = torch.randn(1, kv_heads, n, dim, generator=gen).to(device, dtype)
+        v = torch.randn(1, kv_heads, n, dim, generator=gen).to(device, dtype)
+        walk = SketchWalk(SketchWalkConfig(**{**cfg.__dict__, "skip_layers": 0}), dim)
+
+        def sparse() -> None:
+            walk.reset()
+            walk.attend(0, q, k, v)
+
+        for name, backend in refs.items():
+            dense_ms, sparse_ms = [], []
+            try:
+                with torch.inference_mode(), backend():
+                    for r in range(args.rounds + 1):  # the first round warms up
+                        d = clock(lambda: dense_causal_attention(q, k, v))
+                        s = clock(sparse)
+                        if r:
+                            dense_ms.append(d)
+                            sparse_ms.append(s)
+            except RuntimeError as exc:  # a backend that does not take this shape or dtype
+                print(f"{n:>7} {name:>9} refused: {str(exc).splitlines()[0][:90]}")
+                continue
+            indices, valid = walk.last_selection
+            bound = n * (n + 1) / 2 / selection_pairs(indices, valid, n, cfg.block_size)[0]
+            d, s = statistics.median(dense_ms), statistics.median(sparse_ms)
+            print(f"{n:>7} {name:>9} {d:>9.2f} {s:>14.2f} {d / s:>8.2f} {bound:>6.2f} {d / s / bound:>15.2f}")
+        del q, k, v
 
 
 def main() -> None:
@@ -29,33 +112,22 @@ def main() -> None:
     parser.add_argument("--real-n", type=int, default=4096)
     parser.add_argument("--tau", type=int, default=16)
     parser.add_argument("--heads", choices=("shared", "per_kv_head"), default="shared")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--lengths", type=lambda text: [int(x) for x in text.split(",")], default=[4096, 8192, 16384])
+    parser.add_argument("--shape", choices=tuple(SHAPES), default="smollm2")
+    parser.add_argument("--chunk", type=int, default=SketchWalkConfig.query_chunk_blocks, help="query_chunk_blocks")
+    parser.add_argument("--skip-real", action="store_true", help="speed only (no SmolLM2 quality pass)")
     args = parser.parse_args()
-    cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads)  # B=64, k=64, s=8, N=2 by default
+    cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk)  # B=64, k=64, s=8, N=2
     print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
-          f"N={cfg.skip_layers} heads={cfg.head_selection}; torch threads {torch.get_num_threads()}")  # fmt: skip
-    print(f"{'n':>6} {'dense ms':>9} {'sketchwalk ms':>14} {'speedup':>8} {'bound':>6} {'share of bound':>15}")
-    gen = torch.Generator().manual_seed(0)
-    for n in (4096, 8192, 16384):
-        q = torch.randn(1, 9, n, 64, generator=gen)
-        k, v = torch.randn(1, 3, n, 64, generator=gen), torch.randn(1, 3, n, 64, generator=gen)
-        walk = SketchWalk(SketchWalkConfig(**{**cfg.__dict__, "skip_layers": 0}), 64)
-        dense_ms, sparse_ms = [], []
-        with torch.inference_mode():
-            for r in range(args.rounds + 1):  # the first round warms up
-                start = time.perf_counter()
-                dense_causal_attention(q, k, v)
-                mid = time.perf_counter()
-                walk.reset()
-                walk.attend(0, q, k, v)
-                end = time.perf_counter()
-                if r:
-                    dense_ms.append((mid - start) * 1e3)
-                    sparse_ms.append((end - mid) * 1e3)
-        indices, valid = walk.last_selection
-        bound = n * (n + 1) / 2 / selection_pairs(indices, valid, n, cfg.block_size)[0]
-        d, s = statistics.median(dense_ms), statistics.median(sparse_ms)
-        print(f"{n:>6} {d:>9.0f} {s:>14.0f} {d / s:>8.2f} {bound:>6.2f} {d / s / bound:>15.2f}")
+          f"N={cfg.skip_layers} heads={cfg.head_selection}")  # fmt: skip
+    speed(args, cfg)
+    if not args.skip_real:
+        quality(args, cfg)
 
+
+def quality(args: argparse.Namespace, cfg: SketchWalkConfig) -> None:
     from knobscope.datasets import load_text
     from knobscope.models.loading import load_causal_lm
     from knobscope.models.sketchwalk_hf import capture_qkv
