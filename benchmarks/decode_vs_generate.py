@@ -7,7 +7,11 @@ attention and MLP), and ``generate(do_sample=False, min_new_tokens=N, max_new_to
 Calls alternate one by one (this machine drifts by +-10% over seconds); the figure of merit
 is the median tokens per second of each arm and their ratio. Goal: knobscope within 5%.
 
+On a GPU (``--device cuda``) each call ends with a device synchronisation, so both arms are
+timed to the end of their work.
+
 Usage:  .venv/bin/python benchmarks/decode_vs_generate.py [--rounds 20] [--tokens 32] [--breakdown]
+            [--model smollm2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -31,20 +35,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="generations per arm")
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per generation")
     parser.add_argument("--breakdown", action="store_true", help="also hook attention and MLP of every block")
+    parser.add_argument("--model", default="smollm2", help="the lm workload's model (a path, a hub id, or smollm2)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    timer = StageTimer("cpu")
-    lm = LMWorkload(ignore_eos=True, breakdown=args.breakdown)
-    lm.setup(WorkloadContext("cpu", 0, timer, Path(tempfile.mkdtemp())))
+    timer = StageTimer(args.device)
+    lm = LMWorkload(model=args.model, ignore_eos=True, breakdown=args.breakdown)
+    lm.setup(WorkloadContext(args.device, 0, timer, Path(tempfile.mkdtemp())))
     lm.apply({"max_new_tokens": args.tokens})
     sample = lm.samples()[0]
-    ids = torch.tensor([lm._encode(sample["question"], None)])
+    ids = torch.tensor([lm._encode(sample["question"], None)], device=args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else next(iter(lm.eos_ids))
 
     def ours() -> tuple[float, int]:
         start = time.perf_counter()
         with timer.sample() as timing:
             record = lm.run(sample, timer)
+        sync()
         elapsed = time.perf_counter() - start
         assert timing.stages_ms["prefill"] > 0
         return elapsed, record["tokens_out"]
@@ -54,6 +62,7 @@ def main() -> None:
         with torch.inference_mode():
             out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=pad,
                                     min_new_tokens=args.tokens, max_new_tokens=args.tokens)  # fmt: skip
+        sync()
         elapsed = time.perf_counter() - start
         return elapsed, out.shape[1] - ids.shape[1]
 
@@ -70,7 +79,7 @@ def main() -> None:
         first_theirs = lm.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=pad,
                                          min_new_tokens=args.tokens, max_new_tokens=args.tokens)[0, ids.shape[1]:].tolist()  # fmt: skip
     ours_med, theirs_med = statistics.median(rates["knobscope"]), statistics.median(rates["generate"])
-    print(f"SmolLM2-135M on cpu, torch threads {torch.get_num_threads()}, prompt {ids.shape[1]} tokens, "
+    print(f"{args.model} on {args.device}, torch threads {torch.get_num_threads()}, prompt {ids.shape[1]} tokens, "
           f"{args.tokens} new tokens, {args.rounds} generations per arm, breakdown hooks {'on' if args.breakdown else 'off'}")  # fmt: skip
     print(f"  knobscope loop (stages timed)  {ours_med:8.2f} tok/s  (IQR {_iqr(rates['knobscope'])})")
     print(f"  model.generate                 {theirs_med:8.2f} tok/s  (IQR {_iqr(rates['generate'])})")

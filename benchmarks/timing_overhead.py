@@ -9,7 +9,7 @@
    Goal: within 2%. Both arms alternate call by call, because this machine drifts by
    +-10% over seconds and blocks of calls would measure the drift, not the timers.
 
-Usage:  .venv/bin/python benchmarks/timing_overhead.py [--rounds 5]
+Usage:  .venv/bin/python benchmarks/timing_overhead.py [--rounds 5] [--model smollm2] [--device cpu]
 """
 
 from __future__ import annotations
@@ -34,16 +34,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--samples", type=int, default=6, help="generations per round and arm")
+    parser.add_argument("--model", default="smollm2", help="the lm workload's model (a path, a hub id, or smollm2)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    timer = StageTimer("cpu")
-    lm = LMWorkload()
-    lm.setup(WorkloadContext("cpu", 0, timer, Path(tempfile.mkdtemp())))
+    timer = StageTimer(args.device)
+    lm = LMWorkload(model=args.model)
+    lm.setup(WorkloadContext(args.device, 0, timer, Path(tempfile.mkdtemp())))
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     lm.apply({"max_new_tokens": 16})
     lm.args = lm.args.model_copy(update={"ignore_eos": True})  # same work every time
     sample = lm.samples()[0]
     layers = find_decoder_layers(lm.model)
-    print(f"device cpu, torch threads {torch.get_num_threads()}, {len(layers)} decoder blocks")
+    print(f"{args.model} on {args.device}, torch threads {torch.get_num_threads()}, {len(layers)} decoder blocks")
 
     # --- 1. overhead -----------------------------------------------------------------------
     bare_ms, instrumented_ms, events = [], [], 0
@@ -53,10 +56,12 @@ def main() -> None:
     for _ in range(args.rounds * args.samples):  # alternate call by call: machine drift hits both arms
         start = time.perf_counter()
         lm.run(sample, timer)  # outside timer.sample(): stages and hooks are no-ops
+        sync()
         bare_ms.append((time.perf_counter() - start) * 1e3)
         start = time.perf_counter()
         with timer.sample() as timing:
             lm.run(sample, timer)
+        sync()
         instrumented_ms.append((time.perf_counter() - start) * 1e3)
         events = sum(len(c) for c in timing.calls_ms.values())
     for h in handles:
@@ -65,7 +70,7 @@ def main() -> None:
 
     event_us = per_event_us(timer)  # detaches every hook
     estimate = events * event_us / 1e3 / bare
-    print("\n1. timing overhead on one SmolLM2 generation (16 tokens)")
+    print("\n1. timing overhead on one generation (16 tokens)")
     print(f"   median without instrumentation  {bare:9.2f} ms")
     print(f"   median with full instrumentation {inst:9.2f} ms  ({events} timed events per sample)")
     print(f"   A/B difference                   {100 * (inst - bare) / bare:+8.2f} %  (includes machine noise)")
@@ -73,11 +78,12 @@ def main() -> None:
     print(f"   events x cost / sample time      {100 * estimate:8.3f} %   goal < 1%")
 
     # --- 2. agreement with torch.utils.benchmark ---------------------------------------------
-    ids = torch.tensor([lm._encode(sample["question"], None)])
+    ids = torch.tensor([lm._encode(sample["question"], None)], device=args.device)
 
     def prefill() -> None:
         with torch.inference_mode():
             lm.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        sync()  # torch.utils.benchmark's Timer synchronises on CUDA too
 
     ours, theirs = [], []
     torch_timer = tbench.Timer(stmt="prefill()", globals={"prefill": prefill}, num_threads=torch.get_num_threads())
