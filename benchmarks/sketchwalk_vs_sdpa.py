@@ -8,13 +8,16 @@
    On CUDA (``--device cuda``), CUDA-event time against each fused kernel PyTorch has there:
    its default choice, FlashAttention-2 and cuDNN (a kernel that refuses the shape or dtype is
    reported as such); ``--dtype bfloat16`` is what the fused kernels take, and
-   ``--chunk`` is SketchWalk's ``query_chunk_blocks`` (more: fewer kernel launches, more memory).
+   ``--chunk`` is SketchWalk's ``query_chunk_blocks`` (more: fewer kernel launches, more memory),
+   ``--kernel flex`` its FlexAttention path (compiled on CUDA; the first round, which compiles,
+   is the warm-up).
 2. Quality: real post-RoPE Q/K/V captured from SmolLM2 on the shipped text at --real-n tokens;
    SketchWalk runs layer by layer from layer N with its walk state, and the cosine similarity
    of each layer's output against dense attention on the same Q/K/V is reported.
 
 Usage:  .venv/bin/python benchmarks/sketchwalk_vs_sdpa.py [--rounds 5] [--real-n 4096] [--tau 16] [--heads shared]
-            [--device cuda --dtype bfloat16 --lengths 4096,16384,65536,131072 --shape seed --chunk 256] [--skip-real]
+            [--device cuda --dtype bfloat16 --lengths 4096,16384,65536,131072 --shape seed --chunk 256]
+            [--kernel flex] [--skip-real]
 """
 
 from __future__ import annotations
@@ -117,11 +120,13 @@ def main() -> None:
     parser.add_argument("--lengths", type=lambda text: [int(x) for x in text.split(",")], default=[4096, 8192, 16384])
     parser.add_argument("--shape", choices=tuple(SHAPES), default="smollm2")
     parser.add_argument("--chunk", type=int, default=SketchWalkConfig.query_chunk_blocks, help="query_chunk_blocks")
+    parser.add_argument("--kernel", choices=("batched", "flex"), default="batched", help="sparse_kernel")
     parser.add_argument("--skip-real", action="store_true", help="speed only (no SmolLM2 quality pass)")
     args = parser.parse_args()
-    cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk)  # B=64, k=64, s=8, N=2
+    cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk,
+                           sparse_kernel=args.kernel)  # B=64, k=64, s=8, N=2 by default
     print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
-          f"N={cfg.skip_layers} heads={cfg.head_selection}")  # fmt: skip
+          f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={cfg.sparse_kernel}")  # fmt: skip
     speed(args, cfg)
     if not args.skip_real:
         quality(args, cfg)

@@ -172,14 +172,16 @@ def _masked_reference(q, k, v, indices, valid, block):
     return torch.softmax(scores, dim=-1) @ v
 
 
+@pytest.mark.parametrize("kernel", ["batched", "flex"])
 @pytest.mark.parametrize("heads", ["shared", "per_kv_head"])
 @pytest.mark.parametrize(("n", "block", "tau"), [(300, 32, 3), (512, 64, 5), (200, 16, 7)])
-def test_sparse_output_equals_attention_restricted_to_the_selected_blocks(heads: str, n: int, block: int, tau: int) -> None:
+def test_sparse_output_equals_attention_restricted_to_the_selected_blocks(kernel: str, heads: str, n: int, block: int,
+                                                                          tau: int) -> None:  # fmt: skip
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(2, 6, n, 32, generator=gen)  # batch 2: selections differ per batch element
     k, v = torch.randn(2, 2, n, 32, generator=gen), torch.randn(2, 2, n, 32, generator=gen)
     walk = SketchWalk(SketchWalkConfig(block_size=block, sketch_dim=16, top_k_blocks=tau, skip_layers=0,
-                                       head_selection=heads, query_chunk_blocks=3), 32)  # fmt: skip
+                                       head_selection=heads, query_chunk_blocks=3, sparse_kernel=kernel), 32)  # fmt: skip
     walk.reset()
     out = walk.attend(0, q, k, v)
     indices, valid = walk.last_selection

@@ -17,6 +17,13 @@
    the diagonal block attention is token-level causal. The first ``tau`` query blocks, which
    select every earlier block, are one dense causal call.
 
+Two kernels compute step 3 (``sparse_kernel``): ``batched`` gathers the selected blocks and
+runs one fused SDPA call per chunk of ``query_chunk_blocks`` query blocks (its kernel launches
+grow with the number of query blocks); ``flex`` runs PyTorch's FlexAttention with a block mask
+built from the selection, one kernel for the whole layer where it is compiled (on CUDA). On CPU
+``flex`` is FlexAttention's eager reference, which evaluates the mask over every query-key pair:
+a check of the GPU path, not a fast one.
+
 The first ``skip_layers`` layers stay dense and do not touch the walk state.
 """
 
@@ -39,6 +46,7 @@ __all__ = [
     "block_scores",
     "select_blocks",
     "block_sparse_attention",
+    "flex_block_sparse_attention",
     "SketchWalk",
     "dense_causal_attention",
     "dense_repeats_kv",
@@ -63,6 +71,7 @@ class SketchWalkConfig:
     # Query blocks per batched matmul: bounds working memory, not the result. On a GPU larger
     # chunks launch fewer kernels (issue 15: 256 instead of 16 was 2.3-5.7x faster at 64K-128K).
     query_chunk_blocks: int = 16
+    sparse_kernel: Literal["batched", "flex"] = "batched"  # see the module's docstring
 
     def check(self, seq_len: int | None = None) -> None:
         """Raise ``ValueError`` naming the rule a configuration breaks (seed 004's checklist)."""
@@ -78,6 +87,10 @@ class SketchWalkConfig:
             raise ValueError(f"skip_layers N = {self.skip_layers} breaks N >= 0")
         if self.query_chunk_blocks < 1:
             raise ValueError(f"query_chunk_blocks = {self.query_chunk_blocks} breaks query_chunk_blocks >= 1")
+        if self.sparse_kernel not in ("batched", "flex"):
+            raise ValueError(f"sparse_kernel {self.sparse_kernel!r} is not batched or flex")
+        if self.sparse_kernel == "flex" and _flex_attention() is None:
+            raise ValueError(f"sparse_kernel flex needs FlexAttention (torch >= 2.5); this is torch {torch.__version__}")
         if self.head_selection not in ("shared", "per_kv_head"):
             raise ValueError(f"head_selection {self.head_selection!r} is not shared or per_kv_head")
         if self.walk_state_dtype not in ("fp32", "fp16"):
@@ -267,6 +280,72 @@ def block_sparse_attention(
     return out.reshape(batch, heads, blocks * block, dim)[:, :, :n]
 
 
+def _flex_attention(device_type: str = "cpu") -> Callable[..., torch.Tensor] | None:
+    """FlexAttention (None before torch 2.5): compiled on CUDA, where that makes it one fused
+    kernel, and eager elsewhere (its reference implementation)."""
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        return None
+    if device_type != "cuda":
+        return flex_attention
+    global _COMPILED_FLEX
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX
+
+
+_COMPILED_FLEX: Callable[..., torch.Tensor] | None = None
+
+
+def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, indices: torch.Tensor,
+                                valid: torch.Tensor, block: int, *, scale: float | None = None) -> torch.Tensor:  # fmt: skip
+    """:func:`block_sparse_attention` through FlexAttention: the same arguments and result.
+
+    The block mask lists, per query block, its selected earlier blocks as *full* blocks (no
+    per-element mask inside) and its diagonal block as a *partial* one (token-level causal). The
+    mask function also looks the selection up, so the eager reference path, which applies only
+    the mask function, gives the same result as the compiled kernel, which visits only the
+    listed blocks."""
+    import warnings
+
+    from torch.nn.attention.flex_attention import BlockMask
+
+    batch, heads, n, _ = query.shape
+    kv_heads = key.shape[1]
+    blocks = math.ceil(n / block)
+    if indices.ndim == 3:  # one selection for all heads: a mask head dimension of 1 broadcasts
+        indices, valid = indices[:, None], valid[:, None]
+    elif indices.shape[1] not in (1, heads):  # one per key/value head: the mask's heads are the query heads
+        indices = indices.repeat_interleave(heads // kv_heads, dim=1)
+        valid = valid.repeat_interleave(heads // kv_heads, dim=1)
+    # (batch, H, b, b): query block -> key block selected (invalid slots go to a spare column)
+    chosen = torch.zeros(*indices.shape[:-1], blocks + 1, dtype=torch.bool, device=indices.device)
+    chosen.scatter_(-1, indices.masked_fill(~valid, blocks), True)
+    chosen = chosen[..., :blocks].contiguous()
+    diagonal = torch.eye(blocks, dtype=torch.bool, device=indices.device)
+
+    def ordered(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # BlockMask's layout: per query block, the count and the listed key blocks first
+        order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
+        return mask.sum(dim=-1, dtype=torch.int32), order.to(torch.int32)
+
+    partial_num, partial_idx = ordered(chosen & diagonal)
+    full_num, full_idx = ordered(chosen & ~diagonal)
+    single = chosen.shape[1] == 1
+
+    def selected_causal(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return (q >= kv) & chosen[b, 0 if single else h, q // block, kv // block]
+
+    mask = BlockMask.from_kv_blocks(partial_num, partial_idx, full_num, full_idx, BLOCK_SIZE=block,
+                                    mask_mod=selected_causal, seq_lengths=(n, n))  # fmt: skip
+    attend = _flex_attention(query.device.type)
+    assert attend is not None  # SketchWalkConfig.check refuses flex without it
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention.*without torch.compile.*")  # eager on CPU: on purpose
+        return attend(query, key, value, block_mask=mask, scale=scale, enable_gqa=heads != kv_heads)
+
+
 def dense_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, scale: float | None = None,
                            repeat_kv: bool | None = None) -> torch.Tensor:  # fmt: skip
     """The reference: ``scaled_dot_product_attention`` (causal), with grouped-query heads.
@@ -335,6 +414,8 @@ class SketchWalk:
             valid = valid.view(query.shape[0], groups, *valid.shape[1:])
         self.last_selection = (indices, valid)
         with stage("sparse_attention"):
+            if cfg.sparse_kernel == "flex":
+                return flex_block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale)
             return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale,
                                           chunk=cfg.query_chunk_blocks)  # fmt: skip
 

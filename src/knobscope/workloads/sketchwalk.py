@@ -74,6 +74,7 @@ KNOB_FIELDS = {
     "head_selection": "head_selection",
     "use_walk": "use_walk",
     "query_chunk_blocks": "query_chunk_blocks",
+    "sparse_kernel": "sparse_kernel",
 }
 SMOLLM2_CONTEXT = 8192
 
