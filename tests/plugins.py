@@ -185,3 +185,36 @@ class BusySpell(Workload):
         with timer.stage("work"):
             time.sleep(0.022 if busy else 0.002)
         return {"constant": 1.0}
+
+
+class HostAndDevice(Workload):
+    """Two stages of known kind: ``compute`` multiplies torch matrices (the time is in PyTorch
+    operators), ``host`` sleeps in Python between two tiny operators (a stage that waits on the
+    host). ``host_wait`` sets how long (milliseconds)."""
+
+    knobs = ("host_wait",)
+    metrics = {"checksum": Metric(higher_is_better=True)}
+
+    def __init__(self, num_samples: int = 2, n: int = 192) -> None:
+        import torch
+
+        self.num = num_samples
+        self.a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+        self.host_s = 0.01
+
+    def samples(self) -> list[int]:
+        return list(range(self.num))
+
+    def apply(self, config: Mapping[str, Any]) -> None:
+        self.host_s = float(config["host_wait"]) / 1e3
+
+    def run(self, sample: int, timer: StageTimer) -> dict[str, float]:
+        with timer.stage("compute"):
+            b = self.a
+            for _ in range(20):
+                b = (b @ self.a).tanh()
+        with timer.stage("host"):
+            c = b.sum()
+            time.sleep(self.host_s)
+            c = c + 1
+        return {"checksum": float(c)}

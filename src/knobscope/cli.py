@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -180,6 +181,7 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
         "total_ms_p50": "total P50 ms", "total_ms_p95": "total P95 ms", "prefill_ms_mean": "prefill mean ms",
         "decode_per_call_ms_mean": "mean ms/token", "tokens_out_mean": "mean tokens out", "accuracy": "accuracy",
         "peak_memory_mb": "peak MiB",
+        "device_busy_share": "device busy",  # a profiled diagnostic sample (measure.diagnose)
     }  # fmt: skip
     # an objective's column: the name itself, else its mean (a declared metric has both: one is enough)
     from knobscope.goals import column_for
@@ -202,7 +204,8 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
     if noisy:
         table.add_column("noisy")
     for _, row in df.iterrows():
-        cells = [_with_interval(row, c) if c in with_ci else _fmt(row[c]) for c in cols]
+        cells = [_with_interval(row, c) if c in with_ci else _percent(row[c]) if c == "device_busy_share" else _fmt(row[c])
+                 for c in cols]  # fmt: skip
         if repeats:
             cells.append(_fmt(row["repeats"]))
         if noisy:
@@ -213,6 +216,15 @@ def _print_results(spec: ExperimentSpec, run_dir: Path) -> None:
         for _, row in df[df["noisy"] == True].iterrows():  # noqa: E712
             config = ", ".join(f"{k}={row[k]}" for k in knob_cols)
             out.print(f"[yellow]noisy[/] {config}: {row['noise_reason']}")
+    if "host_bound" in df.columns:
+        from knobscope.diagnose import host_bound_notes
+
+        for note in host_bound_notes(df.to_dict("records")):
+            out.print(f"[yellow]host-bound[/] {note}", highlight=False)
+
+
+def _percent(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.0%}"
 
 
 @app.command()

@@ -160,6 +160,19 @@ class StageTimer:
         self._stack: list[tuple[str, float]] = []
         self._current: SampleTiming | None = None
         self._hooks: list[Any] = []
+        self._marks: list[Any] | None = None  # inside annotated(): the open profiler ranges
+
+    @contextlib.contextmanager
+    def annotated(self) -> Iterator[None]:
+        """Inside, every stage is also a ``torch.profiler`` range named ``knobscope.stage:NAME``
+        (:mod:`knobscope.diagnose` reads them); outside, stages cost what they always cost."""
+        self._marks = []
+        try:
+            yield
+        finally:
+            for mark in reversed(self._marks):
+                mark.__exit__(None, None, None)
+            self._marks = None
 
     def _now(self) -> float:
         if self._sync is not None:
@@ -169,11 +182,21 @@ class StageTimer:
     def _enter(self, name: str) -> None:
         if self._current is not None:
             self._stack.append((name, self._now()))
+            if self._marks is not None:
+                from torch.autograd.profiler import record_function
+
+                from knobscope.diagnose import STAGE_PREFIX
+
+                mark = record_function(STAGE_PREFIX + name)
+                mark.__enter__()
+                self._marks.append(mark)
 
     def _exit(self) -> None:
         if self._current is None or not self._stack:
             return
-        end = self._now()
+        end = self._now()  # after the device's work (synchronised on CUDA): it falls inside the range
+        if self._marks:
+            self._marks.pop().__exit__(None, None, None)
         name, start = self._stack.pop()
         ms = (end - start) * 1e3
         self._current.stages_ms[name] += ms
@@ -482,6 +505,7 @@ class Measurement:
     passes: int
     policy: str = "fixed"
     target: Mapping[str, Any] | None = None
+    diagnostic: Mapping[str, Any] | None = None  # knobscope.diagnose: one profiled sample, untimed
 
     @classmethod
     def from_records(
@@ -533,6 +557,7 @@ class Measurement:
             "measure_wall_s": self.wall_s,  # bookkeeping, not a measurement
             "noise": self.noise.to_json(),
             "repeats": {"passes": self.passes, "policy": self.policy, **(dict(self.target) if self.target else {})},
+            **({"diagnostic": dict(self.diagnostic)} if self.diagnostic else {}),
         }
 
 
@@ -561,7 +586,7 @@ def extend_summary(
         top_level_stages=tuple(sorted(set(old.get("top_level_stages", [])) | set(new.top_level_stages))),
         peak_memory_mb=max(float(old.get("peak_memory_mb") or 0.0), new.peak_memory_mb), memory_kind=new.memory_kind,
         wall_s=float(old.get("measure_wall_s") or 0.0) + new.wall_s, passes=passes,
-        policy=policy.mode if policy is not None else "refined", target=target,
+        policy=policy.mode if policy is not None else "refined", target=target, diagnostic=old.get("diagnostic"),
     )  # fmt: skip
     return merged.summary()
 
@@ -651,11 +676,14 @@ def measure_config(
     policy: RepeatPolicy = RepeatPolicy(),
     seed: int = 0,
     on_sample: Callable[[], None] = lambda: None,
+    diagnose: bool = False,
 ) -> Measurement:
     """Apply ``config`` to a set-up workload, warm up, and measure passes over its samples.
 
     Each pass runs every sample once, so repeats of a sample are spread over the measurement
     (time-correlated noise does not look like agreement). Raises what the workload raises.
+    With ``diagnose``, one more run of the first sample under the profiler, after the timed
+    ones and not among them (:func:`knobscope.diagnose.diagnose_sample`).
     """
     workload.apply(config)
     samples = list(workload.samples())
@@ -697,12 +725,23 @@ def measure_config(
         target = {"target_ci": policy.target_ci, "target_met": all(w <= policy.target_ci for w in widths.values()),
                   "half_widths": widths, "min_repeats": policy.min_repeats, "max_repeats": policy.max_repeats}  # fmt: skip
     wall = time.perf_counter() - started  # bookkeeping, not a measurement
+    diagnostic = None
+    if diagnose:
+        from knobscope.diagnose import diagnose_sample
+
+        try:
+            found = diagnose_sample(workload, samples[0], timer)
+            diagnostic = found.to_json() if found else None
+        except Exception as exc:  # noqa: BLE001 - a diagnostic that cannot run must not fail the trial
+            import logging
+
+            logging.getLogger("knobscope").warning("profiled diagnostic sample failed: %s: %s", type(exc).__name__, exc)
     declared = [m for m in getattr(workload, "metrics", {}) if not _is_timing(m)]
     return Measurement.from_records(
         records, declared=declared, quantities=quantities_of(workload), ranges=ranges_of(workload),
         aggregate=dict(workload.summarize(records)), seed=seed,
         top_level_stages=tuple(sorted(top_level)), peak_memory_mb=memory.peak_mb(), memory_kind=memory.kind,
-        wall_s=wall, passes=passes, policy=policy.mode, target=target,
+        wall_s=wall, passes=passes, policy=policy.mode, target=target, diagnostic=diagnostic,
     )  # fmt: skip
 
 

@@ -36,7 +36,7 @@ section{background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:14px 
 h2{font-size:18px;margin:4px 0 10px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0}th,td{border:1px solid #dde2ea;padding:3px 8px;text-align:right}
 th{background:#f0f3f7}td.l,th.l{text-align:left}.coupled{color:#b3261e;font-weight:600}.ok{color:#1b7a3a;font-weight:600}
-.muted{color:#667085}.card{display:inline-block;border:1px solid #dde2ea;border-radius:6px;padding:6px 12px;margin:4px 8px 4px 0}
+.muted{color:#667085}.warn{color:#b54708}.card{display:inline-block;border:1px solid #dde2ea;border-radius:6px;padding:6px 12px;margin:4px 8px 4px 0}
 .card b{display:block;font-size:18px}.plot{min-height:380px}pre{font-size:11px;white-space:pre-wrap}
 """
 
@@ -106,7 +106,7 @@ def _configurations(run: RunResults, objectives: Sequence[Objective], analysis: 
     headers = [*run.knobs, "status"]
     for o in objectives:
         headers += [f"{o.column}{f' [{o.unit}]' if o.unit else ''}", "std"]
-    extra = [c for c in ("repeats", "noisy") if c in table.columns]
+    extra = [c for c in ("repeats", "noisy", "device_busy_share") if c in table.columns]
     headers += [*(["P(optimal)"] if unc else []), *extra]
     rows = []
     for r in table.to_dict("records"):
@@ -122,10 +122,18 @@ def _configurations(run: RunResults, objectives: Sequence[Objective], analysis: 
             row.append(f"{probability.get(str(r.get('trial_id')), 0.0):.2f}" if r.get("status") == "done" else "–")
         for c in extra:
             v = r.get(c)
-            row.append("yes" if v is True else "" if c == "noisy" else str(int(v)) if not _missing(v) else "–")
+            row.append("yes" if v is True else "" if c == "noisy" else "–" if _missing(v) else f"{v:.0%}" if c == "device_busy_share"
+                       else str(int(v)))  # fmt: skip
         rows.append(row)
+    headers = [{"device_busy_share": "device busy"}.get(h, h) for h in headers]
     note = ("<p class=muted>[a, b]: 95% interval (∞: too few records to bound it); std: the spread over samples and repeats"
-            + ("; P(optimal): share of bootstrap replicates in which the configuration is Pareto-optimal" if unc else "") + ".</p>")
+            + ("; P(optimal): share of bootstrap replicates in which the configuration is Pareto-optimal" if unc else "")
+            + ("; device busy: the share of one profiled sample's time the device was working" if "device_busy_share" in extra else "")
+            + ".</p>")  # fmt: skip
+    if "host_bound" in table.columns:
+        from knobscope.diagnose import host_bound_notes
+
+        note += "".join(f"<p class=warn>Host-bound: {_esc(n)}.</p>" for n in host_bound_notes(table.to_dict("records")))
     return _table(headers, rows, left=0) + note
 
 

@@ -6,7 +6,9 @@
 statistics (``decode_per_call_ms_mean``: inter-token latency), the workload's declared metrics
 by their bare name (``accuracy``: the mean of the per-sample values, with ``accuracy_ci_low``
 / ``_ci_high``; or the workload's own aggregate), ``peak_memory_mb``, ``noisy`` and
-``noise_reason`` (do repeats of a sample disagree?), ``repeats`` (passes measured), and the
+``noise_reason`` (do repeats of a sample disagree?), with a profiled diagnostic sample
+(``measure.diagnose``) ``device_busy_share``, ``host_bound``, ``diagnosed_on`` and per stage ``{stage}_busy_share``
+and ``{stage}_launches_per_call``, ``repeats`` (passes measured), and the
 evaluation order: ``eval_order`` (1 for the first configuration measured, by the time its
 measurement started; the runner measures in a seeded random order and an adaptive search in
 the order it proposes, so the rows' creation order is not the order of measurement),
@@ -71,6 +73,14 @@ def _flat_entries(summary: dict[str, Any] | None) -> Iterator[tuple[str, tuple[s
     if "noise" in summary:
         yield "noisy", ("noise", "noisy"), summary["noise"]["noisy"]
         yield "noise_reason", None, "; ".join(summary["noise"]["reasons"])
+    if summary.get("diagnostic"):  # knobscope.diagnose: the profiled sample
+        d = summary["diagnostic"]
+        yield "device_busy_share", ("diagnostic", "busy_share"), d["busy_share"]
+        yield "host_bound", None, ",".join(d["host_bound"])
+        yield "diagnosed_on", ("diagnostic", "device"), d["device"]
+        for stage, a in d["stages"].items():
+            yield f"{stage}_busy_share", ("diagnostic", "stages", stage, "busy_share"), a["busy_share"]
+            yield f"{stage}_launches_per_call", ("diagnostic", "stages", stage, "launches_per_call"), a["launches_per_call"]
     if "repeats" in summary:
         yield "repeats", ("repeats", "passes"), summary["repeats"]["passes"]
         if "target_met" in summary["repeats"]:

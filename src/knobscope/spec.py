@@ -60,6 +60,9 @@ class _MeasureModel(_Model):
     max_repeats: int = Field(10, ge=1, description="repeats: auto measures at most this many passes")
     targets: list[str] = Field(default_factory=list, description="statistics repeats: auto makes precise (default: the timing objectives, else total_ms_mean)")
     interleave: bool = Field(True, description="measure passes in rounds over the configurations")
+    diagnose: bool | Literal["auto"] = Field(
+        "auto", description="one more, untimed sample per configuration under torch.profiler: how busy the device was "
+        "per stage (auto: on CUDA devices)")
     num_samples: int | None = Field(None, ge=1, description="samples per config (default: the workload's all)")
     seed: int = 0
     device: str = "auto"
@@ -154,6 +157,8 @@ class MeasureSettings:
         num_samples: how many of the workload's samples to run (None: all of them).
         seed: seed for every random generator the workload uses.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        diagnose: profile one extra, untimed sample per configuration (:mod:`knobscope.diagnose`):
+            ``auto`` does on CUDA devices, where a stage can wait on the host.
     """
 
     warmup: int = 1
@@ -166,10 +171,14 @@ class MeasureSettings:
     max_repeats: int = 10
     targets: tuple[str, ...] = ()
     interleave: bool = True
+    diagnose: bool | Literal["auto"] = "auto"
 
     @property
     def adaptive(self) -> bool:
         return self.repeats == "auto"
+
+    def diagnoses(self, device: str) -> bool:
+        return self.diagnose is True or (self.diagnose == "auto" and device.startswith("cuda"))
 
 
 @dataclass(frozen=True)
@@ -321,7 +330,7 @@ def _measure_settings(m: _MeasureModel, source: str) -> MeasureSettings:
     for t in targets:
         target_statistic(t, source=source)  # raises on a bad name now, not after loading the model
     return MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device, m.target_ci, m.min_repeats,
-                           m.max_repeats, targets, m.interleave)  # fmt: skip
+                           m.max_repeats, targets, m.interleave, m.diagnose)  # fmt: skip
 
 
 _TARGET_STATS = ("mean", "p50", "p90", "p95", "p99")

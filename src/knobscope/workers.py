@@ -113,7 +113,8 @@ class InProcessWorkers(Workers):
         where = {"node": socket.gethostname(), "device": self.device, "pid": os.getpid()}
         try:
             measurement = measure_trial(self.workload, job.trial.config, self.spec, self.timer, self.memory,
-                                        on_sample=lambda: self.heartbeat(job.trial), policy=job.policy)  # fmt: skip
+                                        on_sample=lambda: self.heartbeat(job.trial), policy=job.policy,
+                                        first=job.passes_before == 0)  # fmt: skip
         except KeyboardInterrupt:
             self._pending.insert(0, job)
             raise
@@ -185,13 +186,17 @@ def measure_trial(
     *,
     on_sample: Callable[[], None] = lambda: None,
     policy: RepeatPolicy | None = None,
+    first: bool = True,
 ) -> Measurement:
     """Measure ``config`` with the spec's measurement settings (see :func:`knobscope.measure.measure_config`);
-    ``policy`` overrides the spec's passes (an interleaved measurement takes one at a time)."""
+    ``policy`` overrides the spec's passes (an interleaved measurement takes one at a time);
+    ``first``: the configuration's first measurement, which brings the profiled diagnostic
+    sample where the spec asks for one."""
     m = spec.measure
     try:
         return measure_config(workload, config, timer=timer, memory=memory, warmup=m.warmup, num_samples=m.num_samples,
-                              policy=policy or repeat_policy(spec), seed=m.seed, on_sample=on_sample)  # fmt: skip
+                              policy=policy or repeat_policy(spec), seed=m.seed, on_sample=on_sample,
+                              diagnose=first and m.diagnoses(str(timer.device)))  # fmt: skip
     except ValueError as exc:
         if "no samples" in str(exc):
             raise WorkloadError(f"workload {spec.workload.name!r} returned no samples") from None  # type: ignore[union-attr]

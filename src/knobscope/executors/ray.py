@@ -100,12 +100,12 @@ class _TrialActor:
         return {"node": socket.gethostname(), "ray_node": ray.get_runtime_context().get_node_id()[:12],
                 "device": self.device + (f" (gpu {','.join(gpus)})" if gpus else ""), "pid": os.getpid()}  # fmt: skip
 
-    def measure(self, config: Any, policy: Any) -> tuple[Any, str | None]:
+    def measure(self, config: Any, policy: Any, first: bool = True) -> tuple[Any, str | None]:
         """(measurement, None), or (None, reason) when the workload raised: a failed trial, not a lost actor."""
         from knobscope.workers import free_device_memory, measure_trial
 
         try:
-            return measure_trial(self.workload, config, self.spec, self.timer, self.memory, policy=policy), None
+            return measure_trial(self.workload, config, self.spec, self.timer, self.memory, policy=policy, first=first), None
         except Exception as exc:  # noqa: BLE001 - the trial fails; the actor lives on
             free_device_memory(self.device)
             return None, f"{type(exc).__name__}: {exc}"
@@ -163,7 +163,7 @@ class RayWorkers(Workers):
 
     def submit(self, job: Job) -> None:
         actor = self.idle.pop()
-        self.running[actor.measure.remote(job.trial.config, job.policy)] = (actor, job)
+        self.running[actor.measure.remote(job.trial.config, job.policy, job.passes_before == 0)] = (actor, job)
 
     def wait(self) -> list[Outcome]:
         ray = self.ray
