@@ -7,6 +7,7 @@ import contextlib
 import pytest
 import torch
 
+from conftest import cli, write_spec
 from knobscope.measure import StageTimer
 from knobscope.workloads.base import WorkloadContext
 from knobscope.workloads.lm import LMWorkload
@@ -198,3 +199,30 @@ def test_counted_flops_match_the_estimate(lm: LMWorkload) -> None:
         assert flops["gflops_prefill"] > 0 and flops["gflops_decode"] > 0
     lm_head = out[30]["gflops_total"] - 2 * (out[30]["gflops_total"] - out[15]["gflops_total"])
     assert 0 < lm_head < out[15]["gflops_total"]  # blocks scale linearly; the LM head is fixed
+
+
+def test_dtype_and_attention_are_knobs_applied_without_reloading(lm: LMWorkload) -> None:
+    loaded = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    model = lm.model
+    lm.apply({"dtype": "bfloat16", "attn_implementation": "eager", "max_new_tokens": 3})
+    assert lm.model is model and next(model.parameters()).dtype == torch.bfloat16
+    assert model.config._attn_implementation == "eager"
+    bf16 = _run(lm, {"dtype": "bfloat16", "attn_implementation": "eager", "max_new_tokens": 3}, 1)[0]
+    assert bf16["tokens_out"] == 3
+    lm.apply({"dtype": "float32", "max_new_tokens": 3})  # back: the loaded weights, not bfloat16's rounding of them
+    assert model.config._attn_implementation == lm.loaded_attn
+    assert all(torch.equal(p, loaded[n]) for n, p in model.named_parameters())
+    eager, sdpa = (_run(lm, {"attn_implementation": a, "max_new_tokens": 4}, 2) for a in ("eager", "sdpa"))
+    assert [r["tokens_out"] for r in eager] == [r["tokens_out"] for r in sdpa]
+
+
+@pytest.mark.parametrize(("knobs", "message"), [
+    ({"attn_implementation": ["sdpa", "flash_attention_2"]}, "attn_implementation value 'flash_attention_2' is not possible here"),
+    ({"dtype": ["float32", "float64"]}, "dtype value 'float64' is not possible: choose from float32, bfloat16, float16"),
+])  # fmt: skip
+def test_a_dtype_or_attention_the_platform_lacks_is_one_line(tmp_path, knobs: dict, message: str) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", workload={"name": "lm", "args": {"model": "random:llama:layers=2"}}, knobs=knobs,
+                      measure={"warmup": 0, "num_samples": 1})  # fmt: skip
+    proc = cli("run", str(spec), "--no-progress")
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -12,6 +12,11 @@ Knobs:
     max_new_tokens: the most tokens to generate (exactly this many with ``ignore_eos: true``).
     input_tokens: the prompt's length in tokens: text from the ``text`` corpus is put before
         the question inside the prompt until the prompt is exactly this long.
+    dtype: ``float32``, ``bfloat16`` or ``float16``: the weights are cast from a copy of the
+        loaded ones kept on the CPU (so float32 after bfloat16 is the loaded weights again, not
+        a rounded copy), without reloading the model.
+    attn_implementation: transformers' attention (``eager``, ``sdpa``, ``flex_attention``,
+        ``flash_attention_2`` where installed), switched on the loaded model.
 
 Stages per sample: ``tokenize``, ``prefill`` (the prompt's forward pass and the first token:
 time to first token), ``decode`` (one call per further token, so ``decode_per_call_ms`` is the
@@ -53,6 +58,7 @@ from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_ar
 __all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS", "prompt_of"]
 
 BLOCK_SELECTIONS = ("first", "accuracy_drop", "block_influence")
+DTYPES = ("float32", "bfloat16", "float16")
 INSTRUCTIONS = {"qa": "Answer in a few words.", "generation": "Answer in one or two sentences."}
 ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
 FFN_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
@@ -99,7 +105,7 @@ class LMWorkload(Workload):
     """Greedy generation with a Hugging Face causal LM, timed per stage and scored on QA."""
 
     knobs = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens", "spec_draft", "spec_k",
-             "spec_threshold")
+             "spec_threshold", "dtype", "attn_implementation")
     path_args = ("model", "dataset", "calibration_dataset")
     metrics = {
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
@@ -154,6 +160,8 @@ class LMWorkload(Workload):
         loaded = load_causal_lm(self.args.model, gguf_file=self.args.gguf_file, dtype=self.args.dtype,
                                 device=ctx.device, seed=ctx.seed, log=ctx.log)  # fmt: skip
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
+        self.loaded_attn = self.model.config._attn_implementation
+        self._weights: dict[str, Any] | None = None  # the loaded weights on the CPU, once a dtype knob casts them
         self.blocks = BlockMask(find_decoder_layers(self.model))
         self.topk = MoETopK(self.model)
         eos = self.tokenizer.eos_token_id
@@ -191,6 +199,9 @@ class LMWorkload(Workload):
         bad = [v for v in values.get("spec_threshold", []) if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1]
         if bad:
             raise WorkloadError(f"spec_threshold value {bad[0]!r} is not possible: 0 (exact greedy verification) or a probability in (0, 1)")
+        bad = [v for v in values.get("dtype", []) if v not in DTYPES]
+        if bad:
+            raise WorkloadError(f"dtype value {bad[0]!r} is not possible: choose from {', '.join(DTYPES)}")
         for v in values.get("spec_draft", []):
             if not (v in ("none", "lookup") or (isinstance(v, str) and v.startswith("blocks:") and v[7:].isdigit())):
                 raise WorkloadError(f"spec_draft value {v!r} is not possible: use 'none', 'lookup' or 'blocks:N'")
@@ -230,6 +241,8 @@ class LMWorkload(Workload):
                 parse_drafter(v, self.num_blocks)
             except ValueError as exc:
                 raise WorkloadError(str(exc)) from None
+        self._check_dtypes(values.get("dtype", []))
+        self._check_attention(values.get("attn_implementation", []))
         if "input_tokens" in values:
             needed = max(len(self._encode(prompt_of(item), None)) for item in self.items)
             longest_out = max(values.get("max_new_tokens", [self.args.default_max_new_tokens]))
@@ -241,11 +254,52 @@ class LMWorkload(Workload):
                     f"and the model's context ({self.max_positions}) leaves at most {limit} after the output tokens"
                 )
 
+    def _check_dtypes(self, dtypes: Sequence[Any]) -> None:
+        import torch
+
+        for v in dtypes:
+            try:  # what the platform cannot take (bfloat16 before Ampere, say) fails here, not in a trial
+                a = torch.ones(4, 4, dtype=getattr(torch, v), device=self.device)
+                (a @ a).sum().item()
+            except (RuntimeError, TypeError) as exc:
+                raise WorkloadError(f"dtype value {v!r} is not possible on {self.device}: {str(exc).splitlines()[0]}") from None
+
+    def _check_attention(self, implementations: Sequence[Any]) -> None:
+        current = self.model.config._attn_implementation
+        try:
+            for v in implementations:
+                try:
+                    self.model.set_attn_implementation(v)
+                except (ImportError, ValueError, RuntimeError) as exc:
+                    raise WorkloadError(f"attn_implementation value {v!r} is not possible here: "
+                                        f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+        finally:
+            self.model.set_attn_implementation(current)
+
+    def set_dtype(self, name: str) -> None:
+        """Cast the weights to ``name`` from the loaded ones (kept on the CPU from the first call)."""
+        import torch
+
+        dtype = getattr(torch, name)
+        params = dict(self.model.named_parameters())
+        if self._weights is None:
+            if next(iter(params.values())).dtype == dtype:
+                return  # nothing cast yet, nothing to keep
+            self._weights = {n: p.detach().to("cpu", copy=True) for n, p in params.items()}
+        for n, p in params.items():
+            if p.dtype != dtype:
+                p.data = self._weights[n].to(p.device, dtype)
+
     # ---------------------------------------------------------------- configurations
     def samples(self) -> Sequence[Mapping[str, Any]]:
         return self.items
 
     def apply(self, config: Mapping[str, Any]) -> None:
+        if "dtype" in config:
+            self.set_dtype(str(config["dtype"]))
+        attn = str(config.get("attn_implementation", self.loaded_attn))
+        if attn != self.model.config._attn_implementation:
+            self.model.set_attn_implementation(attn)
         n = int(config.get("num_active_blocks", self.num_blocks))
         selection = config.get("block_selection", self.args.block_selection)
         if selection == "first":
