@@ -66,6 +66,46 @@ def test_module_hooks_time_a_model_without_edits() -> None:
     assert "first" not in timing.stages_ms
 
 
+class _WallEvent:
+    """A stand-in for ``torch.cuda.Event`` on CPU: the time it was recorded."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        _WallEvent.made += 1
+
+    def record(self) -> None:
+        import time
+
+        self.t = time.perf_counter()
+
+    def elapsed_time(self, end: _WallEvent) -> float:
+        return (end.t - self.t) * 1e3
+
+
+def test_hooks_timed_by_events_are_read_at_the_end_of_the_sample() -> None:
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
+    timer = StageTimer("cpu", hook_timing="events", event_factory=_WallEvent)
+    timer.attach(model[0], "first", scoped=True)
+    timer.attach(model[2], "last")
+    x = torch.randn(64, 256)
+    with timer.sample() as timing:
+        with timer.stage("prefill"):
+            model(x)
+        for _ in range(3):
+            with timer.stage("decode"):
+                model(x)
+        model(x)  # outside any stage: its hooks' stages are top-level
+    assert _WallEvent.made == 2 * (2 * 5)  # a start and an end event per hooked call, no synchronisation between
+    assert len(timing.calls_ms["prefill_first"]) == 1 and len(timing.calls_ms["decode_first"]) == 3
+    assert len(timing.calls_ms["last"]) == 5 and len(timing.calls_ms["first"]) == 1
+    assert timing.top_level == {"prefill", "decode", "first", "last"}
+    assert timing.stages_ms["prefill_first"] <= timing.stages_ms["prefill"]
+    assert all(ms > 0 for calls in timing.calls_ms.values() for ms in calls)
+    sync = StageTimer("cuda:0", hook_timing="sync")  # the default: no events, whatever the device
+    assert sync._events is None and StageTimer("cpu", hook_timing="events")._events is None  # nothing to record on CPU
+
+
 def test_peak_memory_window_resets() -> None:
     import mmap
 

@@ -111,7 +111,7 @@ def refine_measurements(
         return result
     workload = build_workload(spec)
     device = resolve_device(device if device != "auto" else spec.measure.device)
-    timer = StageTimer(device)
+    timer = StageTimer(device, hook_timing=spec.measure.hook_timing)
     memory = PeakMemory(device)
     workload = prepare_workload(spec, device=device, run_dir=run_dir, timer=timer, workload=workload)
     declared = [m for m in type(workload).metrics if not m.endswith("_ms")]

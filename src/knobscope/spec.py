@@ -60,6 +60,9 @@ class _MeasureModel(_Model):
     max_repeats: int = Field(10, ge=1, description="repeats: auto measures at most this many passes")
     targets: list[str] = Field(default_factory=list, description="statistics repeats: auto makes precise (default: the timing objectives, else total_ms_mean)")
     interleave: bool = Field(True, description="measure passes in rounds over the configurations")
+    hook_timing: Literal["sync", "events"] = Field(
+        "sync", description="stages timed by module hooks (breakdown): synchronise the device at each boundary, or "
+        "record CUDA events and read them at the sample's end (CPU: always sync)")
     diagnose: bool | Literal["auto"] = Field(
         "auto", description="one more, untimed sample per configuration under torch.profiler: how busy the device was "
         "per stage (auto: on CUDA devices)")
@@ -159,6 +162,8 @@ class MeasureSettings:
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         diagnose: profile one extra, untimed sample per configuration (:mod:`knobscope.diagnose`):
             ``auto`` does on CUDA devices, where a stage can wait on the host.
+        hook_timing: ``events``: stages timed by module hooks record CUDA events instead of
+            synchronising (see :class:`~knobscope.measure.StageTimer`).
     """
 
     warmup: int = 1
@@ -172,6 +177,7 @@ class MeasureSettings:
     targets: tuple[str, ...] = ()
     interleave: bool = True
     diagnose: bool | Literal["auto"] = "auto"
+    hook_timing: Literal["sync", "events"] = "sync"
 
     @property
     def adaptive(self) -> bool:
@@ -330,7 +336,7 @@ def _measure_settings(m: _MeasureModel, source: str) -> MeasureSettings:
     for t in targets:
         target_statistic(t, source=source)  # raises on a bad name now, not after loading the model
     return MeasureSettings(m.warmup, m.repeats, m.num_samples, m.seed, m.device, m.target_ci, m.min_repeats,
-                           m.max_repeats, targets, m.interleave, m.diagnose)  # fmt: skip
+                           m.max_repeats, targets, m.interleave, m.diagnose, m.hook_timing)  # fmt: skip
 
 
 _TARGET_STATS = ("mean", "p50", "p90", "p95", "p99")

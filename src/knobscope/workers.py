@@ -95,7 +95,7 @@ class InProcessWorkers(Workers):
         super().__init__()
         self.spec, self.device, self.run_dir = spec, device, run_dir
         self.workload = workload if workload is not None else build_workload(spec)
-        self.timer = StageTimer(device)
+        self.timer = StageTimer(device, hook_timing=spec.measure.hook_timing)
         self.memory = PeakMemory(device)
         self.description = f"this process ({device})"
         self._pending: list[Job] = []

@@ -94,7 +94,7 @@ class _TrialActor:
         from knobscope.workers import prepare_workload
 
         self.device = resolve_device(self.device)
-        self.timer, self.memory = StageTimer(self.device), PeakMemory(self.device)
+        self.timer, self.memory = StageTimer(self.device, hook_timing=self.spec.measure.hook_timing), PeakMemory(self.device)
         self.workload = prepare_workload(self.spec, device=self.device, run_dir=self.run_dir, timer=self.timer)
         gpus = [str(g) for g in ray.get_gpu_ids()]
         return {"node": socket.gethostname(), "ray_node": ray.get_runtime_context().get_node_id()[:12],
