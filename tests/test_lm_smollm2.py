@@ -216,8 +216,21 @@ def test_dtype_and_attention_are_knobs_applied_without_reloading(lm: LMWorkload)
     assert [r["tokens_out"] for r in eager] == [r["tokens_out"] for r in sdpa]
 
 
+def test_compile_wraps_the_forward_and_none_restores_it(lm: LMWorkload) -> None:
+    own = type(lm.model).forward
+    lm.apply({"compile": "default", "max_new_tokens": 2})
+    compiled = lm.model.forward
+    assert getattr(compiled, "_torchdynamo_orig_callable", None).__func__ is own  # compiled lazily: nothing ran yet
+    with lm.eager():  # FLOPs are counted on the eager operators
+        assert lm.model.forward.__func__ is own
+    assert lm.model.forward is compiled
+    lm.apply({"compile": "none", "max_new_tokens": 2})
+    assert "forward" not in lm.model.__dict__ and lm.model.forward.__func__ is own
+
+
 @pytest.mark.parametrize(("knobs", "message"), [
     ({"attn_implementation": ["sdpa", "flash_attention_2"]}, "attn_implementation value 'flash_attention_2' is not possible here"),
+    ({"compile": ["none", "reduce-overhead"]}, "compile value 'reduce-overhead' is not possible (CUDA graphs need a static KV cache"),
     ({"dtype": ["float32", "float64"]}, "dtype value 'float64' is not possible: choose from float32, bfloat16, float16"),
 ])  # fmt: skip
 def test_a_dtype_or_attention_the_platform_lacks_is_one_line(tmp_path, knobs: dict, message: str) -> None:

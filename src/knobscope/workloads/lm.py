@@ -17,6 +17,11 @@ Knobs:
         a rounded copy), without reloading the model.
     attn_implementation: transformers' attention (``eager``, ``sdpa``, ``flex_attention``,
         ``flash_attention_2`` where installed), switched on the loaded model.
+    compile: ``none`` or a ``torch.compile`` mode of the model's forward (``default``,
+        ``max-autotune-no-cudagraphs``), dynamic shapes, the KV cache as it is. The first
+        sample of a configuration compiles (the spec's ``measure.warmup`` keeps that out of the
+        records). Modes with CUDA graphs (``reduce-overhead``, ``max-autotune``) need a static
+        KV cache, which this loop does not build yet: they are refused.
 
 Stages per sample: ``tokenize``, ``prefill`` (the prompt's forward pass and the first token:
 time to first token), ``decode`` (one call per further token, so ``decode_per_call_ms`` is the
@@ -59,6 +64,7 @@ __all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS
 
 BLOCK_SELECTIONS = ("first", "accuracy_drop", "block_influence")
 DTYPES = ("float32", "bfloat16", "float16")
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
 INSTRUCTIONS = {"qa": "Answer in a few words.", "generation": "Answer in one or two sentences."}
 ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
 FFN_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
@@ -105,7 +111,7 @@ class LMWorkload(Workload):
     """Greedy generation with a Hugging Face causal LM, timed per stage and scored on QA."""
 
     knobs = ("num_active_blocks", "block_selection", "top_k", "max_new_tokens", "input_tokens", "spec_draft", "spec_k",
-             "spec_threshold", "dtype", "attn_implementation")
+             "spec_threshold", "dtype", "attn_implementation", "compile")
     path_args = ("model", "dataset", "calibration_dataset")
     metrics = {
         # Per sample 0/1; at configuration level their mean, with an exact binomial interval.
@@ -161,6 +167,8 @@ class LMWorkload(Workload):
                                 device=ctx.device, seed=ctx.seed, log=ctx.log)  # fmt: skip
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.loaded_attn = self.model.config._attn_implementation
+        self.compiled = "none"
+        self._compiled_forwards: dict[str, Any] = {}
         self._weights: dict[str, Any] | None = None  # the loaded weights on the CPU, once a dtype knob casts them
         self.blocks = BlockMask(find_decoder_layers(self.model))
         self.topk = MoETopK(self.model)
@@ -202,6 +210,12 @@ class LMWorkload(Workload):
         bad = [v for v in values.get("dtype", []) if v not in DTYPES]
         if bad:
             raise WorkloadError(f"dtype value {bad[0]!r} is not possible: choose from {', '.join(DTYPES)}")
+        bad = [v for v in values.get("compile", []) if v not in COMPILE_MODES]
+        if bad:
+            why = (" (CUDA graphs need a static KV cache, which the lm workload does not build yet)"
+                   if bad[0] in ("reduce-overhead", "max-autotune") else "")  # fmt: skip
+            raise WorkloadError(f"compile value {bad[0]!r} is not possible{why}: choose from {', '.join(COMPILE_MODES)}")
+
         for v in values.get("spec_draft", []):
             if not (v in ("none", "lookup") or (isinstance(v, str) and v.startswith("blocks:") and v[7:].isdigit())):
                 raise WorkloadError(f"spec_draft value {v!r} is not possible: use 'none', 'lookup' or 'blocks:N'")
@@ -242,6 +256,11 @@ class LMWorkload(Workload):
             except ValueError as exc:
                 raise WorkloadError(str(exc)) from None
         self._check_dtypes(values.get("dtype", []))
+        if any(v != "none" for v in values.get("compile", [])) and not str(self.device).startswith("cuda"):
+            import shutil
+
+            if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+                raise WorkloadError("compile on CPU needs a C++ compiler (torch.compile's inductor), and none is on the PATH")
         self._check_attention(values.get("attn_implementation", []))
         if "input_tokens" in values:
             needed = max(len(self._encode(prompt_of(item), None)) for item in self.items)
@@ -294,9 +313,33 @@ class LMWorkload(Workload):
     def samples(self) -> Sequence[Mapping[str, Any]]:
         return self.items
 
+    def set_compile(self, mode: str) -> None:
+        """``torch.compile`` the model's forward in ``mode`` (``none``: the eager forward again)."""
+        if mode == self.compiled:
+            return
+        self.model.__dict__.pop("forward", None)  # the class's own forward
+        if mode != "none":
+            import torch
+
+            if mode not in self._compiled_forwards:  # made once per mode: a new wrapper would compile again
+                self._compiled_forwards[mode] = torch.compile(self.model.forward, mode=mode, dynamic=True)
+            self.model.forward = self._compiled_forwards[mode]
+        self.compiled = mode
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """The model's own forward inside (FLOPs are counted on eager operators)."""
+        mode = self.compiled
+        self.set_compile("none")
+        try:
+            yield
+        finally:
+            self.set_compile(mode)
+
     def apply(self, config: Mapping[str, Any]) -> None:
         if "dtype" in config:
             self.set_dtype(str(config["dtype"]))
+        self.set_compile(str(config.get("compile", "none")))
         attn = str(config.get("attn_implementation", self.loaded_attn))
         if attn != self.model.config._attn_implementation:
             self.model.set_attn_implementation(attn)
@@ -505,7 +548,8 @@ class LMWorkload(Workload):
 
         input_ids = torch.tensor([self._encode(prompt_of(sample), self.input_tokens)], device=self.device)
         # Always max_new_tokens tokens, so configurations are compared on the same work.
-        generated = self._greedy(input_ids, counted, self.max_new_tokens, ignore_eos=True)
+        with self.eager():
+            generated = self._greedy(input_ids, counted, self.max_new_tokens, ignore_eos=True)
         theory = self.theoretical_flops(int(input_ids.shape[1]), len(generated))
         return {
             "gflops_prefill": phases["prefill"] / 1e9,
@@ -641,6 +685,8 @@ class LMWorkload(Workload):
         return self.instruction if self.args.task == "qa" else INSTRUCTIONS["qa"]
 
     def teardown(self) -> None:
+        if hasattr(self, "model"):
+            self.set_compile("none")
         if hasattr(self, "blocks"):
             self.blocks.restore()
         if getattr(self, "topk", None):
