@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = ["DeviceDiagnostic", "StageActivity", "diagnose_sample", "diagnostic_from_events", "host_bound_notes",
            "HOST_BOUND_BELOW", "SAMPLE", "STAGE_PREFIX"]
 
@@ -89,14 +91,30 @@ class _Event:
     top_level_op: bool
 
 
-def _union_within(intervals: Iterable[tuple[float, float]], lo: float, hi: float) -> float:
-    """Length of the union of ``intervals`` clipped to ``[lo, hi]``."""
-    total, reach = 0.0, lo
-    for start, end in sorted((max(s, lo), min(e, hi)) for s, e in intervals if e > lo and s < hi):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
+class _Coverage:
+    """The union of intervals, for the covered length of many windows (a decode stage has one per
+    token, against tens of thousands of kernels: sorted and merged once, then binary search)."""
+
+    def __init__(self, intervals: Sequence[tuple[float, float]]) -> None:
+        merged: list[list[float]] = []
+        for start, end in sorted(intervals):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        pairs = np.array(merged, dtype=float).reshape(-1, 2)
+        self.starts, self.ends = pairs[:, 0], pairs[:, 1]
+        self.before = np.concatenate([[0.0], np.cumsum(self.ends - self.starts)])  # length of the first i intervals
+
+    def up_to(self, x: np.ndarray) -> np.ndarray:
+        """Covered length in (-inf, x]."""
+        k = np.searchsorted(self.starts, x, side="right")  # intervals starting at or before x
+        last = np.maximum(k - 1, 0)
+        partial = np.where(k > 0, np.minimum(self.ends[last], x) - self.starts[last], 0.0) if len(self.starts) else 0.0
+        return np.where(k > 0, self.before[last] + partial, 0.0) if len(self.starts) else np.zeros_like(x)
+
+    def within(self, lo: np.ndarray, hi: np.ndarray) -> float:
+        return float((self.up_to(hi) - self.up_to(lo)).sum())
 
 
 def diagnostic_from_events(events: Sequence[_Event], device: str) -> DeviceDiagnostic | None:
@@ -114,11 +132,13 @@ def diagnostic_from_events(events: Sequence[_Event], device: str) -> DeviceDiagn
         busy = [(e.start, e.end) for e in ops]
         launches = [e.start for e in ops]
 
+    coverage, starts = _Coverage(busy), np.sort(np.array(launches, dtype=float))
+
     def activity(ranges: list[tuple[float, float]]) -> StageActivity:
-        wall = sum(hi - lo for lo, hi in ranges)
-        work = sum(_union_within(busy, lo, hi) for lo, hi in ranges)
-        count = sum(1 for t in launches for lo, hi in ranges if lo <= t < hi)
-        return StageActivity(work / wall if wall > 0 else 0.0, count, len(ranges), wall / 1e3)
+        lo, hi = np.array([r[0] for r in ranges], dtype=float), np.array([r[1] for r in ranges], dtype=float)
+        wall = float((hi - lo).sum())
+        count = int((np.searchsorted(starts, hi, side="left") - np.searchsorted(starts, lo, side="left")).sum())
+        return StageActivity(coverage.within(lo, hi) / wall if wall > 0 else 0.0, count, len(ranges), wall / 1e3)
 
     stages: dict[str, list[tuple[float, float]]] = {}
     for e in events:
