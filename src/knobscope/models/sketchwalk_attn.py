@@ -90,7 +90,8 @@ class SketchWalkConfig:
         if self.sparse_kernel not in ("batched", "flex"):
             raise ValueError(f"sparse_kernel {self.sparse_kernel!r} is not batched or flex")
         if self.sparse_kernel == "flex" and _flex_attention() is None:
-            raise ValueError(f"sparse_kernel flex needs FlexAttention (torch >= 2.5); this is torch {torch.__version__}")
+            raise ValueError(f"sparse_kernel flex needs FlexAttention with BlockMask.from_kv_blocks(seq_lengths=...), "
+                             f"which this torch ({torch.__version__}) lacks")
         if self.head_selection not in ("shared", "per_kv_head"):
             raise ValueError(f"head_selection {self.head_selection!r} is not shared or per_kv_head")
         if self.walk_state_dtype not in ("fp32", "fp16"):
@@ -281,12 +282,17 @@ def block_sparse_attention(
 
 
 def _flex_attention(device_type: str = "cpu") -> Callable[..., torch.Tensor] | None:
-    """FlexAttention (None before torch 2.5): compiled on CUDA, where that makes it one fused
-    kernel, and eager elsewhere (its reference implementation)."""
+    """FlexAttention (None where this torch lacks it, or lacks ``BlockMask.from_kv_blocks``'s
+    ``seq_lengths``): compiled on CUDA, where that makes it one fused kernel, and eager
+    elsewhere (its reference implementation)."""
     try:
-        from torch.nn.attention.flex_attention import flex_attention
+        from torch.nn.attention.flex_attention import BlockMask, flex_attention
     except ImportError:
         return None
+    import inspect
+
+    if "seq_lengths" not in inspect.signature(BlockMask.from_kv_blocks).parameters:
+        return None  # a block mask for a length that is not a multiple of the block needs it
     if device_type != "cuda":
         return flex_attention
     global _COMPILED_FLEX
