@@ -292,6 +292,9 @@ class LMWorkload(Workload):
                 except (ImportError, ValueError, RuntimeError) as exc:
                     raise WorkloadError(f"attn_implementation value {v!r} is not possible here: "
                                         f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+                if self.model.config._attn_implementation != v:  # transformers only warns for such models
+                    raise WorkloadError(f"attn_implementation value {v!r} is not possible here: {type(self.model).__name__} "
+                                        "cannot switch its attention on a loaded model")  # fmt: skip
         finally:
             self.model.set_attn_implementation(current)
 
