@@ -228,9 +228,31 @@ def test_compile_wraps_the_forward_and_none_restores_it(lm: LMWorkload) -> None:
     assert "forward" not in lm.model.__dict__ and lm.model.forward.__func__ is own
 
 
+def test_cuda_graph_compile_refuses_what_a_static_cache_cannot_hold(lm: LMWorkload, monkeypatch) -> None:
+    from knobscope.errors import WorkloadError
+    from knobscope.space import Knob, Space
+
+    monkeypatch.setattr(lm, "device", "cuda:0")  # the device check passes; the cache check is what is left
+    with pytest.raises(WorkloadError, match="decodes on a static KV cache, which cannot skip blocks"):
+        lm.check_space(Space((Knob("compile", ("none", "reduce-overhead")), Knob("num_active_blocks", (20, 30)))))
+    with pytest.raises(WorkloadError, match="decodes on a static KV cache"):
+        lm.check_space(Space((Knob("compile", ("max-autotune",)), Knob("spec_draft", ("lookup",)))))
+    lm.check_space(Space((Knob("compile", ("none", "reduce-overhead")), Knob("max_new_tokens", (4, 8)))))
+
+
+def test_decoding_on_a_static_cache_gives_the_same_tokens(lm: LMWorkload) -> None:
+    # the cache CUDA graphs decode on (compile: reduce-overhead), here without the graphs
+    lm.apply({"max_new_tokens": 6})
+    ids = torch.tensor([lm._encode(lm.samples()[0]["question"], None)])
+    plain = lm._greedy(ids, lambda _: contextlib.nullcontext(), 6, True)
+    static = lm._greedy(ids, lambda _: contextlib.nullcontext(), 6, True, static_len=ids.shape[1] + 9)
+    assert static == plain and len(plain) == 6
+
+
 @pytest.mark.parametrize(("knobs", "message"), [
     ({"attn_implementation": ["sdpa", "flash_attention_2"]}, "attn_implementation value 'flash_attention_2' is not possible here"),
-    ({"compile": ["none", "reduce-overhead"]}, "compile value 'reduce-overhead' is not possible (CUDA graphs need a static KV cache"),
+    ({"compile": ["none", "reduce-overhead"]}, "compile value 'reduce-overhead' records CUDA graphs, which need a CUDA device (this run: cpu)"),
+    ({"compile": ["none", "fast"]}, "compile value 'fast' is not possible: choose from none, default"),
     ({"dtype": ["float32", "float64"]}, "dtype value 'float64' is not possible: choose from float32, bfloat16, float16"),
 ])  # fmt: skip
 def test_a_dtype_or_attention_the_platform_lacks_is_one_line(tmp_path, knobs: dict, message: str) -> None:

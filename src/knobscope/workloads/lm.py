@@ -17,11 +17,15 @@ Knobs:
         a rounded copy), without reloading the model.
     attn_implementation: transformers' attention (``eager``, ``sdpa``, ``flex_attention``,
         ``flash_attention_2`` where installed), switched on the loaded model.
-    compile: ``none`` or a ``torch.compile`` mode of the model's forward (``default``,
-        ``max-autotune-no-cudagraphs``), dynamic shapes, the KV cache as it is. The first
-        sample of a configuration compiles (the spec's ``measure.warmup`` keeps that out of the
-        records). Modes with CUDA graphs (``reduce-overhead``, ``max-autotune``) need a static
-        KV cache, which this loop does not build yet: they are refused.
+    compile: ``none`` or a ``torch.compile`` mode. ``default`` and
+        ``max-autotune-no-cudagraphs`` compile the model's forward (dynamic shapes, the KV
+        cache as it is). ``reduce-overhead`` and ``max-autotune`` record CUDA graphs (CUDA only),
+        as transformers' own compiled generation does: the decode step is compiled on a static
+        KV cache as long as the configuration's longest prompt plus ``max_new_tokens`` (one
+        shape for every sample), and the prefill runs eager. A static cache cannot skip blocks
+        or hold a draft's, so these modes are refused with ``num_active_blocks`` below the
+        model's or a ``spec_draft``. The first sample of a configuration compiles (the spec's
+        ``measure.warmup`` keeps that out of the records).
 
 Stages per sample: ``tokenize``, ``prefill`` (the prompt's forward pass and the first token:
 time to first token), ``decode`` (one call per further token, so ``decode_per_call_ms`` is the
@@ -64,7 +68,8 @@ __all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS
 
 BLOCK_SELECTIONS = ("first", "accuracy_drop", "block_influence")
 DTYPES = ("float32", "bfloat16", "float16")
-COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("none", "default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the decode step on a static KV cache
 INSTRUCTIONS = {"qa": "Answer in a few words.", "generation": "Answer in one or two sentences."}
 ATTENTION_NAMES = ("self_attn", "attention", "attn", "self_attention")
 FFN_NAMES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
@@ -169,6 +174,7 @@ class LMWorkload(Workload):
         self.loaded_attn = self.model.config._attn_implementation
         self.compiled = "none"
         self._compiled_forwards: dict[str, Any] = {}
+        self.static_len: int | None = None
         self._weights: dict[str, Any] | None = None  # the loaded weights on the CPU, once a dtype knob casts them
         self.blocks = BlockMask(find_decoder_layers(self.model))
         self.topk = MoETopK(self.model)
@@ -212,9 +218,7 @@ class LMWorkload(Workload):
             raise WorkloadError(f"dtype value {bad[0]!r} is not possible: choose from {', '.join(DTYPES)}")
         bad = [v for v in values.get("compile", []) if v not in COMPILE_MODES]
         if bad:
-            why = (" (CUDA graphs need a static KV cache, which the lm workload does not build yet)"
-                   if bad[0] in ("reduce-overhead", "max-autotune") else "")  # fmt: skip
-            raise WorkloadError(f"compile value {bad[0]!r} is not possible{why}: choose from {', '.join(COMPILE_MODES)}")
+            raise WorkloadError(f"compile value {bad[0]!r} is not possible: choose from {', '.join(COMPILE_MODES)}")
 
         for v in values.get("spec_draft", []):
             if not (v in ("none", "lookup") or (isinstance(v, str) and v.startswith("blocks:") and v[7:].isdigit())):
@@ -256,6 +260,15 @@ class LMWorkload(Workload):
             except ValueError as exc:
                 raise WorkloadError(str(exc)) from None
         self._check_dtypes(values.get("dtype", []))
+        graphs = [v for v in values.get("compile", []) if v in CUDA_GRAPH_MODES]
+        if graphs and not str(self.device).startswith("cuda"):
+            raise WorkloadError(f"compile value {graphs[0]!r} records CUDA graphs, which need a CUDA device (this run: "
+                                f"{self.device}); on CPU use default or max-autotune-no-cudagraphs")  # fmt: skip
+        if graphs and (any(v != self.num_blocks for v in values.get("num_active_blocks", []))
+                       or any(v != "none" for v in values.get("spec_draft", []))):  # fmt: skip
+            raise WorkloadError(f"compile value {graphs[0]!r} decodes on a static KV cache, which cannot skip blocks or "
+                                f"hold a draft's: use it with num_active_blocks {self.num_blocks} and spec_draft none, or "
+                                "add a constraint that keeps them apart")  # fmt: skip
         if any(v != "none" for v in values.get("compile", [])) and not str(self.device).startswith("cuda"):
             import shutil
 
@@ -325,9 +338,18 @@ class LMWorkload(Workload):
             import torch
 
             if mode not in self._compiled_forwards:  # made once per mode: a new wrapper would compile again
-                self._compiled_forwards[mode] = torch.compile(self.model.forward, mode=mode, dynamic=True)
-            self.model.forward = self._compiled_forwards[mode]
+                if mode in CUDA_GRAPH_MODES:
+                    self._compiled_forwards[mode] = torch.compile(self._decode_step, mode=mode)
+                else:
+                    self._compiled_forwards[mode] = torch.compile(self.model.forward, mode=mode, dynamic=True)
+            if mode not in CUDA_GRAPH_MODES:
+                self.model.forward = self._compiled_forwards[mode]
         self.compiled = mode
+
+    def _decode_step(self, token: Any, cache: Any, position: Any) -> Any:
+        """One greedy decode step: the next token after ``token`` at ``position`` of ``cache``."""
+        out = self.model(input_ids=token, **{cache_keyword(self.model): cache}, cache_position=position, use_cache=True)
+        return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
 
     @contextlib.contextmanager
     def eager(self) -> Iterator[None]:
@@ -358,6 +380,9 @@ class LMWorkload(Workload):
             self.topk.restore()
         self.max_new_tokens = int(config.get("max_new_tokens", self.args.default_max_new_tokens))
         self.input_tokens = int(config["input_tokens"]) if "input_tokens" in config else None
+        # a static KV cache (CUDA graphs) of one length for every sample: one graph, recorded once
+        self.static_len = (max(len(self._encode(prompt_of(item), self.input_tokens)) for item in self.items)
+                           + self.max_new_tokens) if self.compiled in CUDA_GRAPH_MODES else None  # fmt: skip
         from knobscope.models.speculative_lm import parse_drafter
 
         self.drafter, draft_n = parse_drafter(config.get("spec_draft", "none"), self.num_blocks)
@@ -418,24 +443,41 @@ class LMWorkload(Workload):
         return head + filler + tail
 
     # ---------------------------------------------------------------- one sample
-    def _greedy(self, input_ids: Any, stage: Callable[[str], Any], max_new_tokens: int, ignore_eos: bool) -> list[int]:
-        """Greedy decoding with a KV cache; ``stage(name)`` wraps the prefill and every decode step."""
-        import torch
-        from transformers import DynamicCache
+    def _greedy(self, input_ids: Any, stage: Callable[[str], Any], max_new_tokens: int, ignore_eos: bool,
+                static_len: int | None = None) -> list[int]:  # fmt: skip
+        """Greedy decoding with a KV cache; ``stage(name)`` wraps the prefill and every decode step.
 
+        ``static_len`` (default: the configuration's, under a CUDA-graph ``compile`` mode): decode
+        on a ``StaticCache`` of that many positions, through the compiled decode step where
+        there is one."""
+        import torch
+        from transformers import DynamicCache, StaticCache
+
+        graphs = self.compiled in CUDA_GRAPH_MODES
+        static_len = static_len if static_len is not None else self.static_len if graphs else None
         generated: list[int] = []
         with torch.inference_mode():
-            cache, kw = DynamicCache(config=self.model.config), cache_keyword(self.model)
+            kw = cache_keyword(self.model)
+            if static_len is None:
+                cache, prefill_at = DynamicCache(config=self.model.config), {}
+            else:
+                cache = StaticCache(config=self.model.config, max_cache_len=static_len)
+                prefill_at = {"cache_position": torch.arange(input_ids.shape[1], device=input_ids.device)}
             with stage("prefill"):
-                out = self.model(input_ids=input_ids, **{kw: cache}, use_cache=True, logits_to_keep=1)
+                out = self.model(input_ids=input_ids, **{kw: cache}, use_cache=True, logits_to_keep=1, **prefill_at)
                 token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
             generated.append(int(token))
+            step = self._compiled_forwards[self.compiled] if graphs else self._decode_step
             while len(generated) < max_new_tokens:
                 if not ignore_eos and generated[-1] in self.eos_ids:
                     break
                 with stage("decode"):
-                    out = self.model(input_ids=token, **{kw: cache}, use_cache=True)
-                    token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
+                    if static_len is None:
+                        out = self.model(input_ids=token, **{kw: cache}, use_cache=True)
+                        token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (1, 1)
+                    else:  # a CUDA graph's output is overwritten by its next replay: keep a copy
+                        position = torch.tensor([input_ids.shape[1] + len(generated) - 1], device=input_ids.device)
+                        token = step(token, cache, position).clone()
                 generated.append(int(token))
         return generated
 
