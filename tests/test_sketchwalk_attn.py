@@ -187,3 +187,63 @@ def test_sparse_output_equals_attention_restricted_to_the_selected_blocks(kernel
     indices, valid = walk.last_selection
     assert not torch.equal(indices[0], indices[1])
     torch.testing.assert_close(out, _masked_reference(q, k, v, indices, valid, block), rtol=1e-4, atol=1e-5)
+
+
+def test_flex_tiles_divide_the_block_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FlexAttention's Triton kernel refuses a block mask whose block its tiles do not divide
+    (an H100's default in bfloat16 at head dimension 64 is 128 x 128: B = 64 would fail)."""
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.template_heuristics.triton import FlexConfig
+
+    from knobscope.models.sketchwalk_attn import flex_kernel_options
+
+    assert flex_kernel_options(40, 64, torch.bfloat16, "cpu") is None  # the CPU kernel takes any block
+    monkeypatch.setattr(InductorChoices, "get_flex_attention_fwd_configs", lambda *a: [FlexConfig(128, 128, 3, 4)])
+    assert flex_kernel_options(128, 64, torch.bfloat16, "cuda") is None  # the defaults divide it
+    assert flex_kernel_options(64, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
+    assert flex_kernel_options(32, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 32, "BLOCK_N": 32}
+    assert flex_kernel_options(192, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
+    monkeypatch.setattr(InductorChoices, "get_flex_attention_fwd_configs", lambda *a: [FlexConfig(128, 64, 3, 8)])
+    assert flex_kernel_options(64, 128, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
+    assert flex_kernel_options(48, 128, torch.bfloat16, "cuda") == {"BLOCK_M": 16, "BLOCK_N": 16}
+    with pytest.raises(ValueError, match="multiple of 16.*B = 40"):
+        flex_kernel_options(40, 64, torch.bfloat16, "cuda")
+
+
+def test_flex_leaves_room_for_one_compiled_kernel_per_shape() -> None:
+    """Past torch.compile's recompile limit FlexAttention would run eagerly, materialising every
+    score; within the kernel's call the limit is raised and hitting it is an error."""
+    import torch._dynamo.config as dynamo
+
+    from knobscope.models.sketchwalk_attn import _recompile_room
+
+    limit = getattr(dynamo, "recompile_limit", None) or dynamo.cache_size_limit
+    with _recompile_room():
+        inside = getattr(dynamo, "recompile_limit", None) or dynamo.cache_size_limit
+        fail = getattr(dynamo, "fail_on_recompile_limit_hit", getattr(dynamo, "fail_on_cache_limit_hit", True))
+    assert inside >= 64 > limit and fail is True
+    assert (getattr(dynamo, "recompile_limit", None) or dynamo.cache_size_limit) == limit
+
+
+def test_compiled_flex_kernel_matches_and_a_new_selection_does_not_recompile() -> None:
+    """The compiled kernel (what runs on CUDA), here compiled on CPU: equal to the batched kernel,
+    and a new selection of the same shape (a new mask function closing over new tensors) reuses
+    the compiled kernel instead of compiling again."""
+    from torch._dynamo.utils import counters
+
+    from knobscope.models.sketchwalk_attn import block_sparse_attention, flex_block_sparse_attention
+
+    q, k, v = _qkv(640, heads=4, kv_heads=2, dim=32)
+    walk = SketchWalk(SketchWalkConfig(block_size=64, sketch_dim=16, top_k_blocks=3, skip_layers=0), 32)
+    walk.reset()
+    selections = []
+    for layer in range(2):
+        walk.attend(layer, q * (1 + layer), k, v)
+        selections.append(walk.last_selection)
+    assert not torch.equal(selections[0][0], selections[1][0])
+    captured = []
+    for indices, valid in selections:
+        out = flex_block_sparse_attention(q, k, v, indices, valid, 64, compiled=True)
+        captured.append(counters["stats"]["unique_graphs"])
+        torch.testing.assert_close(out, block_sparse_attention(q, k, v, indices, valid, 64), rtol=1e-4, atol=1e-5)
+    assert captured[0] >= 1 and captured[1] == captured[0]

@@ -76,6 +76,23 @@ def test_chunk_and_kernel_are_knobs_that_change_how_not_what(tmp_path: Path) -> 
     assert df.speedup_bound_mean.nunique() == 1 and df.pair_sparsity_mean.nunique() == 1
 
 
+def test_flex_on_cuda_refuses_a_block_its_kernel_cannot_tile(tmp_path: Path) -> None:
+    from knobscope.errors import WorkloadError
+    from knobscope.measure import StageTimer
+    from knobscope.space import Knob, Space
+    from knobscope.workloads.base import WorkloadContext
+    from knobscope.workloads.sketchwalk import SketchWalkWorkload
+
+    w = SketchWalkWorkload(**SYNTHETIC)
+    w.setup(WorkloadContext("cpu", 0, StageTimer("cpu"), tmp_path))
+    flex_at = lambda *blocks: Space((Knob("block_size", blocks), Knob("sketch_dim", (16,)), Knob("sparse_kernel", ("flex",))))  # noqa: E731
+    w.check_space(flex_at(40, 64))  # the CPU kernel takes any block
+    w.device = "cuda"  # the check alone: no GPU needed
+    w.check_space(flex_at(32, 64))
+    with pytest.raises(WorkloadError, match=r"multiple of 16 \(its smallest kernel tile\), got B = 40; remove"):
+        w.check_space(flex_at(40, 64))
+
+
 def test_a_sequence_lengths_qkv_leave_when_another_length_comes(tmp_path: Path) -> None:
     from knobscope.measure import StageTimer
     from knobscope.workloads.base import WorkloadContext

@@ -244,7 +244,10 @@ class SketchWalkWorkload(Workload):
         return min(self.args.layers or self.num_layers, self.num_layers)
 
     def check_space(self, space: Space) -> None:
-        """Every configuration must pass seed 004's checklist at its sequence length."""
+        """Every configuration must pass seed 004's checklist at its sequence length (and, for
+        the ``flex`` kernel on CUDA, have a block its GPU kernel can tile)."""
+        from knobscope.models.sketchwalk_attn import flex_kernel_options
+
         super().check_space(space)
         if not hasattr(self, "context"):
             return  # knob names only (before setup)
@@ -262,6 +265,12 @@ class SketchWalkWorkload(Workload):
                     f"configuration {dict(config)} is not valid: {exc}; remove the value, or add a spec constraint such "
                     "as 'sketch_dim >= log2(ceil(seq_len / block_size))' so such configurations are skipped"
                 ) from None
+            if cfg.sparse_kernel == "flex" and str(self.device).startswith("cuda"):
+                try:
+                    flex_kernel_options(cfg.block_size, self.head_dim, self.dtype, "cuda")
+                except ValueError as exc:
+                    raise WorkloadError(f"configuration {dict(config)} is not possible here: {exc}; remove the value, "
+                                        "or use sparse_kernel batched for it") from None  # fmt: skip
             if cfg.skip_layers > self.layers:
                 raise WorkloadError(f"skip_layers value {cfg.skip_layers} is more than the {self.layers} layers a sample has")
 
