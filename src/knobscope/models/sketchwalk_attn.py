@@ -30,6 +30,7 @@ The first ``skip_layers`` layers stay dense and do not touch the walk state.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -307,6 +308,21 @@ def _flex_attention(device_type: str = "cpu", *, compiled: bool | None = None) -
 _COMPILED_FLEX: Callable[..., torch.Tensor] | None = None
 
 
+@functools.cache
+def _forward_only() -> dict[str, bool]:
+    """``BlockMask.from_kv_blocks`` also builds the transposed (query-block) lists a backward pass
+    needs, a sort per layer that inference never reads; torches that can skip it are told to."""
+    try:
+        import inspect
+
+        from torch.nn.attention.flex_attention import BlockMask
+
+        return {"compute_q_blocks": False} if "compute_q_blocks" in inspect.signature(BlockMask.from_kv_blocks).parameters else {}
+    except ImportError:
+        return {}
+
+
+
 def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, indices: torch.Tensor,
                                 valid: torch.Tensor, block: int, *, scale: float | None = None,
                                 compiled: bool | None = None) -> torch.Tensor:  # fmt: skip
@@ -348,7 +364,7 @@ def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: t
         return (q >= kv) & chosen[b, 0 if single else h, q // block, kv // block]
 
     mask = BlockMask.from_kv_blocks(partial_num, partial_idx, full_num, full_idx, BLOCK_SIZE=block,
-                                    mask_mod=selected_causal, seq_lengths=(n, n))  # fmt: skip
+                                    mask_mod=selected_causal, seq_lengths=(n, n), **_forward_only())  # fmt: skip
     attend = _flex_attention(query.device.type, compiled=compiled)
     assert attend is not None  # SketchWalkConfig.check refuses flex without it
     options = flex_kernel_options(block, query.shape[-1], query.dtype, query.device.type)
