@@ -9,15 +9,15 @@
    its default choice, FlashAttention-2 and cuDNN (a kernel that refuses the shape or dtype is
    reported as such); ``--dtype bfloat16`` is what the fused kernels take, and
    ``--chunk`` is SketchWalk's ``query_chunk_blocks`` (more: fewer kernel launches, more memory),
-   ``--kernel flex`` its FlexAttention path (compiled on CUDA; the first round, which compiles,
-   is the warm-up).
+   ``--kernel flex`` its FlexAttention path and ``--sketch`` its ``sketch_kernel`` (both
+   compiled on CUDA by default; the first round, which compiles, is the warm-up).
 2. Quality: real post-RoPE Q/K/V captured from SmolLM2 on the shipped text at --real-n tokens;
    SketchWalk runs layer by layer from layer N with its walk state, and the cosine similarity
    of each layer's output against dense attention on the same Q/K/V is reported.
 
 Usage:  .venv/bin/python benchmarks/sketchwalk_vs_sdpa.py [--rounds 5] [--real-n 4096] [--tau 16] [--heads shared]
             [--device cuda --dtype bfloat16 --lengths 4096,16384,65536,131072 --shape seed --chunk 256]
-            [--kernel flex] [--skip-real]
+            [--kernel flex] [--sketch eager] [--skip-real]
 """
 
 from __future__ import annotations
@@ -121,12 +121,14 @@ def main() -> None:
     parser.add_argument("--shape", choices=tuple(SHAPES), default="smollm2")
     parser.add_argument("--chunk", type=int, default=SketchWalkConfig.query_chunk_blocks, help="query_chunk_blocks")
     parser.add_argument("--kernel", choices=("batched", "flex"), default="batched", help="sparse_kernel")
+    parser.add_argument("--sketch", choices=("auto", "eager", "compiled"), default="auto",
+                        help="sketch_kernel (auto: compiled on CUDA)")
     parser.add_argument("--skip-real", action="store_true", help="speed only (no SmolLM2 quality pass)")
     args = parser.parse_args()
     cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk,
-                           sparse_kernel=args.kernel)  # B=64, k=64, s=8, N=2 by default
+                           sparse_kernel=args.kernel, sketch_kernel=args.sketch)  # B=64, k=64, s=8, N=2 by default
     print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
-          f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={cfg.sparse_kernel}")  # fmt: skip
+          f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={cfg.sparse_kernel} sketch={cfg.sketch_kernel}")  # fmt: skip
     speed(args, cfg)
     if not args.skip_real:
         quality(args, cfg)

@@ -247,3 +247,28 @@ def test_compiled_flex_kernel_matches_and_a_new_selection_does_not_recompile() -
         captured.append(counters["stats"]["unique_graphs"])
         torch.testing.assert_close(out, block_sparse_attention(q, k, v, indices, valid, 64), rtol=1e-4, atol=1e-5)
     assert captured[0] >= 1 and captured[1] == captured[0]
+
+
+def test_compiled_sketch_step_selects_what_the_eager_one_does_without_compiling_per_layer() -> None:
+    """The sketch, walk and selection as one compiled graph (what runs on CUDA), compiled here on
+    CPU: the same walk state and blocks layer after layer; one graph without a previous walk
+    state and one with it, reused by every later layer."""
+    from torch._dynamo.utils import counters
+
+    q, k, v = _qkv(700, heads=4, kv_heads=2, dim=32, seed=3)
+    outs = {}
+    graphs = []
+    for kernel in ("eager", "compiled"):
+        walk = SketchWalk(SketchWalkConfig(block_size=32, sketch_dim=16, top_k_blocks=4, skip_layers=1,
+                                           sketch_kernel=kernel), 32)  # fmt: skip
+        walk.reset()
+        outs[kernel] = []
+        for layer in range(5):
+            out = walk.attend(layer, q * (1 + 0.3 * layer), k, v)
+            outs[kernel].append((out, walk.walk, *walk.last_selection) if walk.last_selection else (out,))
+            graphs.append(counters["stats"]["unique_graphs"])
+    for eager, compiled in zip(outs["eager"], outs["compiled"], strict=True):
+        for a, b in zip(eager, compiled, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(outs["eager"][1][2], outs["eager"][4][2])  # the selection moved with the layers
+    assert graphs[7] - graphs[5] == 2 and graphs[9] == graphs[7]  # layer 1: first graph; 2: second; 3, 4: reused

@@ -55,6 +55,7 @@ def test_metrics_on_synthetic_data(tmp_path: Path) -> None:
         ({"walk_state_dtype": ["bf16"]}, "walk_state_dtype"),
         ({"query_chunk_blocks": [0]}, "query_chunk_blocks >= 1"),
         ({"sparse_kernel": ["triton"]}, "sparse_kernel 'triton' is not batched or flex"),
+        ({"sketch_kernel": ["fast"]}, "sketch_kernel 'fast' is not auto, eager or compiled"),
     ],
 )
 def test_bad_configurations_are_rejected_before_running(tmp_path: Path, knobs: dict, rule: str) -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "flex_block_sparse_attention",
     "flex_kernel_options",
     "SketchWalk",
+    "sketch_step",
     "dense_causal_attention",
     "dense_repeats_kv",
     "selection_pairs",
@@ -74,6 +75,9 @@ class SketchWalkConfig:
     # chunks launch fewer kernels (issue 15: 256 instead of 16 was 2.3-5.7x faster at 64K-128K).
     query_chunk_blocks: int = 16
     sparse_kernel: Literal["batched", "flex"] = "batched"  # see the module's docstring
+    # The sketch, walk and selection as eager PyTorch (~60 operators a layer, each a kernel
+    # launch on a GPU) or one torch.compile'd graph; auto: compiled on CUDA only.
+    sketch_kernel: Literal["auto", "eager", "compiled"] = "auto"
 
     def check(self, seq_len: int | None = None) -> None:
         """Raise ``ValueError`` naming the rule a configuration breaks (seed 004's checklist)."""
@@ -94,6 +98,8 @@ class SketchWalkConfig:
         if self.sparse_kernel == "flex" and _flex_attention() is None:
             raise ValueError(f"sparse_kernel flex needs FlexAttention with BlockMask.from_kv_blocks(seq_lengths=...), "
                              f"which this torch ({torch.__version__}) lacks")
+        if self.sketch_kernel not in ("auto", "eager", "compiled"):
+            raise ValueError(f"sketch_kernel {self.sketch_kernel!r} is not auto, eager or compiled")
         if self.head_selection not in ("shared", "per_kv_head"):
             raise ValueError(f"head_selection {self.head_selection!r} is not shared or per_kv_head")
         if self.walk_state_dtype not in ("fp32", "fp16"):
@@ -171,7 +177,7 @@ def block_scores(query: torch.Tensor, key: torch.Tensor, config: SketchWalkConfi
         q_avg, k_avg = query.float().mean(dim=1), key.float().mean(dim=1)
     q = _pool_blocks(q_avg, config.block_size)  # (batch*S, b, d)
     k = _pool_blocks(k_avg, config.block_size)
-    proj = projection.to(q.device)
+    proj = projection.to(q.device)  # a no-op where SketchWalk keeps it on the device
     logits = (q @ proj) @ (k @ proj).transpose(1, 2) / math.sqrt(config.sketch_dim)  # (batch, b, b)
     blocks = logits.shape[-1]
     future = torch.ones(blocks, blocks, dtype=torch.bool, device=logits.device).triu(1)
@@ -365,10 +371,11 @@ def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: t
 
     mask = BlockMask.from_kv_blocks(partial_num, partial_idx, full_num, full_idx, BLOCK_SIZE=block,
                                     mask_mod=selected_causal, seq_lengths=(n, n), **_forward_only())  # fmt: skip
+    compiled = query.device.type == "cuda" if compiled is None else compiled
     attend = _flex_attention(query.device.type, compiled=compiled)
     assert attend is not None  # SketchWalkConfig.check refuses flex without it
     options = flex_kernel_options(block, query.shape[-1], query.dtype, query.device.type)
-    with warnings.catch_warnings(), _recompile_room():
+    with warnings.catch_warnings(), _recompile_room() if compiled else contextlib.nullcontext():
         warnings.filterwarnings("ignore", message=".*flex_attention.*without torch.compile.*")  # eager on CPU: on purpose
         return attend(query, key, value, block_mask=mask, scale=scale, enable_gqa=heads != kv_heads,
                       kernel_options=options)  # fmt: skip
@@ -446,6 +453,30 @@ def dense_repeats_kv(device_type: str, dtype: torch.dtype) -> bool:
     return device_type != "cpu" and dtype == torch.float32
 
 
+def sketch_step(query: torch.Tensor, key: torch.Tensor, walk: torch.Tensor | None, projection: torch.Tensor,
+                config: SketchWalkConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One sparse layer's sketch, walk and selection: ``(walk, indices, valid)``.
+
+    ``walk`` is the state the previous sparse layer left (None at the first one, or without the
+    walk); the new state is it times this layer's block scores, renormalised per row."""
+    scores = block_scores(query, key, config, projection).to(config.state_dtype)
+    if walk is not None:
+        scores = torch.bmm(walk, scores)
+        scores = scores / scores.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    indices, valid = select_blocks(scores, config.top_k_blocks)
+    return scores, indices, valid
+
+
+def _compiled_sketch_step() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    global _COMPILED_SKETCH
+    if _COMPILED_SKETCH is None:  # one wrapper: a new one would compile again
+        _COMPILED_SKETCH = torch.compile(sketch_step, dynamic=False)
+    return _COMPILED_SKETCH
+
+
+_COMPILED_SKETCH: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+
+
 class SketchWalk:
     """SketchWalk over the layers of one forward pass.
 
@@ -458,6 +489,9 @@ class SketchWalk:
         config.check()
         self.config = config
         self.projection = sketch_projection(head_dim, config.sketch_dim, seed=config.hadamard_seed, use_srht=config.use_srht)
+        # Kept on the layers' device: copying it from pageable host memory at every layer would
+        # make the host wait for the GPU's queue each time.
+        self._projections: dict[torch.device, torch.Tensor] = {}
         self.walk: torch.Tensor | None = None
         self.last_selection: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -479,15 +513,19 @@ class SketchWalk:
             return dense_causal_attention(query, key, value, scale=scale)
         stage = stage or (lambda name: contextlib.nullcontext())
         with stage("sketch"):
-            scores = block_scores(query, key, cfg, self.projection).to(cfg.state_dtype)
-            if self.walk is None or self.walk.shape != scores.shape or not cfg.use_walk:
-                walk = scores
-            else:
-                walk = torch.bmm(self.walk, scores)
-                walk = walk / walk.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(walk.dtype).tiny)
-            self.walk = walk
-            indices, valid = select_blocks(walk, cfg.top_k_blocks)
+            if query.device not in self._projections:
+                self._projections[query.device] = self.projection.to(query.device)
             groups = 1 if cfg.head_selection == "shared" else key.shape[1]
+            blocks = math.ceil(query.shape[2] / cfg.block_size)
+            previous = self.walk
+            if previous is None or previous.shape != (query.shape[0] * groups, blocks, blocks) or not cfg.use_walk:
+                previous = None
+            projection = self._projections[query.device]
+            if cfg.sketch_kernel == "compiled" or (cfg.sketch_kernel == "auto" and query.device.type == "cuda"):
+                with _recompile_room():
+                    self.walk, indices, valid = _compiled_sketch_step()(query, key, previous, projection, cfg)
+            else:
+                self.walk, indices, valid = sketch_step(query, key, previous, projection, cfg)
             indices = indices.view(query.shape[0], groups, *indices.shape[1:])
             valid = valid.view(query.shape[0], groups, *valid.shape[1:])
         self.last_selection = (indices, valid)

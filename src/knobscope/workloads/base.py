@@ -50,6 +50,15 @@ def parse_args(model: type[ArgsT], args: Mapping[str, Any], workload: str) -> Ar
         ) from None
 
 
+def require_inductor(device: str, what: str) -> None:
+    """Raise :class:`WorkloadError` where ``what`` would compile off CUDA without a C++ compiler
+    (torch.compile's inductor writes C++ for the CPU)."""
+    import shutil
+
+    if not str(device).startswith("cuda") and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise WorkloadError(f"{what} on CPU needs a C++ compiler (torch.compile's inductor), and none is on the PATH")
+
+
 @dataclass(frozen=True)
 class Metric:
     """A metric's declared direction and unit, so analysis never has to guess."""

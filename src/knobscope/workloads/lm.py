@@ -62,7 +62,7 @@ from knobscope.metrics.qa import contains_answer, exact_match
 from knobscope.metrics.captions import corpus_bleu4, score_captions
 from knobscope.models.loading import DEFAULT_MODEL, cache_keyword, resolve_model
 from knobscope.space import Space, identity_hash
-from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
+from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args, require_inductor
 
 __all__ = ["LMWorkload", "LMArgs", "resolve_model", "load_qa", "BLOCK_SELECTIONS", "prompt_of"]
 
@@ -269,11 +269,8 @@ class LMWorkload(Workload):
             raise WorkloadError(f"compile value {graphs[0]!r} decodes on a static KV cache, which cannot skip blocks or "
                                 f"hold a draft's: use it with num_active_blocks {self.num_blocks} and spec_draft none, or "
                                 "add a constraint that keeps them apart")  # fmt: skip
-        if any(v != "none" for v in values.get("compile", [])) and not str(self.device).startswith("cuda"):
-            import shutil
-
-            if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-                raise WorkloadError("compile on CPU needs a C++ compiler (torch.compile's inductor), and none is on the PATH")
+        if any(v != "none" for v in values.get("compile", [])):
+            require_inductor(self.device, "compile")
         self._check_attention(values.get("attn_implementation", []))
         if "input_tokens" in values:
             needed = max(len(self._encode(prompt_of(item), None)) for item in self.items)

@@ -57,7 +57,7 @@ from knobscope.errors import WorkloadError
 from knobscope.measure import PeakMemory, StageTimer
 from knobscope.models.loading import DEFAULT_MODEL
 from knobscope.space import Space
-from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args
+from knobscope.workloads.base import Metric, Workload, WorkloadContext, parse_args, require_inductor
 
 __all__ = ["SketchWalkWorkload", "SketchWalkArgs", "synthetic_qkv", "KNOB_FIELDS"]
 
@@ -75,6 +75,7 @@ KNOB_FIELDS = {
     "use_walk": "use_walk",
     "query_chunk_blocks": "query_chunk_blocks",
     "sparse_kernel": "sparse_kernel",
+    "sketch_kernel": "sketch_kernel",
 }
 SMOLLM2_CONTEXT = 8192
 
@@ -265,6 +266,8 @@ class SketchWalkWorkload(Workload):
                     f"configuration {dict(config)} is not valid: {exc}; remove the value, or add a spec constraint such "
                     "as 'sketch_dim >= log2(ceil(seq_len / block_size))' so such configurations are skipped"
                 ) from None
+            if cfg.sketch_kernel == "compiled":
+                require_inductor(self.device, "sketch_kernel compiled")
             if cfg.sparse_kernel == "flex" and str(self.device).startswith("cuda"):
                 try:
                     flex_kernel_options(cfg.block_size, self.head_dim, self.dtype, "cuda")
