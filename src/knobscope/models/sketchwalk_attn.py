@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,7 @@ __all__ = [
     "block_sparse_attention",
     "flex_block_sparse_attention",
     "flex_kernel_options",
+    "flex_block_lists",
     "SketchWalk",
     "sketch_step",
     "dense_causal_attention",
@@ -75,7 +76,7 @@ class SketchWalkConfig:
     # chunks launch fewer kernels (issue 15: 256 instead of 16 was 2.3-5.7x faster at 64K-128K).
     query_chunk_blocks: int = 16
     sparse_kernel: Literal["batched", "flex"] = "batched"  # see the module's docstring
-    # The sketch, walk and selection as eager PyTorch (~60 operators a layer, each a kernel
+    # The sketch, walk and selection as eager PyTorch (57 operators a layer, most a kernel
     # launch on a GPU) or one torch.compile'd graph; auto: compiled on CUDA only.
     sketch_kernel: Literal["auto", "eager", "compiled"] = "auto"
 
@@ -305,13 +306,14 @@ def _flex_attention(device_type: str = "cpu", *, compiled: bool | None = None) -
         return None  # a block mask for a length that is not a multiple of the block needs it
     if not (device_type == "cuda" if compiled is None else compiled):
         return flex_attention
-    global _COMPILED_FLEX
-    if _COMPILED_FLEX is None:
-        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
-    return _COMPILED_FLEX
+    return _compiled(flex_attention)
 
 
-_COMPILED_FLEX: Callable[..., torch.Tensor] | None = None
+@functools.cache
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One ``torch.compile`` wrapper per function (a new wrapper would compile again), for
+    fixed shapes: one compiled version per shape, each as fast as it can be."""
+    return torch.compile(fn, dynamic=False)
 
 
 @functools.cache
@@ -327,6 +329,24 @@ def _forward_only() -> dict[str, bool]:
     except ImportError:
         return {}
 
+
+
+def flex_block_lists(indices: torch.Tensor, valid: torch.Tensor, blocks: int) -> tuple[torch.Tensor, ...]:
+    """A selection ``(batch, H, b, tau)`` as FlexAttention's block lists: ``(chosen, partial
+    counts, partial blocks, full counts, full blocks)``, where ``chosen`` is the ``(batch, H, b,
+    b)`` selected-block matrix, the diagonal blocks are partial (token-level causal) and the
+    selected earlier blocks full; per query block, the count and the listed blocks first."""
+    # invalid slots go to a spare column
+    chosen = torch.zeros(*indices.shape[:-1], blocks + 1, dtype=torch.bool, device=indices.device)
+    chosen.scatter_(-1, indices.masked_fill(~valid, blocks), True)
+    chosen = chosen[..., :blocks].contiguous()
+    diagonal = torch.eye(blocks, dtype=torch.bool, device=indices.device)
+
+    def ordered(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
+        return mask.sum(dim=-1, dtype=torch.int32), order.to(torch.int32)
+
+    return (chosen, *ordered(chosen & diagonal), *ordered(chosen & ~diagonal))
 
 
 def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, indices: torch.Tensor,
@@ -351,19 +371,10 @@ def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: t
     elif indices.shape[1] not in (1, heads):  # one per key/value head: the mask's heads are the query heads
         indices = indices.repeat_interleave(heads // kv_heads, dim=1)
         valid = valid.repeat_interleave(heads // kv_heads, dim=1)
-    # (batch, H, b, b): query block -> key block selected (invalid slots go to a spare column)
-    chosen = torch.zeros(*indices.shape[:-1], blocks + 1, dtype=torch.bool, device=indices.device)
-    chosen.scatter_(-1, indices.masked_fill(~valid, blocks), True)
-    chosen = chosen[..., :blocks].contiguous()
-    diagonal = torch.eye(blocks, dtype=torch.bool, device=indices.device)
-
-    def ordered(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # BlockMask's layout: per query block, the count and the listed key blocks first
-        order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
-        return mask.sum(dim=-1, dtype=torch.int32), order.to(torch.int32)
-
-    partial_num, partial_idx = ordered(chosen & diagonal)
-    full_num, full_idx = ordered(chosen & ~diagonal)
+    compiled = query.device.type == "cuda" if compiled is None else compiled
+    lists = _compiled(flex_block_lists) if compiled else flex_block_lists
+    with _recompile_room() if compiled else contextlib.nullcontext():
+        chosen, partial_num, partial_idx, full_num, full_idx = lists(indices, valid, blocks)
     single = chosen.shape[1] == 1
 
     def selected_causal(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
@@ -371,7 +382,6 @@ def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: t
 
     mask = BlockMask.from_kv_blocks(partial_num, partial_idx, full_num, full_idx, BLOCK_SIZE=block,
                                     mask_mod=selected_causal, seq_lengths=(n, n), **_forward_only())  # fmt: skip
-    compiled = query.device.type == "cuda" if compiled is None else compiled
     attend = _flex_attention(query.device.type, compiled=compiled)
     assert attend is not None  # SketchWalkConfig.check refuses flex without it
     options = flex_kernel_options(block, query.shape[-1], query.dtype, query.device.type)
@@ -467,16 +477,6 @@ def sketch_step(query: torch.Tensor, key: torch.Tensor, walk: torch.Tensor | Non
     return scores, indices, valid
 
 
-def _compiled_sketch_step() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    global _COMPILED_SKETCH
-    if _COMPILED_SKETCH is None:  # one wrapper: a new one would compile again
-        _COMPILED_SKETCH = torch.compile(sketch_step, dynamic=False)
-    return _COMPILED_SKETCH
-
-
-_COMPILED_SKETCH: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-
-
 class SketchWalk:
     """SketchWalk over the layers of one forward pass.
 
@@ -523,7 +523,7 @@ class SketchWalk:
             projection = self._projections[query.device]
             if cfg.sketch_kernel == "compiled" or (cfg.sketch_kernel == "auto" and query.device.type == "cuda"):
                 with _recompile_room():
-                    self.walk, indices, valid = _compiled_sketch_step()(query, key, previous, projection, cfg)
+                    self.walk, indices, valid = _compiled(sketch_step)(query, key, previous, projection, cfg)
             else:
                 self.walk, indices, valid = sketch_step(query, key, previous, projection, cfg)
             indices = indices.view(query.shape[0], groups, *indices.shape[1:])
