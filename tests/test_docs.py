@@ -51,3 +51,21 @@ def test_every_run_option_and_executor_is_in_the_readme() -> None:
     missing = [opt for opt in options if opt not in readme]
     assert not missing, f"README.md lacks knobscope run options {missing}"
     assert [name for name in EXECUTORS.names() if f"`{name}`" not in readme] == []
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT) for folder in ("examples", "benchmarks")
+                                        for p in (ROOT / folder).rglob("*.yaml")), ids=str)  # fmt: skip
+def test_every_shipped_spec_loads(path: Path) -> None:
+    """A shipped spec that stopped matching the spec's rules would fail only when someone runs it
+    (the GPU specs under benchmarks/gpu only where a GPU is lent)."""
+    import yaml
+
+    from knobscope.spec import load_spec
+
+    if "workload" not in yaml.safe_load((ROOT / path).read_text()):
+        pytest.skip("knobs only: read by 'knobscope strategies' and 'sample'")
+    spec = load_spec(ROOT / path)
+    assert spec.space.grid_size >= 1

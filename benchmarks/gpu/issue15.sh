@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 15's GPU measurements in one device call (run benchmarks/gpu/prepare.sh here first):
+#   device run: carry [".whl", ".gpu"], timeout_s 600, command "bash benchmarks/gpu/issue15.sh"
+# Steps run in order of what the issue needs most, each under its own time limit, and a step is
+# skipped when the call's budget (BUDGET seconds, default 540) could not hold it. Every step's
+# output lands in $OUT (the device tool brings back at most 8 files).
+# A rehearsal here, on CPU with short lengths: DEVICE=cpu PY=.venv/bin/python bash benchmarks/gpu/issue15.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/issue15}; BUDGET=${BUDGET:-540}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
+mkdir -p "$OUT"
+if [[ $DEVICE == cuda ]]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  lengths=16384,65536,131072; dtype=bfloat16; small="s/^//"
+else  # the rehearsal: the same steps, small (and no CUDA graphs)
+  lengths=1024,2048; dtype=float32; small="s/, reduce-overhead//; s/num_samples: 8/num_samples: 2/; s/\[32\]/[4]/"
+fi
+$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+$PY benchmarks/gpu/random_checkpoint.py .gpu/smollm2-shape /tmp/smollm2-random > /dev/null || exit 1
+
+step() {  # step NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2; shift 2
+  if (( SECONDS + limit > BUDGET )); then echo "== $name skipped: ${limit}s would pass the ${BUDGET}s budget"; return; fi
+  echo "== $name (limit ${limit}s, at ${SECONDS}s)"
+  timeout "$limit" bash -c "$*" > "$OUT/$name.log" 2>&1  # bash -c: a step may be a function (exported below)
+  echo "   exit $? after ${SECONDS}s"; grep -v -i "warn" "$OUT/$name.log" | tail -n 12
+}
+spec() {  # spec FILE: the shipped spec for this device
+  sed -e "s/device: cuda/device: $DEVICE/" -e "s/bfloat16/$dtype/" -e "$small" "$1"
+}
+knobscope() { $PY -c 'import sys; from knobscope.cli import main; sys.argv[0] = "knobscope"; sys.exit(main())' "$@"; }
+table() {  # the columns that answer the issue, from a run's results.csv
+  $PY - "$1" <<'PY'
+import sys, pandas as pd
+df = pd.read_csv(sys.argv[1] + "/results.csv")
+wanted = ("compile", "dtype", "status", "total_ms_p50", "prefill_ms_p50", "decode_per_call_ms_p50", "device_busy_share",
+          "prefill_busy_share", "decode_busy_share", "prefill_launches_per_call", "decode_launches_per_call", "host_bound",
+          "gflops_total", "gflops_theoretical")
+print(df[[c for c in wanted if c in df.columns]].to_string())
+PY
+}
+bench="$PY benchmarks/sketchwalk_vs_sdpa.py --device $DEVICE --dtype $dtype --lengths $lengths --skip-real --rounds 5"
+# 1. The goal: half the pairs bound over FlashAttention-2 at 64K and 128K, >= 1x at 16K.
+export -f spec knobscope table
+export OUT DEVICE PY dtype small
+step flex_smollm2 200 $bench --shape smollm2 --kernel flex
+step chunk256_smollm2 70 $bench --shape smollm2 --chunk 256
+# 2. Host-bound decoding, CUDA graphs, FLOPs of grouped-query attention on CUDA.
+lm() { spec benchmarks/gpu/lm_cuda.yaml > /tmp/lm.yaml && rm -rf /tmp/lm && knobscope run /tmp/lm.yaml --out /tmp/lm --no-progress &&
+       table /tmp/lm && cp /tmp/lm/results.csv "$OUT/lm_results.csv"; }
+export -f lm
+step lm 150 lm
+# 3. The breakdown's cost (~13% on an H100 with sync): hooks timed by synchronising, by CUDA events, none.
+hooks() {  # hooks sync|events|none (none: no breakdown, the baseline)
+  spec benchmarks/gpu/lm_hooks.yaml | sed -e "s/hook_timing: sync/hook_timing: ${1/none/sync}/" \
+      -e "$([[ $1 == none ]] && echo 's/breakdown: true/breakdown: false/' || echo 's/^//')" > /tmp/hooks_$1.yaml && rm -rf /tmp/hooks_$1 &&
+          knobscope run /tmp/hooks_$1.yaml --out /tmp/hooks_$1 --no-progress && table /tmp/hooks_$1; }
+export -f hooks
+step hooks_sync 50 hooks sync
+step hooks_events 50 hooks events
+step hooks_none 50 hooks none
+step flex_seed 120 $bench --shape seed --kernel flex
+echo "done after ${SECONDS}s"
