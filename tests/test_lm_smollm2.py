@@ -247,6 +247,14 @@ def test_decoding_on_a_static_cache_gives_the_same_tokens(lm: LMWorkload) -> Non
     plain = lm._greedy(ids, lambda _: contextlib.nullcontext(), 6, True)
     static = lm._greedy(ids, lambda _: contextlib.nullcontext(), 6, True, static_len=ids.shape[1] + 9)
     assert static == plain and len(plain) == 6
+    # The next sample decodes on the same cache, emptied: the addresses CUDA graphs recorded stay.
+    keys = lm._static_cache[1].layers[0].keys.data_ptr()
+    other = torch.tensor([lm._encode(lm.samples()[1]["question"], None)])
+    assert other.shape[1] + 6 <= ids.shape[1] + 9  # fits the cache
+    assert lm._greedy(other, lambda _: contextlib.nullcontext(), 6, True, static_len=ids.shape[1] + 9) == \
+        lm._greedy(other, lambda _: contextlib.nullcontext(), 6, True)
+    assert lm._static_cache[1].layers[0].keys.data_ptr() == keys
+    assert lm._greedy(ids, lambda _: contextlib.nullcontext(), 6, True, static_len=ids.shape[1] + 9) == plain
 
 
 @pytest.mark.parametrize(("knobs", "message"), [

@@ -175,6 +175,7 @@ class LMWorkload(Workload):
         self.compiled = "none"
         self._compiled_forwards: dict[str, Any] = {}
         self.static_len: int | None = None
+        self._static_cache: tuple[tuple[Any, ...], Any] | None = None  # see _static_kv
         self._weights: dict[str, Any] | None = None  # the loaded weights on the CPU, once a dtype knob casts them
         self.blocks = BlockMask(find_decoder_layers(self.model))
         self.topk = MoETopK(self.model)
@@ -448,7 +449,7 @@ class LMWorkload(Workload):
         on a ``StaticCache`` of that many positions, through the compiled decode step where
         there is one."""
         import torch
-        from transformers import DynamicCache, StaticCache
+        from transformers import DynamicCache
 
         graphs = self.compiled in CUDA_GRAPH_MODES
         static_len = static_len if static_len is not None else self.static_len if graphs else None
@@ -458,7 +459,7 @@ class LMWorkload(Workload):
             if static_len is None:
                 cache, prefill_at = DynamicCache(config=self.model.config), {}
             else:
-                cache = StaticCache(config=self.model.config, max_cache_len=static_len)
+                cache = self._static_kv(static_len)
                 prefill_at = {"cache_position": torch.arange(input_ids.shape[1], device=input_ids.device)}
             with stage("prefill"):
                 out = self.model(input_ids=input_ids, **{kw: cache}, use_cache=True, logits_to_keep=1, **prefill_at)
@@ -477,6 +478,20 @@ class LMWorkload(Workload):
                         token = step(token, cache, position).clone()
                 generated.append(int(token))
         return generated
+
+    def _static_kv(self, length: int) -> Any:
+        """A ``StaticCache`` of ``length`` positions, emptied: one per length, dtype and device,
+        reused by every sample. Its tensors keep their addresses, which CUDA graphs record: a new
+        cache per sample would make the compiled decode step record its graph again each sample
+        (or, past torch's re-record limit, run without one)."""
+        from transformers import StaticCache
+
+        key = (length, self.model.dtype, str(self.device))
+        if self._static_cache is not None and self._static_cache[0] == key:
+            self._static_cache[1].reset()
+        else:
+            self._static_cache = (key, StaticCache(config=self.model.config, max_cache_len=length))
+        return self._static_cache[1]
 
     def _speculative(self, input_ids: Any, timer: StageTimer, plain: list[int]) -> tuple[list[int], dict[str, Any]]:
         """Self-speculative decoding of the same prompt, after plain greedy (``plain``) in the same sample."""
