@@ -22,7 +22,8 @@ Knobs:
         cache as it is). ``reduce-overhead`` and ``max-autotune`` record CUDA graphs (CUDA only),
         as transformers' own compiled generation does: the decode step is compiled on a static
         KV cache as long as the configuration's longest prompt plus ``max_new_tokens`` (one
-        shape for every sample), and the prefill runs eager. A static cache cannot skip blocks
+        shape, and one cache emptied between samples, so the graph's addresses hold for every
+        sample), and the prefill runs eager. A static cache cannot skip blocks
         or hold a draft's, so these modes are refused with ``num_active_blocks`` below the
         model's or a ``spec_draft``. The first sample of a configuration compiles (the spec's
         ``measure.warmup`` keeps that out of the records).
