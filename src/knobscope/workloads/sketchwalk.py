@@ -46,6 +46,7 @@ k >= log2(b) at the configuration's sequence length (seed 004's validation check
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -419,7 +420,8 @@ class SketchWalkWorkload(Workload):
 
         from knobscope.models.sketchwalk_attn import SketchWalk, dense_causal_attention
 
-        cfg = self.cfg
+        # Six lengths on CPU: a compiled sketch would compile for each (correctness, not speed)
+        cfg = dataclasses.replace(self.cfg, sketch_kernel="eager")
         gen = torch.Generator().manual_seed(self.seed)
         heads, kv = self._heads()
         walk = SketchWalk(cfg, self.head_dim)
