@@ -102,8 +102,29 @@ def test_hooks_timed_by_events_are_read_at_the_end_of_the_sample() -> None:
     assert timing.top_level == {"prefill", "decode", "first", "last"}
     assert timing.stages_ms["prefill_first"] <= timing.stages_ms["prefill"]
     assert all(ms > 0 for calls in timing.calls_ms.values() for ms in calls)
-    sync = StageTimer("cuda:0", hook_timing="sync")  # the default: no events, whatever the device
-    assert sync._events is None and StageTimer("cpu", hook_timing="events")._events is None  # nothing to record on CPU
+    sync = StageTimer("cuda:0", hook_timing="sync")  # the default: hooks synchronise, whatever the device
+    assert not sync._hook_events and StageTimer("cpu", hook_timing="events")._events is None  # nothing to record on CPU
+
+
+def test_device_timed_stages_record_events_inside_a_synchronised_stage() -> None:
+    """Sub-stages a loop repeats (SketchWalk's per-layer sketch and product) take the device's
+    time between events on CUDA instead of synchronising at each boundary; the enclosing stage
+    still synchronises. Without device events (CPU) they are ordinary stages."""
+    _WallEvent.made = 0
+    x = torch.randn(128, 128)
+    for factory in (_WallEvent, None):
+        timer = StageTimer("cpu", event_factory=factory)
+        with timer.sample() as timing:
+            with timer.stage("arm"):
+                for _ in range(4):
+                    with timer.stage("sketch", device_time=True):
+                        x @ x
+                    with timer.stage("product", device_time=True):
+                        x @ x
+        assert len(timing.calls_ms["sketch"]) == 4 and len(timing.calls_ms["product"]) == 4
+        assert timing.top_level == {"arm"}
+        assert timing.stages_ms["sketch"] + timing.stages_ms["product"] <= timing.stages_ms["arm"]
+    assert _WallEvent.made == 2 * 8  # only the timer that had events made them
 
 
 def test_peak_memory_window_resets() -> None:

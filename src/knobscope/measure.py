@@ -159,22 +159,21 @@ class StageTimer:
         CUDA events instead of synchronising the device at every boundary (which serialises the
         GPU: ~13% of a SmolLM2 generation on an H100 with ``breakdown: true``); their times are
         read at the end of the sample, as the device's time between the events. Stages entered
-        with :meth:`stage` always synchronise. ``event_factory`` makes the events (default
-        ``torch.cuda.Event(enable_timing=True)``; anything with ``record()`` and
-        ``elapsed_time(end)`` in milliseconds)."""
+        with :meth:`stage` synchronise unless ``device_time=True``. ``event_factory`` makes the
+        events (default, on CUDA: ``torch.cuda.Event(enable_timing=True)``; anything with
+        ``record()`` and ``elapsed_time(end)`` in milliseconds)."""
         self.device = device
         self._sync = _cuda_sync(device)
         self._stack: list[tuple[str, float]] = []
         self._current: SampleTiming | None = None
         self._hooks: list[Any] = []
         self._marks: list[Any] | None = None  # inside annotated(): the open profiler ranges
-        self._events: Callable[[], Any] | None = None
-        if hook_timing == "events" and (event_factory is not None or device.startswith("cuda")):
-            if event_factory is None:
-                import torch
+        if event_factory is None and device.startswith("cuda"):
+            import torch
 
-                event_factory = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
-            self._events = event_factory
+            event_factory = lambda: torch.cuda.Event(enable_timing=True)  # noqa: E731
+        self._events = event_factory  # None: no device events (CPU); stages always synchronise
+        self._hook_events = hook_timing == "events" and event_factory is not None
         self._open: list[tuple[str, Any, bool]] = []  # event-timed hooks: (name, start event, top level)
         self._done: list[tuple[str, Any, Any, bool]] = []  # (name, start, end, top level), read at the sample's end
 
@@ -241,13 +240,19 @@ class StageTimer:
             self._current.top_level.add(name)
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """Time the enclosed block as stage ``name`` (a no-op outside :meth:`sample`)."""
-        self._enter(name)
+    def stage(self, name: str, *, device_time: bool = False) -> Iterator[None]:
+        """Time the enclosed block as stage ``name`` (a no-op outside :meth:`sample`).
+
+        ``device_time=True``, for stages inside another that many small steps repeat: on CUDA,
+        the device's time between two events read at the sample's end, so the host keeps
+        queueing work instead of waiting for the device at every boundary (elsewhere, as
+        without it). The enclosing stage still synchronises, so its time is the wall time."""
+        events = device_time and self._events is not None and self._current is not None
+        self._enter_event(name) if events else self._enter(name)
         try:
             yield
         finally:
-            self._exit()
+            self._exit_event() if events else self._exit()
 
     def stage_ms(self, name: str) -> float:
         """Milliseconds stage ``name`` has taken so far in the open sample (NaN outside one)."""
@@ -289,7 +294,7 @@ class StageTimer:
         Returns a handle whose ``remove()`` detaches the hooks.
         """
 
-        events = self._events is not None
+        events = self._hook_events
 
         def enter(*_: Any) -> None:
             stage = f"{self._stack[0][0]}_{name}" if scoped and self._stack else name
