@@ -47,9 +47,10 @@ export -f spec knobscope table
 export OUT DEVICE PY dtype small
 step flex_smollm2 200 $bench --shape smollm2 --kernel flex
 step chunk256_smollm2 70 $bench --shape smollm2 --chunk 256
+step sketch_compiled 60 $PY benchmarks/sketch_compiled.py --device $DEVICE --dtype $dtype --lengths ${lengths%,*}
 # 2. Host-bound decoding, CUDA graphs, FLOPs of grouped-query attention on CUDA.
 lm() { spec benchmarks/gpu/lm_cuda.yaml > /tmp/lm.yaml && rm -rf /tmp/lm && knobscope run /tmp/lm.yaml --out /tmp/lm --no-progress &&
-       table /tmp/lm && cp /tmp/lm/results.csv "$OUT/lm_results.csv"; }
+       table /tmp/lm; }
 export -f lm
 step lm 150 lm
 # 3. The breakdown's cost (~13% on an H100 with sync): hooks timed by synchronising, by CUDA events, none.
