@@ -330,7 +330,6 @@ def _forward_only() -> dict[str, bool]:
         return {}
 
 
-
 def flex_block_lists(indices: torch.Tensor, valid: torch.Tensor, blocks: int) -> tuple[torch.Tensor, ...]:
     """A selection ``(batch, H, b, tau)`` as FlexAttention's block lists: ``(chosen, partial
     counts, partial blocks, full counts, full blocks)``, where ``chosen`` is the ``(batch, H, b,
@@ -430,7 +429,8 @@ def _recompile_room(limit: int = 64):  # type: ignore[no-untyped-def]
     materialises every query-key score (at 64K tokens, far beyond memory). Each (sequence
     length, block size, heads) is one version; raise the limit, and make hitting it an error
     rather than a silent fallback."""
-    config = torch._dynamo.config
+    import torch._dynamo.config as config
+
     names = [name for name in ("recompile_limit", "cache_size_limit") if hasattr(config, name)]
     patch = {names[0]: max(limit, getattr(config, names[0]))} if names else {}
     for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
