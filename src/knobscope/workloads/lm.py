@@ -743,6 +743,7 @@ class LMWorkload(Workload):
         return self.instruction if self.args.task == "qa" else INSTRUCTIONS["qa"]
 
     def teardown(self) -> None:
+        self._static_cache = None
         if hasattr(self, "model"):
             self.set_compile("none")
         if hasattr(self, "blocks"):
