@@ -31,7 +31,8 @@ from collections.abc import Callable
 
 import torch
 
-from knobscope.models.sketchwalk_attn import SketchWalk, SketchWalkConfig, dense_causal_attention, selection_pairs
+from knobscope.models.sketchwalk_attn import (SketchWalk, SketchWalkConfig, dense_causal_attention, selection_pairs,
+                                               sparse_kernel)
 
 SHAPES = {"smollm2": (9, 3, 64), "seed": (8, 8, 128)}  # query heads, key/value heads, head dimension
 
@@ -120,7 +121,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=lambda text: [int(x) for x in text.split(",")], default=[4096, 8192, 16384])
     parser.add_argument("--shape", choices=tuple(SHAPES), default="smollm2")
     parser.add_argument("--chunk", type=int, default=SketchWalkConfig.query_chunk_blocks, help="query_chunk_blocks")
-    parser.add_argument("--kernel", choices=("batched", "flex"), default="batched", help="sparse_kernel")
+    parser.add_argument("--kernel", choices=("auto", "batched", "flex"), default="auto",
+                        help="sparse_kernel (auto: flex on CUDA, batched elsewhere)")
     parser.add_argument("--sketch", choices=("auto", "eager", "compiled"), default="auto",
                         help="sketch_kernel (auto: compiled on CUDA)")
     parser.add_argument("--skip-real", action="store_true", help="speed only (no SmolLM2 quality pass)")
@@ -128,7 +130,8 @@ def main() -> None:
     cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk,
                            sparse_kernel=args.kernel, sketch_kernel=args.sketch)  # B=64, k=64, s=8, N=2 by default
     print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
-          f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={cfg.sparse_kernel} sketch={cfg.sketch_kernel}")  # fmt: skip
+          f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={sparse_kernel(cfg, torch.device(args.device).type)} "
+          f"sketch={cfg.sketch_kernel}")  # fmt: skip
     speed(args, cfg)
     if not args.skip_real:
         quality(args, cfg)

@@ -272,3 +272,14 @@ def test_compiled_sketch_step_selects_what_the_eager_one_does_without_compiling_
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert not torch.equal(outs["eager"][1][2], outs["eager"][4][2])  # the selection moved with the layers
     assert graphs[7] - graphs[5] == 2 and graphs[9] == graphs[7]  # layer 1: first graph; 2: second; 3, 4: reused
+
+
+def test_auto_kernel_is_flex_on_cuda_where_its_kernel_tiles_the_block_and_batched_elsewhere() -> None:
+    from knobscope.models.sketchwalk_attn import sparse_kernel
+
+    auto = SketchWalkConfig()
+    assert auto.sparse_kernel == "auto"
+    assert sparse_kernel(auto, "cuda") == "flex" and sparse_kernel(auto, "cpu") == "batched"
+    assert sparse_kernel(SketchWalkConfig(block_size=40), "cuda") == "batched"  # no tile of 16 or more divides 40
+    assert sparse_kernel(SketchWalkConfig(sparse_kernel="batched"), "cuda") == "batched"
+    assert sparse_kernel(SketchWalkConfig(sparse_kernel="flex"), "cpu") == "flex"

@@ -46,7 +46,7 @@ bench="$PY benchmarks/sketchwalk_vs_sdpa.py --device $DEVICE --dtype $dtype --le
 export -f spec knobscope table
 export OUT DEVICE PY dtype small
 step flex_smollm2 200 $bench --shape smollm2 --kernel flex
-step chunk256_smollm2 70 $bench --shape smollm2 --chunk 256
+step chunk256_smollm2 70 $bench --shape smollm2 --chunk 256 --kernel batched
 step sketch_compiled 60 $PY benchmarks/sketch_compiled.py --device $DEVICE --dtype $dtype --lengths ${lengths%,*}
 # 2. Host-bound decoding, CUDA graphs, FLOPs of grouped-query attention on CUDA.
 lm() { spec benchmarks/gpu/lm_cuda.yaml > /tmp/lm.yaml && rm -rf /tmp/lm && knobscope run /tmp/lm.yaml --out /tmp/lm --no-progress &&

@@ -17,7 +17,9 @@
    the diagonal block attention is token-level causal. The first ``tau`` query blocks, which
    select every earlier block, are one dense causal call.
 
-Two kernels compute step 3 (``sparse_kernel``): ``batched`` gathers the selected blocks and
+Two kernels compute step 3 (``sparse_kernel``; ``auto``, the default, takes ``flex`` on CUDA
+where FlexAttention is there and its GPU kernel can tile the block, ``batched`` elsewhere):
+``batched`` gathers the selected blocks and
 runs one fused SDPA call per chunk of ``query_chunk_blocks`` query blocks (its kernel launches
 grow with the number of query blocks); ``flex`` runs PyTorch's FlexAttention with a block mask
 built from the selection, one kernel for the whole layer where it is compiled (on CUDA). On CPU
@@ -52,6 +54,7 @@ __all__ = [
     "flex_block_lists",
     "SketchWalk",
     "sketch_step",
+    "sparse_kernel",
     "dense_causal_attention",
     "dense_repeats_kv",
     "selection_pairs",
@@ -75,7 +78,7 @@ class SketchWalkConfig:
     # Query blocks per batched matmul: bounds working memory, not the result. On a GPU larger
     # chunks launch fewer kernels (issue 15: 256 instead of 16 was 2.3-5.7x faster at 64K-128K).
     query_chunk_blocks: int = 16
-    sparse_kernel: Literal["batched", "flex"] = "batched"  # see the module's docstring
+    sparse_kernel: Literal["auto", "batched", "flex"] = "auto"  # see the module's docstring
     # The sketch, walk and selection as eager PyTorch (57 operators a layer, most a kernel
     # launch on a GPU) or one torch.compile'd graph; auto: compiled on CUDA only.
     sketch_kernel: Literal["auto", "eager", "compiled"] = "auto"
@@ -94,8 +97,8 @@ class SketchWalkConfig:
             raise ValueError(f"skip_layers N = {self.skip_layers} breaks N >= 0")
         if self.query_chunk_blocks < 1:
             raise ValueError(f"query_chunk_blocks = {self.query_chunk_blocks} breaks query_chunk_blocks >= 1")
-        if self.sparse_kernel not in ("batched", "flex"):
-            raise ValueError(f"sparse_kernel {self.sparse_kernel!r} is not batched or flex")
+        if self.sparse_kernel not in ("auto", "batched", "flex"):
+            raise ValueError(f"sparse_kernel {self.sparse_kernel!r} is not batched or flex, nor auto")
         if self.sparse_kernel == "flex" and _flex_attention() is None:
             raise ValueError(f"sparse_kernel flex needs FlexAttention with BlockMask.from_kv_blocks(seq_lengths=...), "
                              f"which this torch ({torch.__version__}) lacks")
@@ -463,6 +466,17 @@ def dense_repeats_kv(device_type: str, dtype: torch.dtype) -> bool:
     return device_type != "cpu" and dtype == torch.float32
 
 
+def sparse_kernel(config: SketchWalkConfig, device_type: str) -> str:
+    """The kernel ``config.sparse_kernel`` means on ``device_type``: ``auto`` is ``flex`` on CUDA
+    (one compiled kernel per layer, whose launches do not grow with the query blocks, where the
+    batched kernel's did: issue 15) where FlexAttention is there and a tile of at least 16
+    divides the block, else ``batched`` (on CPU the faster of the two)."""
+    if config.sparse_kernel != "auto":
+        return config.sparse_kernel
+    flex = device_type == "cuda" and config.block_size % 16 == 0 and _flex_attention("cuda") is not None
+    return "flex" if flex else "batched"
+
+
 def sketch_step(query: torch.Tensor, key: torch.Tensor, walk: torch.Tensor | None, projection: torch.Tensor,
                 config: SketchWalkConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """One sparse layer's sketch, walk and selection: ``(walk, indices, valid)``.
@@ -530,7 +544,7 @@ class SketchWalk:
             valid = valid.view(query.shape[0], groups, *valid.shape[1:])
         self.last_selection = (indices, valid)
         with stage("sparse_attention"):
-            if cfg.sparse_kernel == "flex":
+            if sparse_kernel(cfg, query.device.type) == "flex":
                 return flex_block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale)
             return block_sparse_attention(query, key, value, indices, valid, cfg.block_size, scale=scale,
                                           chunk=cfg.query_chunk_blocks)  # fmt: skip
