@@ -68,3 +68,15 @@ def test_every_shipped_spec_loads(path: Path) -> None:
     # a spec without a workload is read by 'knobscope strategies' and 'sample' (knobs only)
     spec = load_spec(ROOT / path, require_workload="workload" in yaml.safe_load((ROOT / path).read_text()))
     assert spec.space.grid_size >= 1
+
+
+@pytest.mark.parametrize("script", ["benchmarks/gpu/issue15.sh", "benchmarks/gpu/prepare.sh"])
+def test_gpu_scripts_parse_and_name_files_that_exist(script: str) -> None:
+    """The GPU script runs only where a GPU is lent (rarely, and with minutes to spare): a syntax
+    error or a renamed file must show here first. (``DEVICE=cpu`` rehearses it whole, ~2 min.)"""
+    import re
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True).returncode == 0
+    named = set(re.findall(r"benchmarks/[\w/.-]+\.(?:py|yaml|sh)", (ROOT / script).read_text()))
+    assert named and all((ROOT / path).is_file() for path in named), named
