@@ -209,6 +209,15 @@ def test_flex_tiles_divide_the_block_on_cuda(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ValueError, match="multiple of 16.*B = 40"):
         flex_kernel_options(40, 64, torch.bfloat16, "cuda")
 
+    def unreadable(*_):
+        raise AttributeError("another torch")
+
+    monkeypatch.setattr(InductorChoices, "get_flex_attention_fwd_configs", unreadable)
+    # the defaults unknown (they might be 128 x 128): tiles that divide B, named explicitly
+    assert flex_kernel_options(64, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
+    assert flex_kernel_options(128, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
+    assert flex_kernel_options(32, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 32, "BLOCK_N": 32}
+
 
 def test_flex_leaves_room_for_one_compiled_kernel_per_shape() -> None:
     """Past torch.compile's recompile limit FlexAttention would run eagerly, materialising every

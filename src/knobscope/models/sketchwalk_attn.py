@@ -401,7 +401,8 @@ def flex_kernel_options(block: int, head_dim: int, dtype: torch.dtype, device_ty
     by BLOCK_M and BLOCK_N"); its default tiles on an H100 in bfloat16 are 128 x 128 for head
     dimension 64, so SketchWalk's default B = 64 would fail there. The default tiles are halved
     until they divide ``block`` (smaller tiles need less shared memory, so they always fit);
-    None where the defaults divide it, or off CUDA (the CPU kernel takes any block).
+    None where the defaults divide it, or off CUDA (the CPU kernel takes any block). Where
+    torch's defaults cannot be read, 64 x 64 tiles (halved as needed) are named explicitly.
     Raises ``ValueError`` where no tile of at least 16 (the smallest matrix-multiply tile)
     divides ``block``."""
     if device_type != "cuda":
@@ -413,11 +414,11 @@ def flex_kernel_options(block: int, head_dim: int, dtype: torch.dtype, device_ty
         from torch._inductor.choices import InductorChoices
 
         default = InductorChoices().get_flex_attention_fwd_configs(head_dim, dtype, device_type)[-1]
-        tiles = [default.block_m, default.block_n]
-    except Exception:  # an internal API; another torch may lack it: the generic default
+        tiles = [int(getattr(default, "block_m", None) or default[0]), int(getattr(default, "block_n", None) or default[1])]
+        if all(block % t == 0 for t in tiles):
+            return None
+    except Exception:  # an internal API another torch may lack: name tiles that surely divide
         tiles = [64, 64]
-    if all(block % t == 0 for t in tiles):
-        return None
     for i, t in enumerate(tiles):
         while block % t:
             t //= 2
