@@ -292,3 +292,7 @@ def test_auto_kernel_is_flex_on_cuda_where_its_kernel_tiles_the_block_and_batche
     assert sparse_kernel(SketchWalkConfig(block_size=40), "cuda") == "batched"  # no tile of 16 or more divides 40
     assert sparse_kernel(SketchWalkConfig(sparse_kernel="batched"), "cuda") == "batched"
     assert sparse_kernel(SketchWalkConfig(sparse_kernel="flex"), "cpu") == "flex"
+    from knobscope.models.sketchwalk_attn import sketch_kernel
+
+    assert sketch_kernel(auto, "cuda") == "compiled" and sketch_kernel(auto, "cpu") == "eager"
+    assert sketch_kernel(SketchWalkConfig(sketch_kernel="compiled"), "cpu") == "compiled"

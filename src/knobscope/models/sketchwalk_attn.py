@@ -55,6 +55,7 @@ __all__ = [
     "SketchWalk",
     "sketch_step",
     "sparse_kernel",
+    "sketch_kernel",
     "dense_causal_attention",
     "dense_repeats_kv",
     "selection_pairs",
@@ -478,6 +479,15 @@ def sparse_kernel(config: SketchWalkConfig, device_type: str) -> str:
     return "flex" if flex else "batched"
 
 
+def sketch_kernel(config: SketchWalkConfig, device_type: str) -> str:
+    """The kernel ``config.sketch_kernel`` means on ``device_type``: ``auto`` is ``compiled`` on
+    CUDA (one graph instead of ~57 launches a layer) and ``eager`` elsewhere (compiling takes
+    seconds per shape where the sketch is a few per cent of a layer)."""
+    if config.sketch_kernel != "auto":
+        return config.sketch_kernel
+    return "compiled" if device_type == "cuda" else "eager"
+
+
 def sketch_step(query: torch.Tensor, key: torch.Tensor, walk: torch.Tensor | None, projection: torch.Tensor,
                 config: SketchWalkConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """One sparse layer's sketch, walk and selection: ``(walk, indices, valid)``.
@@ -536,7 +546,7 @@ class SketchWalk:
             if previous is None or previous.shape != (query.shape[0] * groups, blocks, blocks) or not cfg.use_walk:
                 previous = None
             projection = self._projections[query.device]
-            if cfg.sketch_kernel == "compiled" or (cfg.sketch_kernel == "auto" and query.device.type == "cuda"):
+            if sketch_kernel(cfg, query.device.type) == "compiled":
                 with _recompile_room():
                     self.walk, indices, valid = _compiled(sketch_step)(query, key, previous, projection, cfg)
             else:

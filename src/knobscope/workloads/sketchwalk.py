@@ -338,12 +338,16 @@ class SketchWalkWorkload(Workload):
 
     # ---------------------------------------------------------------- configurations
     def apply(self, config: Mapping[str, Any]) -> None:
-        from knobscope.models.sketchwalk_attn import SketchWalk
+        from knobscope.models.sketchwalk_attn import SketchWalk, sketch_kernel, sparse_kernel
 
         self.config = dict(config)
         self.cfg = self.sketchwalk_config(config)
         self.seq_len = int(config.get("seq_len", self.args.seq_len))
         self.walk = SketchWalk(self.cfg, self.head_dim)
+        device = str(self.device).split(":")[0]
+        if self.cfg.sparse_kernel == "auto" or self.cfg.sketch_kernel == "auto":  # say what auto chose, in the run log
+            self.log.info("sketchwalk on %s, B=%d: sparse_kernel %s, sketch_kernel %s", device, self.cfg.block_size,
+                          sparse_kernel(self.cfg, device), sketch_kernel(self.cfg, device))  # fmt: skip
         for sample in self.samples():  # capture or generate outside the timed samples
             self.qkv(sample["window"], self.seq_len)
 
