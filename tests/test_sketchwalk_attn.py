@@ -199,11 +199,13 @@ def test_flex_tiles_divide_the_block_on_cuda(monkeypatch: pytest.MonkeyPatch) ->
 
     assert flex_kernel_options(40, 64, torch.bfloat16, "cpu") is None  # the CPU kernel takes any block
     monkeypatch.setattr(InductorChoices, "get_flex_attention_fwd_configs", lambda *a: [FlexConfig(128, 128, 3, 4)])
+    flex_kernel_options.cache_clear()  # it caches what torch's heuristics said
     assert flex_kernel_options(128, 64, torch.bfloat16, "cuda") is None  # the defaults divide it
     assert flex_kernel_options(64, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
     assert flex_kernel_options(32, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 32, "BLOCK_N": 32}
     assert flex_kernel_options(192, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
     monkeypatch.setattr(InductorChoices, "get_flex_attention_fwd_configs", lambda *a: [FlexConfig(128, 64, 3, 8)])
+    flex_kernel_options.cache_clear()  # it caches what torch's heuristics said
     assert flex_kernel_options(64, 128, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
     assert flex_kernel_options(48, 128, torch.bfloat16, "cuda") == {"BLOCK_M": 16, "BLOCK_N": 16}
     with pytest.raises(ValueError, match="multiple of 16.*B = 40"):
@@ -213,10 +215,12 @@ def test_flex_tiles_divide_the_block_on_cuda(monkeypatch: pytest.MonkeyPatch) ->
         raise AttributeError("another torch")
 
     monkeypatch.setattr(InductorChoices, "get_flex_attention_fwd_configs", unreadable)
+    flex_kernel_options.cache_clear()  # it caches what torch's heuristics said
     # the defaults unknown (they might be 128 x 128): tiles that divide B, named explicitly
     assert flex_kernel_options(64, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
     assert flex_kernel_options(128, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 64, "BLOCK_N": 64}
     assert flex_kernel_options(32, 64, torch.bfloat16, "cuda") == {"BLOCK_M": 32, "BLOCK_N": 32}
+    flex_kernel_options.cache_clear()
 
 
 def test_flex_leaves_room_for_one_compiled_kernel_per_shape() -> None:

@@ -108,10 +108,12 @@ class _Coverage:
 
     def up_to(self, x: np.ndarray) -> np.ndarray:
         """Covered length in (-inf, x]."""
+        if not len(self.starts):
+            return np.zeros_like(x)
         k = np.searchsorted(self.starts, x, side="right")  # intervals starting at or before x
         last = np.maximum(k - 1, 0)
-        partial = np.where(k > 0, np.minimum(self.ends[last], x) - self.starts[last], 0.0) if len(self.starts) else 0.0
-        return np.where(k > 0, self.before[last] + partial, 0.0) if len(self.starts) else np.zeros_like(x)
+        covered = self.before[last] + np.minimum(self.ends[last], x) - self.starts[last]
+        return np.where(k > 0, covered, 0.0)
 
     def within(self, lo: np.ndarray, hi: np.ndarray) -> float:
         return float((self.up_to(hi) - self.up_to(lo)).sum())

@@ -300,6 +300,15 @@ def _flex_attention(device_type: str = "cpu", *, compiled: bool | None = None) -
     elsewhere (its reference implementation; on CPU the compiled kernel was slower still,
     224 ms against 117 ms for the batched kernel at 4K tokens, SmolLM2's heads).
     ``compiled`` overrides the choice (the tests compile it on CPU)."""
+    eager = _flex_eager()
+    if eager is None or not (device_type == "cuda" if compiled is None else compiled):
+        return eager
+    return _compiled(eager)
+
+
+@functools.cache
+def _flex_eager() -> Callable[..., torch.Tensor] | None:
+    """This torch's FlexAttention, or None; looked up once (it is asked at every layer)."""
     try:
         from torch.nn.attention.flex_attention import BlockMask, flex_attention
     except ImportError:
@@ -308,9 +317,7 @@ def _flex_attention(device_type: str = "cpu", *, compiled: bool | None = None) -
 
     if "seq_lengths" not in inspect.signature(BlockMask.from_kv_blocks).parameters:
         return None  # a block mask for a length that is not a multiple of the block needs it
-    if not (device_type == "cuda" if compiled is None else compiled):
-        return flex_attention
-    return _compiled(flex_attention)
+    return flex_attention
 
 
 @functools.cache
@@ -394,6 +401,7 @@ def flex_block_sparse_attention(query: torch.Tensor, key: torch.Tensor, value: t
                       kernel_options=options)  # fmt: skip
 
 
+@functools.cache  # asked at every layer; reading torch's heuristics builds objects each time
 def flex_kernel_options(block: int, head_dim: int, dtype: torch.dtype, device_type: str) -> dict[str, int] | None:
     """The tile sizes FlexAttention's GPU kernel needs for a block mask of ``block`` tokens.
 
