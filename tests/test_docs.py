@@ -70,7 +70,8 @@ def test_every_shipped_spec_loads(path: Path) -> None:
     assert spec.space.grid_size >= 1
 
 
-@pytest.mark.parametrize("script", ["benchmarks/gpu/issue15.sh", "benchmarks/gpu/prepare.sh"])
+@pytest.mark.parametrize("script", ["benchmarks/gpu/issue15.sh", "benchmarks/gpu/issue11.sh", "benchmarks/gpu/common.sh",
+                                    "benchmarks/gpu/prepare.sh"])
 def test_gpu_scripts_parse_and_name_files_that_exist(script: str) -> None:
     """The GPU script runs only where a GPU is lent (rarely, and with minutes to spare): a syntax
     error or a renamed file must show here first. (``DEVICE=cpu`` rehearses it whole, ~2 min.)"""

@@ -1,32 +1,16 @@
 #!/usr/bin/env bash
 # Issue 15's GPU measurements in one device call (run benchmarks/gpu/prepare.sh here first):
 #   device run: carry [".whl", ".gpu"], timeout_s 600, command "bash benchmarks/gpu/issue15.sh"
-# Steps run in order of what the issue needs most, each under its own time limit, and a step is
-# skipped when the call's budget (BUDGET seconds, default 540) could not hold it. Every step's
-# output lands in $OUT (the device tool brings back at most 8 files).
+# Steps run in order of what the issue needs most, each under its own time limit (step() in
+# common.sh: skipped when the call's budget, BUDGET seconds, default 540, could not hold it).
 # A rehearsal here, on CPU with short lengths: DEVICE=cpu PY=.venv/bin/python bash benchmarks/gpu/issue15.sh
-set -uo pipefail
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-OUT=${OUT:-/tmp/issue15}; BUDGET=${BUDGET:-540}; DEVICE=${DEVICE:-cuda}; PY=${PY:-python3}
-mkdir -p "$OUT"
+source benchmarks/gpu/common.sh
 if [[ $DEVICE == cuda ]]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   lengths=16384,65536,131072; dtype=bfloat16; small="s/^//"
 else  # the rehearsal: the same steps, small (and no CUDA graphs)
   lengths=1024,2048; dtype=float32; small="s/, reduce-overhead//; s/num_samples: 8/num_samples: 2/; s/\[32\]/[4]/"
 fi
-$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-$PY benchmarks/gpu/random_checkpoint.py .gpu/smollm2-shape /tmp/smollm2-random > /dev/null || exit 1
 
-step() {  # step NAME LIMIT_S COMMAND...
-  local name=$1 limit=$2; shift 2
-  if (( SECONDS + limit > BUDGET )); then echo "== $name skipped: ${limit}s would pass the ${BUDGET}s budget"; return; fi
-  echo "== $name (limit ${limit}s, at ${SECONDS}s)"
-  timeout "$limit" bash -c "$*" > "$OUT/$name.log" 2>&1  # bash -c: a step may be a function (exported below)
-  echo "   exit $? after ${SECONDS}s"; grep -v -i "warn" "$OUT/$name.log" | tail -n 12
-}
 spec() {  # spec FILE: the shipped spec for this device
   sed -e "s/device: cuda/device: $DEVICE/" -e "s/bfloat16/$dtype/" -e "$small" "$1"
 }
