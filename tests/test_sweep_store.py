@@ -226,3 +226,27 @@ def test_stored_json_is_strict_and_keeps_nan_and_infinities(tmp_path: Path) -> N
         old = {t.trial_id: t.summary for t in store.trials(status="done")}["t1"]
     assert old is not None and math.isnan(old["stages"]["total"]["p99_ci_low"])
     assert old["stages"]["total"]["p99_ci_high"] == math.inf
+
+
+def test_an_interrupt_while_a_result_is_stored_hands_its_claim_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C can land after a trial has left the in-flight set and before its result is stored
+    (the store's transaction then rolls back): its claim must still go back, or a resume in this
+    process's lifetime would skip it and its status would read 'running' until the lease ran out."""
+    from knobscope.executors import run_local
+    from knobscope.spec import load_spec
+
+    real, calls = Store.complete, []
+
+    def complete(self: Store, *args: object, **kw: object) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second result, as it is being written
+        return real(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "complete", complete)
+    with pytest.raises(KeyboardInterrupt):
+        run_local(load_spec(write_spec(tmp_path / "spec.yaml")))
+    with Store.open(tmp_path / "run") as store:
+        assert store.status_counts() == {"pending": 5, "running": 0, "done": 1, "failed": 0}
+    monkeypatch.setattr(Store, "complete", real)
+    assert "ran 5" in cli("run", str(tmp_path / "spec.yaml"), "--no-progress", check=True).stdout

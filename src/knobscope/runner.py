@@ -221,10 +221,11 @@ class _Sweep:
                 self._more_passes()
         except KeyboardInterrupt:
             self.result.interrupted = True
-            for job in self.in_flight.values():
-                if job.passes_before == 0:
-                    self.store.release(job.trial.trial_id, self.owner)
-                    log.info("interrupted during %s; claim released", job.trial.trial_id)
+            # Every claim of this process goes back, not only those in flight: Ctrl-C can land
+            # between a claim and its submission, or while a result that has left the in-flight
+            # set is being stored (its transaction then rolls back). Extra passes claim nothing.
+            for trial_id in self.store.release_owned(self.owner):
+                log.info("interrupted during %s; claim released", trial_id)
             raise
         finally:
             self.result.counts = self.store.status_counts(self.source.ids(self.store))

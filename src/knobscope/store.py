@@ -407,6 +407,13 @@ class Store:
             (trial_id, owner),
         )
 
+    def release_owned(self, owner: str) -> list[str]:
+        """Give back every trial ``owner`` has claimed and not finished; their ids."""
+        with self.transaction() as c:
+            ids = [r["trial_id"] for r in c.execute("SELECT trial_id FROM trials WHERE owner = ? AND status = 'running'", (owner,))]
+            c.execute("UPDATE trials SET status = 'pending', owner = NULL WHERE owner = ? AND status = 'running'", (owner,))
+        return ids
+
     def recover_stale(self, *, lease_s: float) -> int:
         """Return to ``pending`` the running trials whose owner is dead or silent for ``lease_s``."""
         now = time.time()
