@@ -163,10 +163,13 @@ class GaussianProcess:
         d = x.shape[1]
         warm = self.theta is not None and len(self.theta) == d + 2
         # Hyperparameters (the warp's lambda too) settle as data come in: refit every time while
-        # there are 20 points or fewer, then every fifth, from the last fit (now and then from the
-        # default). Refitting every time only up to 10 saved a third of the fits and found fronts as
-        # fast from a random design, but slower from a prior run's front (a clustered first design):
-        # 19-25 evaluations instead of 17-19 on benchmarks/search_efficiency.py's two tables.
+        # there are 20 points or fewer, then every fifth, from the last fit (at 10 and 20 points
+        # from the default as well; restarting from it at every tenth found fronts no faster on
+        # benchmarks/search_efficiency.py's three tables and took 4-7% longer per proposal).
+        # Refitting every time only up to 12 saved another 7% and found those fronts as fast, but
+        # from a first design at the cheap end it never reached the expensive one
+        # (tests/test_frontier.py); only up to 10 was slower from a prior run's front (a clustered
+        # first design): 19-25 evaluations instead of 17-19 on two tables.
         refit = not warm or len(y) <= 20 or len(y) % 5 == 0
         lmbda = getattr(self, "lmbda", None)
         self.lmbda, self.w_mean, self.w_scale = None, 0.0, 1.0
@@ -180,7 +183,7 @@ class GaussianProcess:
         if refit:
             sq = ((x[:, None, :] - x[None, :, :]) ** 2).reshape(-1, d)
             starts = [self.theta] if warm else []
-            if not warm or len(y) % 10 == 0:
+            if not warm or len(y) in (10, 20):
                 starts.append(default)
             best = None
             for start in starts:
