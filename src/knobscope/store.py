@@ -453,8 +453,11 @@ class Store:
         NaN or infinite (stored as null), or where a key has a double quote (SQLite's JSON paths
         cannot name it)."""
         names = [n for n in paths if not any('"' in k for k in paths[n])]
-        # An older store's bare NaN / Infinity tokens, which SQLite's JSON before 3.42 refuses, as null.
-        finite = "replace(replace(replace(summary, '-Infinity', 'null'), 'Infinity', 'null'), 'NaN', 'null')"
+        # An older store's bare NaN / Infinity tokens, which SQLite's JSON before 3.42 refuses, as
+        # null; a summary that is valid JSON (every one written now) is read as it is: the
+        # replacements cost more than a parse (30 ms instead of 75 for 384 summaries of 21 kB).
+        finite = ("CASE WHEN json_valid(summary) THEN summary ELSE replace(replace(replace(summary, '-Infinity', "
+                  "'null'), 'Infinity', 'null'), 'NaN', 'null') END")
         extract = f", json_extract({finite}{', ?' * len(names)})" if names else ""
         rows = self._conn.execute(f"SELECT trial_id, config{extract} FROM trials WHERE status = ? ORDER BY seq",
                                   ["$" + "".join(f'."{k}"' for k in paths[n]) for n in names] + [status])  # fmt: skip
