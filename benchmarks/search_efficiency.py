@@ -176,7 +176,8 @@ def row(label: str, result: dict) -> str:
 def compare(results: dict[str, dict]) -> None:
     """Every knobscope search against the best Optuna sampler: evaluations to 99% (ratio of the
     medians) and time per proposal (median of the per-seed ratios), each with a 95% percentile
-    bootstrap interval over seeds, a Mann-Whitney U test, and whether both goals are met."""
+    bootstrap interval over seeds, a Mann-Whitney U test, and whether both goals are met (and
+    which only by the median, with the interval reaching beyond the goal)."""
 
     def median99(label: str) -> float:
         return float(np.median(results[label]["reach"]["0.99"]))
@@ -203,6 +204,7 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
     """One line of :func:`compare`: search ``a`` against Optuna sampler ``b``."""
     test = mannwhitneyu(results[a]["reach"]["0.99"], results[b]["reach"]["0.99"], alternative="less")
     ratio: float
+    ratio_high = math.inf  # the interval's far end: a goal met by the median alone may be noise
     if not np.isfinite(median99(a)):  # this search's median never got there
         ratio, evaluations = math.inf, f"> {budget} evaluations"
     elif np.isfinite(median99(b)):
@@ -211,6 +213,7 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
                              lambda x, y: np.median(x) / np.median(y), vectorized=False, method="percentile",
                              n_resamples=2000, random_state=0).confidence_interval  # fmt: skip
         ratio = median99(a) / median99(b)
+        ratio_high = math.inf if math.isnan(interval.high) else float(interval.high)
         ends = ", ".join("?" if math.isnan(e) else f"{e:.2f}" for e in (interval.low, interval.high))
         evaluations = f"{ratio:.2f} [{ends}]"  # ?: too many resamples beyond the budget
     else:  # the median Optuna search never got there: only a bound
@@ -223,13 +226,20 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
         interval = bootstrap((per_seed,), np.median, method="percentile", n_resamples=2000,
                              random_state=0).confidence_interval  # fmt: skip
         slower = float(np.median(per_seed))
+        slower_high = float(interval.high)
         time = f"{slower:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
     else:
         slower = float(np.median(ms_a) / np.median(ms_b))
+        slower_high = math.inf
         time = f"{slower:.2f}x"
-    missed = [name for name, ok in (("evaluations", ratio <= 0.5), ("time", slower <= 2.0)) if not ok]
-    print(f"{a:<22} {evaluations:>20} {test.pvalue:>10.2g} {time:>20}  "
-          f"{'both met' if not missed else 'missed: ' + ', '.join(missed)}")  # fmt: skip
+    goals = (("evaluations", ratio, ratio_high, 0.5), ("time", slower, slower_high, 2.0))
+    missed = [name for name, value, _, goal in goals if not value <= goal]
+    # met by the median, but the 95% interval reaches beyond the goal: not a finding
+    unsure = [name for name, value, high, goal in goals if value <= goal < high]
+    verdict = "both met" if not missed else "missed: " + ", ".join(missed)
+    if unsure:
+        verdict += f" ({' and '.join(unsure)} within noise of the goal)"
+    print(f"{a:<22} {evaluations:>20} {test.pvalue:>10.2g} {time:>20}  {verdict}")
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
