@@ -217,7 +217,7 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
         ends = ", ".join("?" if math.isnan(e) else f"{e:.2f}" for e in (interval.low, interval.high))
         evaluations = f"{ratio:.2f} [{ends}]"  # ?: too many resamples beyond the budget
     else:  # the median Optuna search never got there: only a bound
-        ratio = median99(a) / budget  # type: ignore[operator]
+        ratio = ratio_high = median99(a) / budget  # type: ignore[operator]  # already an upper bound
         evaluations = f"< {ratio:.2f}"
     # The searches of one seed ran side by side: the median of the per-seed ratios.
     ms_a, ms_b = np.array(results[a]["ms"]), np.array(results[b]["ms"])
