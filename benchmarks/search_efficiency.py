@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -145,6 +146,28 @@ MONOTONE = {
                       "sparsity_exponent": "none"},
     "cosine": {"block_size": "increasing", "top_k_blocks": "increasing"},
 }  # fmt: skip
+
+
+def partial_prior(run_dir: Path, share: float, seed: int, into: Path) -> Path:
+    """A copy of prior run ``run_dir`` in ``into`` that keeps a seeded random ``share`` of its
+    finished configurations: a prior run that measured part of the space. With the whole prior
+    every seed of a search from it makes the same search (its first design is the prior's front
+    and the expected improvement is deterministic), so its evaluations would come from one search,
+    however many seeds; a different part of the prior per seed shows how much they depend on
+    which configurations the earlier run happened to have."""
+    import sqlite3
+    from contextlib import closing
+
+    into.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(run_dir / "results.db")) as source, closing(sqlite3.connect(into / "results.db")) as copy:
+        source.backup(copy)
+        done = [row[0] for row in copy.execute("SELECT trial_id FROM trials WHERE status = 'done' ORDER BY seq")]
+        rng = np.random.default_rng([seed, 16])
+        dropped = [(done[i],) for i in rng.permutation(len(done))[round(share * len(done)):]]
+        with copy:
+            copy.executemany("DELETE FROM samples WHERE trial_id = ?", dropped)
+            copy.executemany("DELETE FROM trials WHERE trial_id = ?", dropped)
+    return into
 
 
 def knobscope_searches(prior: Path | None) -> dict[str, tuple[str, dict]]:
@@ -275,6 +298,9 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=120, help="distinct evaluations per search at most")
     parser.add_argument("--only", default="", help="comma-separated searches to run (default: all)")
     parser.add_argument("--prior", type=Path, default=None, help="an earlier run of the same space (frontier+prior)")
+    parser.add_argument("--prior-share", type=float, default=1.0,
+                        help="each seed's prior: a seeded random share of the prior run's configurations (default: all "
+                        "of them, which makes every seed of a search from it the same search)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every search's progress here")
     parser.add_argument("--plot", type=Path, default=None, help="draw every search's progress to this PNG")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -290,15 +316,28 @@ def main() -> None:
             plot(merged, args.plot)
         return
 
+    if not 0 < args.prior_share <= 1:
+        raise SystemExit(f"--prior-share: {args.prior_share} is not a share; allowed: more than 0, at most 1")
     table = Table(args.table, args.spec)
     values = np.array([table.values(c) for c in table.rows])
     from knobscope.analysis.pareto import pareto_mask
 
     print(f"table: {len(table.rows)} configurations of {args.table}, objectives {table.goal.description}, "
           f"{int(pareto_mask(values, list(table.maximise)).sum())} Pareto-optimal")  # fmt: skip
+    scratch = tempfile.TemporaryDirectory(prefix="search-efficiency-")
+
+    def with_prior(options: dict, seed: int) -> dict:
+        if "prior" not in options or args.prior_share == 1:
+            return options
+        part = Path(scratch.name) / f"prior-{seed}"
+        if not part.exists():
+            partial_prior(args.prior, args.prior_share, seed, part)
+        return {**options, "prior": [str(part)]}
+
     searches: dict[str, Callable[[int], tuple[list[str], list[float]]]] = {}
     for label, (name, options) in knobscope_searches(args.prior).items():
-        searches[label] = lambda s, name=name, options=options: run_knobscope(table, name, options, s, args.budget)
+        searches[label] = lambda s, name=name, options=options: run_knobscope(table, name, with_prior(options, s), s,
+                                                                              args.budget)  # fmt: skip
     for label, sampler in optuna_samplers(table).items():
         searches[label] = lambda s, sampler=sampler: run_optuna(table, sampler, s, args.budget)
     if args.only:
@@ -331,6 +370,9 @@ def main() -> None:
         print(f"{key}: {np.median(shares):.0%} of its trials (median over seeds) were the nearest unmeasured "
               "configuration after the sampler asked for measured or infeasible ones three times")  # fmt: skip
 
+    if args.prior is not None and args.prior_share == 1 and any(k.endswith("+prior") for k in results):
+        print("(the searches from the whole prior run are one search each, the same for every seed: their intervals "
+              "below vary only the Optuna sampler; --prior-share 0.8 gives each seed a different part of the prior)")
     compare(results)
     if args.plot:
         plot(results, args.plot)

@@ -17,7 +17,7 @@ from knobscope.errors import SpecError
 from knobscope.expressions import Expression
 from knobscope.frontier import GaussianProcess, expected_hypervolume_improvement, hypervolume_improvement
 from knobscope.search import Goal
-from knobscope.space import Knob, Space
+from knobscope.space import Config, Knob, Space
 from knobscope.store import Store
 from knobscope.strategies import get_strategy
 from test_search import SPACE, _front_hv, drive
@@ -240,6 +240,24 @@ def test_a_search_starts_from_the_front_of_a_prior_run(tmp_path: Path) -> None:
     proc = cli("run", str(bad), "--no-progress")
     assert proc.returncode == 2 and "is not a knobscope run directory" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad" / "results.db").exists()
+
+
+def test_a_prior_run_of_part_of_the_space_gives_the_front_of_what_it_measured(tmp_path: Path) -> None:
+    cli("run", str(_spec(tmp_path, "separable", {"name": "lhs", "size": 12, "seed": 3}, "prior")), "--no-progress",
+        check=True)  # fmt: skip
+    strategy = get_strategy("frontier", {"prior": [str(tmp_path / "prior")], "initial_size": 48})
+    space = Space(knobs=(Knob("a", (1, 2, 4, 8)), Knob("b", (1, 4, 9, 16)), Knob("c", (0, 2, 4))))
+    goal = Goal(objectives=(("quality", "max"), ("matmuls", "min")))
+    configs, index, _ = strategy.grid(space)
+    design = [configs[i] for i in strategy.initial_design(space, goal, configs, index)]
+    with Store.open(tmp_path / "prior") as store:
+        measured = [t for t in store.trials() if t.status == "done"]
+    values = np.array([[t.summary["metrics"]["quality"]["mean"], t.summary["metrics"]["matmuls"]["mean"]]
+                       for t in measured])  # fmt: skip
+    front = [measured[i].config for i in np.flatnonzero(pareto_mask(values, [True, False]))]
+    # the whole front of the 12 measured, however large the design asked for, and nothing it did
+    # not measure (an unmeasured configuration's value would be a guess)
+    assert len(measured) == 12 and sorted(c.canonical for c in design) == sorted(Config(c).canonical for c in front)
 
 
 def test_a_bad_monotone_declaration_stops_the_run_before_anything_is_created(tmp_path: Path) -> None:

@@ -419,7 +419,7 @@ class Frontier(AdaptiveStrategy):
         self._grid: tuple[Space, list[Config], np.ndarray, np.ndarray] | None = None
         self._gps: dict[str, GaussianProcess] = {}
         self._monotone: MonotoneModel | None = None
-        self._priors: dict[str, np.ndarray] | None = None
+        self._priors: dict[str, np.ndarray] | None = None  # per objective, the prior runs' value at each configuration
         self._design: tuple[Space, list[int]] | None = None
         self.decided_after: int | None = None  # configurations known when the front was decided
         self._blas: Any = None  # threadpoolctl's controller, made on the first proposal
@@ -653,39 +653,35 @@ class Frontier(AdaptiveStrategy):
                             f"{', '.join(space.names)}) in {', '.join(self.options.prior)}")  # fmt: skip
         return out
 
-    def _prior_mean(self, space: Space, goal: Goal, name: str, configs: list[Config],
-                    features: np.ndarray) -> np.ndarray | None:  # fmt: skip
-        """The prior runs' value of ``name`` at every configuration (a GP fills the unmeasured)."""
-        if not self.options.prior:
-            return None
-        if self._priors is None:
-            self._priors = {}
-            self._prior_points = self._load_priors(space, [o.column for o in goal.objectives])
-        if name not in self._priors:
-            points = self._prior_points.get(name, [])
-            if not points:
-                return None
-            rows = np.array([p for p, _ in points])
-            vals = np.array([v for _, v in points])
-            rows, inverse = np.unique(rows, return_inverse=True)
-            vals = np.bincount(inverse, weights=vals) / np.bincount(inverse)  # several workloads: their mean
-            full = np.empty(len(configs))
-            missing = np.setdiff1d(np.arange(len(configs)), rows)
-            if len(missing):
-                full[missing] = GaussianProcess().fit(features[rows], vals).predict(features[missing])[0]
-            full[rows] = vals
-            self._priors[name] = full
-        return self._priors[name]
-
     def _prior_front(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
-        """The prior's Pareto-optimal configurations, greatest hypervolume contribution first."""
-        _, _, features = self.grid(space)
-        means = [self._prior_mean(space, goal, o.column, configs, features) for o in goal.objectives]
-        if any(m is None for m in means):
-            missing = [o.column for o, m in zip(goal.objectives, means) if m is None]
-            raise SpecError(f"strategy 'frontier' option 'prior': the prior runs have no column {missing[0]!r}")
+        """The Pareto-optimal configurations among those the prior runs measured (a configuration
+        in several runs: its mean), greatest hypervolume contribution first.
+
+        Only measured ones: filling the others in with a GP fitted to the prior (as an earlier
+        version did) took 0.3-0.5 s once per search from a prior that lacked a fifth of the space,
+        which doubled the time per proposal of a 60-evaluation search."""
+        if self._priors is None:
+            columns = [o.column for o in goal.objectives]
+            points = self._load_priors(space, columns)
+            missing = [name for name in columns if not points[name]]
+            if missing:
+                raise SpecError(f"strategy 'frontier' option 'prior': the prior runs have no column {missing[0]!r}")
+            means = []
+            for name in columns:
+                rows = np.array([p for p, _ in points[name]])
+                vals = np.array([v for _, v in points[name]])
+                full = np.full(len(configs), np.nan)
+                rows, inverse = np.unique(rows, return_inverse=True)
+                full[rows] = np.bincount(inverse, weights=vals) / np.bincount(inverse)  # several runs: their mean
+                means.append(full)
+            self._priors = {name: mean for name, mean in zip(columns, means)}
         sign = np.array([1.0 if o.maximise else -1.0 for o in goal.objectives])
-        values = np.column_stack(means) * sign
+        values = np.column_stack([self._priors[o.column] for o in goal.objectives]) * sign
+        measured = np.flatnonzero(np.isfinite(values).all(1))
+        if not len(measured):
+            raise SpecError(f"strategy 'frontier' option 'prior': no configuration of this space has every objective "
+                            f"({', '.join(o.column for o in goal.objectives)}) in {', '.join(self.options.prior)}")  # fmt: skip
+        values = values[measured]
         front = list(np.flatnonzero(pareto_mask(values, True)))
         lo, hi = values.min(0), values.max(0)
         scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
@@ -695,7 +691,7 @@ class Frontier(AdaptiveStrategy):
             chosen = scaled[order] if order else np.empty((0, values.shape[1]))
             gains = hypervolume_improvement(scaled[front], chosen, reference)
             order.append(front.pop(int(np.argmax(gains))))
-        return order
+        return [int(measured[i]) for i in order]
 
 
 def _weakly_dominated(best_case: np.ndarray, measured: np.ndarray) -> np.ndarray:
