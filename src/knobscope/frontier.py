@@ -575,7 +575,7 @@ class Frontier(AdaptiveStrategy):
         rng = np.random.default_rng(proposal_seed(self.options.seed, "frontier-design", 0))
         picked: list[int] = []
         if self.options.prior and goal.kind == "objectives":
-            return self._prior_front(space, goal, configs, index)[:size]
+            return self._prior_front(space, goal, configs, size)
         for o in goal.objectives if goal.kind == "objectives" else ():
             signs = self._monotone.signs.get(o.column) if self._monotone else None
             if signs is None:
@@ -653,9 +653,10 @@ class Frontier(AdaptiveStrategy):
                             f"{', '.join(space.names)}) in {', '.join(self.options.prior)}")  # fmt: skip
         return out
 
-    def _prior_front(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
-        """The Pareto-optimal configurations among those the prior runs measured (a configuration
-        in several runs: its mean), greatest hypervolume contribution first.
+    def _prior_front(self, space: Space, goal: Goal, configs: list[Config], size: int) -> list[int]:
+        """``size`` of the Pareto-optimal configurations among those the prior runs measured (a
+        configuration in several runs: its mean), greatest hypervolume contribution first (picked
+        greedily, so the cost grows with the prior's front times ``size``, not its square).
 
         Only measured ones: filling the others in with a GP fitted to the prior (as an earlier
         version did) took 0.3-0.5 s once per search from a prior that lacked a fifth of the space,
@@ -687,7 +688,7 @@ class Frontier(AdaptiveStrategy):
         scaled = (values - lo) / np.where(hi > lo, hi - lo, 1.0)
         reference = np.full(values.shape[1], -0.1)
         order: list[int] = []
-        while front:  # greedy: the configuration that adds the most hypervolume next
+        while front and len(order) < size:  # greedy: the configuration that adds the most hypervolume next
             chosen = scaled[order] if order else np.empty((0, values.shape[1]))
             gains = hypervolume_improvement(scaled[front], chosen, reference)
             order.append(front.pop(int(np.argmax(gains))))
