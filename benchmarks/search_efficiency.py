@@ -16,7 +16,8 @@ of one seed run one after another, so the machine's drift falls on all alike), e
 bootstrap interval over seeds, and which of the goals (<= 0.5, <= 2x) it meets.
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
-       [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048] [--json out.json]
+       [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048 [--prior-share 0.8]]
+       [--json out.json]
        python benchmarks/search_efficiency.py --merge a.json b.json [--plot progress.png]   # split invocations
 """
 
@@ -317,7 +318,9 @@ def main() -> None:
         return
 
     if not 0 < args.prior_share <= 1:
-        raise SystemExit(f"--prior-share: {args.prior_share} is not a share; allowed: more than 0, at most 1")
+        parser.error(f"--prior-share: {args.prior_share} is not a share; allowed: more than 0, at most 1")
+    if args.prior_share != 1 and args.prior is None:
+        parser.error("--prior-share: there is no prior run to take a share of; give --prior as well")
     table = Table(args.table, args.spec)
     values = np.array([table.values(c) for c in table.rows])
     from knobscope.analysis.pareto import pareto_mask
