@@ -421,7 +421,8 @@ class Frontier(AdaptiveStrategy):
         self._grid: tuple[Space, list[Config], np.ndarray, np.ndarray] | None = None
         self._gps: dict[str, GaussianProcess] = {}
         self._monotone: MonotoneModel | None = None
-        self._priors: dict[str, np.ndarray] | None = None  # per objective, the prior runs' value at each configuration
+        # per objective, the prior runs' value at each configuration (NaN where none measured it)
+        self._priors: dict[str, np.ndarray] | None = None
         self._design: tuple[Space, list[int]] | None = None
         self.decided_after: int | None = None  # configurations known when the front was decided
         self._blas: Any = None  # threadpoolctl's controller, made on the first proposal
