@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from typing import NoReturn
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,12 @@ LEVELS = (0.90, 0.95, 0.99)
 FALLBACKS: dict[str, list[float]] = {}  # per Optuna-based knobscope search: share of trials the sampler did not choose
 
 
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"search_efficiency.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 class Table:
     """The measured grid: a lookup by configuration, and the hypervolume bookkeeping."""
 
@@ -60,7 +68,7 @@ class Table:
         self.rows = {o.config.canonical: o for o in history}
         missing = self.space.grid_size - len(self.rows)
         if missing:
-            raise SystemExit(f"{run_dir}: {missing} of {self.space.grid_size} configurations are not measured; "
+            fail(f"{run_dir}: {missing} of {self.space.grid_size} configurations are not measured; "
                              f"run 'knobscope run {spec_path} --out {run_dir}' to finish the table")  # fmt: skip
         values = np.array([self.goal.values(o) for o in self.rows.values()])
         self.maximise = np.array([o.maximise for o in self.goal.objectives])
@@ -164,7 +172,8 @@ def partial_prior(run_dir: Path, share: float, seed: int, into: Path) -> Path:
         source.backup(copy)
         done = [row[0] for row in copy.execute("SELECT trial_id FROM trials WHERE status = 'done' ORDER BY seq")]
         rng = np.random.default_rng([seed, 16])
-        dropped = [(done[i],) for i in rng.permutation(len(done))[round(share * len(done)):]]
+        kept = max(1, round(share * len(done)))  # a prior with nothing in it is no prior
+        dropped = [(done[i],) for i in rng.permutation(len(done))[kept:]]
         with copy:
             copy.executemany("DELETE FROM samples WHERE trial_id = ?", dropped)
             copy.executemany("DELETE FROM trials WHERE trial_id = ?", dropped)
@@ -318,9 +327,11 @@ def main() -> None:
         return
 
     if not 0 < args.prior_share <= 1:
-        parser.error(f"--prior-share: {args.prior_share} is not a share; allowed: more than 0, at most 1")
+        fail(f"--prior-share: {args.prior_share} is not a share; allowed: more than 0, at most 1")
+    if args.prior is not None and not (args.prior / "results.db").is_file():
+        fail(f"--prior: {args.prior} is not a knobscope run directory (no results.db)")
     if args.prior_share != 1 and args.prior is None:
-        parser.error("--prior-share: there is no prior run to take a share of; give --prior as well")
+        fail("--prior-share: there is no prior run to take a share of; give --prior as well")
     table = Table(args.table, args.spec)
     values = np.array([table.values(c) for c in table.rows])
     from knobscope.analysis.pareto import pareto_mask
@@ -347,7 +358,7 @@ def main() -> None:
         wanted = args.only.split(",")
         unknown = [w for w in wanted if w not in searches]
         if unknown:
-            raise SystemExit(f"--only: unknown search {unknown[0]!r}; searches: {', '.join(searches)}")
+            fail(f"--only: unknown search {unknown[0]!r}; searches: {', '.join(searches)}")
         searches = {k: v for k, v in searches.items() if k in wanted}
 
     # Seeds outermost: every search runs its seed s side by side with the others, so the machine's
