@@ -15,7 +15,12 @@ from conftest import PLUGINS, cli, write_spec
 from knobscope.analysis.pareto import pareto_mask
 from knobscope.errors import SpecError
 from knobscope.expressions import Expression
-from knobscope.frontier import GaussianProcess, expected_hypervolume_improvement, hypervolume_improvement
+from knobscope.frontier import (
+    GaussianProcess,
+    MonotoneModel,
+    expected_hypervolume_improvement,
+    hypervolume_improvement,
+)
 from knobscope.search import Goal
 from knobscope.space import Config, Knob, Space
 from knobscope.store import Store
@@ -187,6 +192,31 @@ def test_a_declaration_the_data_contradict_is_dropped_with_a_warning(caplog: pyt
     assert "quality was declared to stay the same with c" in caplog.text  # "none": it does depend on c
     assert strategy._monotone.dropped == {("quality", "a"), ("quality", "c")}
     assert true_front(MONO, mono_rows) <= {o.config.canonical for o in found}  # the wrong claim pruned nothing needed
+
+
+def test_bounds_from_the_kept_relation_are_those_computed_afresh_and_follow_a_dropped_declaration() -> None:
+    model = MonotoneModel(MONO, {"quality": {"a": "increasing", "b": "decreasing", "c": "none"}})
+    grid = np.array([[MONO.knobs[j].values.index(c[k.name]) for j, k in enumerate(MONO.knobs)] for c in MONO.product()],
+                    dtype=float)  # fmt: skip
+    rng = np.random.default_rng(0)
+    measured = rng.choice(len(grid), 12, replace=False)
+    low = rng.normal(size=12)
+    high = low + rng.uniform(0, 1, 12)
+
+    def both() -> tuple[np.ndarray, ...]:
+        kept = model.bounds("quality", measured, low, high, grid)
+        model.CACHED_GRID = 0  # the path for grids too large to keep the relation of
+        fresh = model.bounds("quality", measured, low, high, grid)
+        del model.CACHED_GRID
+        return (*kept, *fresh)
+
+    lower, upper, fresh_lower, fresh_upper = both()
+    assert np.array_equal(lower, fresh_lower) and np.array_equal(upper, fresh_upper)
+    assert np.isfinite(lower).sum() > 12 and np.isfinite(upper).sum() > 12  # bounds beyond the measured ones
+    model.dropped.add(("quality", "a"))  # a contradicted declaration: the kept relation must not outlive it
+    lower2, upper2, fresh_lower2, fresh_upper2 = both()
+    assert np.array_equal(lower2, fresh_lower2) and np.array_equal(upper2, fresh_upper2)
+    assert np.isfinite(lower2).sum() < np.isfinite(lower).sum()
 
 
 def test_an_end_of_the_front_that_nothing_measured_reaches_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -172,6 +172,10 @@ class GaussianProcess:
         # from a first design at the cheap end it never reached the expensive one
         # (tests/test_frontier.py); only up to 10 was slower from a prior run's front (a clustered
         # first design): 19-25 evaluations instead of 17-19 on two tables.
+        # (Keeping them also where the new points lie only at inputs the model already had, such as
+        # SketchWalk's speedup bound at another sketch setting of a measured cell, took about 12% off
+        # the time per proposal but made the search slower to its front: 20 evaluations instead
+        # of 18, 30 seeds on benchmarks/search_efficiency.py's first table with `monotone`.)
         refit = not warm or len(y) <= 20 or len(y) % 5 == 0
         lmbda = getattr(self, "lmbda", None)
         self.lmbda, self.w_mean, self.w_scale = None, 0.0, 1.0
@@ -344,6 +348,9 @@ class MonotoneModel:
                                     "has no order; declare it 'none' or leave it out")  # fmt: skip
             self.signs[objective] = np.array([SIGN[knobs[k.name]] if k.name in knobs else np.nan for k in space.knobs])
         self.dropped: set[tuple[str, str]] = set()
+        self._relation: tuple[np.ndarray, frozenset, dict[str, np.ndarray]] | None = None  # see relation
+
+    CACHED_GRID = 4096  # the largest grid whose relation (grid x grid booleans, 16 MB) is kept
 
     def inputs(self, objective: str) -> np.ndarray:
         """Per knob, whether ``objective`` may depend on it (not declared ``none``, or dropped)."""
@@ -365,14 +372,30 @@ class MonotoneModel:
                 ok &= a[:, None, j] >= c[None, :, j]
         return ok
 
+    def relation(self, objective: str, grid: np.ndarray) -> np.ndarray:
+        """``below(objective, grid, grid)``, kept until a declaration is dropped: a search asks
+        for it on every proposal, and the grid does not change."""
+        dropped = frozenset(self.dropped)
+        if self._relation is None or self._relation[0] is not grid or self._relation[1] != dropped:
+            self._relation = (grid, dropped, {})
+        cached = self._relation[2]
+        if objective not in cached:
+            cached[objective] = self.below(objective, grid, grid)
+        return cached[objective]
+
     def bounds(self, objective: str, measured: np.ndarray, low: np.ndarray, high: np.ndarray,
-               candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """Lower and upper bounds of ``objective`` at each candidate (-inf/inf where none follows),
-        from measured configurations' interval ends ``low`` / ``high``."""
+               grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Lower and upper bounds of ``objective`` at every configuration of ``grid`` (value
+        indices; -inf/inf where none follows), from the measured configurations (rows of the grid)
+        and their interval ends ``low`` / ``high``."""
         if objective not in self.signs or len(measured) == 0:
-            return np.full(len(candidates), -np.inf), np.full(len(candidates), np.inf)
-        under = self.below(objective, measured, candidates)  # f(measured) <= f(candidate)
-        over = self.below(objective, candidates, measured).T  # f(candidate) <= f(measured)
+            return np.full(len(grid), -np.inf), np.full(len(grid), np.inf)
+        if len(grid) <= self.CACHED_GRID:
+            relation = self.relation(objective, grid)
+            under, over = relation[measured], relation[:, measured].T
+        else:
+            under = self.below(objective, grid[measured], grid)  # f(measured) <= f(candidate)
+            over = self.below(objective, grid, grid[measured]).T  # f(candidate) <= f(measured)
         lower = np.where(under, low[:, None], -np.inf).max(0)
         upper = np.where(over, high[:, None], np.inf).min(0)
         return lower, upper
@@ -465,6 +488,7 @@ class Frontier(AdaptiveStrategy):
             self._feature_knob = np.array(owner)  # the knob each feature column encodes
             self._position = {c.canonical: i for i, c in enumerate(configs)}
             self._grid = (space, configs, index, np.hstack(columns))
+            self._distinct: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # see _settings
             self._monotone = MonotoneModel(space, self.options.monotone)
         return self._grid[1], self._grid[2], self._grid[3]
 
@@ -511,7 +535,7 @@ class Frontier(AdaptiveStrategy):
         upper = np.full((len(configs), len(columns)), np.inf)
         for j, name in enumerate(columns):
             self._monotone.check(name, index[rows], values[:, j], low[:, j], high[:, j], [o.config for o, _ in scored])
-            lower[:, j], upper[:, j] = self._monotone.bounds(name, index[rows], low[:, j], high[:, j], index)
+            lower[:, j], upper[:, j] = self._monotone.bounds(name, rows, low[:, j], high[:, j], index)
         sign = np.where(maximise, 1.0, -1.0)
         best_case = np.where(maximise, upper, -lower)  # maximised orientation
         worst_measured = np.where(maximise, low, -high)
@@ -539,7 +563,14 @@ class Frontier(AdaptiveStrategy):
             used = used if used.any() else ~used  # declared constant: let the model see that
             gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp,
                                                                    bounds=ranges[j])  # fmt: skip
-            nodes[:, :, j] = gp.draw(features[candidates][:, used], quantiles)
+            # Where the model has fewer inputs than the grid has knobs, candidates share settings
+            # (the speedup bound of SketchWalk: 24 (block size, top-k) cells among 384): draw once
+            # per setting.
+            settings, setting_of = self._settings(used)
+            if len(settings) < len(candidates):
+                nodes[:, :, j] = gp.draw(settings, quantiles)[:, setting_of[candidates]]
+            else:
+                nodes[:, :, j] = gp.draw(features[candidates][:, used], quantiles)
 
         # Expected hypervolume improvement over the measured front. Objectives are scaled by their
         # range over the measured configurations and the open ones (their posterior medians),
@@ -565,6 +596,17 @@ class Frontier(AdaptiveStrategy):
         return configs[int(candidates[int(rng.choice(best))])]
 
     # ----------------------------------------------------------------- parts
+    def _settings(self, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of the grid's features in the columns ``used``, and each
+        configuration's row among them (computed once per set of columns: per proposal,
+        ``np.unique`` cost what drawing once per setting saves)."""
+        key = used.tobytes()
+        hit = self._distinct.get(key)
+        if hit is None:
+            features = self._grid[3][:, used]  # type: ignore[index]
+            hit = self._distinct[key] = np.unique(features, axis=0, return_inverse=True)
+        return hit[0], hit[1].reshape(-1)
+
     def initial_design(self, space: Space, goal: Goal, configs: list[Config], index: np.ndarray) -> list[int]:
         """Grid positions of the first design: the prior runs' front, else the monotone anchors
         and a Latin hypercube; ``knobs + 1`` by default, in a seeded random order."""
