@@ -219,6 +219,25 @@ def test_bounds_from_the_kept_relation_are_those_computed_afresh_and_follow_a_dr
     assert np.isfinite(lower2).sum() < np.isfinite(lower).sum()
 
 
+def test_an_objective_of_fewer_knobs_is_drawn_once_per_setting_with_the_same_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cost does not depend on c: its model sees (a, b) only, 36 settings for 108 configurations
+    declared = {"quality": DECLARED["quality"], "cost": {"a": "increasing", "b": "increasing", "c": "none"}}
+    rows = lambda c: {"quality": mono_rows(c)["quality"], "cost": float(c["a"] + 2 * c["b"])}  # noqa: E731
+    drawn: list[int] = []
+    draw = GaussianProcess.draw
+    monkeypatch.setattr(GaussianProcess, "draw", lambda self, xs, z: drawn.append(len(xs)) or draw(self, xs, z))
+    per_setting = drive(get_strategy("frontier", {"n_trials": 30, "monotone": declared, "seed": 3}), GOAL, MONO, rows)
+    assert 36 in drawn  # the cost model drawn at its settings, not at each open configuration
+    # Drawn at every open configuration instead: the same proposals.
+    from knobscope.frontier import Frontier
+
+    monkeypatch.setattr(Frontier, "_settings", lambda self, used: (self._grid[3][:, used], np.arange(len(self._grid[3]))))
+    drawn.clear()
+    everywhere = drive(get_strategy("frontier", {"n_trials": 30, "monotone": declared, "seed": 3}), GOAL, MONO, rows)
+    assert 36 not in drawn
+    assert [o.config.canonical for o in per_setting] == [o.config.canonical for o in everywhere]
+
+
 def test_an_end_of_the_front_that_nothing_measured_reaches_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     # A first design at the cheap end only (as a prior run's front can be): with the reference
     # point from the measured values alone, the expensive end added no hypervolume and the
