@@ -13,11 +13,13 @@ grid: those asks are counted and timed, not evaluated). Printed per search, medi
 proposal; then every knobscope search against the best Optuna sampler: evaluations to 99% (ratio
 of the medians, Mann-Whitney U test) and time per proposal (median of per-seed ratios: the searches
 of one seed run one after another, so the machine's drift falls on all alike), each with a 95%
-bootstrap interval over seeds, and which of the goals (<= 0.5, <= 2x) it meets.
+bootstrap interval over seeds, and which of the goals (<= 0.5, <= 2x) it meets. ``--known
+cosine`` adds ``frontier+mono[known:cosine]`` (and ``+prior``): the same search given the table's
+true cosine in place of its model's posterior, to count the evaluations that model costs.
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
        [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048 [--prior-share 0.8]]
-       [--json out.json]
+       [--known cosine [--known speedup_bound ...]] [--json out.json]
        python benchmarks/search_efficiency.py --merge a.json b.json [--plot progress.png]   # split invocations
 """
 
@@ -31,13 +33,14 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from typing import NoReturn
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 from scipy.stats import bootstrap, mannwhitneyu
 
 from knobscope.analysis.pareto import hypervolume
+from knobscope.frontier import Frontier
 from knobscope.search import Goal, Observation
 from knobscope.spec import load_spec
 from knobscope.space import Config, Space
@@ -91,8 +94,31 @@ class Table:
                          for i in range(len(order))])  # fmt: skip
 
 
+class KnownFrontier(Frontier):
+    """``frontier`` given the table's true values of some objectives in place of their models'
+    posteriors (``--known``): how many evaluations each objective's model costs."""
+
+    def __init__(self, table: Table, known: tuple[str, ...], **options: Any) -> None:
+        super().__init__(**options)
+        self.known = known
+        columns = [o.column for o in table.goal.objectives]
+        self.truth = {c: table.values(c) for c in table.rows}
+        self.column = {name: (columns.index(name), table.maximise[columns.index(name)]) for name in known}
+
+    def posterior(self, name: str, rows: np.ndarray, target: np.ndarray, candidates: np.ndarray,
+                  bounds: tuple[float, float] | None) -> np.ndarray:  # fmt: skip
+        if name not in self.known:
+            return super().posterior(name, rows, target, candidates, bounds)
+        j, maximise = self.column[name]
+        configs = self.grid(self._grid[0])[0]  # type: ignore[index]
+        truth = np.array([self.truth[configs[i].canonical][j] for i in candidates]) * (1.0 if maximise else -1.0)
+        return np.broadcast_to(truth, (self.options.samples, len(truth)))  # certain: every quantile the same
+
+
 def run_knobscope(table: Table, name: str, options: dict, seed: int, budget: int) -> tuple[list[str], list[float]]:
-    strategy = get_strategy(name, {**options, "n_trials": budget, "seed": seed})
+    options = {**options, "n_trials": budget, "seed": seed}
+    known = options.pop("known", ())
+    strategy = KnownFrontier(table, known, **options) if known else get_strategy(name, options)
     # as `knobscope run` has it: a bounded metric (the cosine) brings its declared range
     goal = strategy.goal(table.spec.objectives).with_ranges(table.spec.workload.workload_class().metrics)
     history: list[Observation] = []
@@ -180,7 +206,7 @@ def partial_prior(run_dir: Path, share: float, seed: int, into: Path) -> Path:
     return into
 
 
-def knobscope_searches(prior: Path | None) -> dict[str, tuple[str, dict]]:
+def knobscope_searches(prior: Path | None, known: list[tuple[str, ...]]) -> dict[str, tuple[str, dict]]:
     out = {
         "frontier": ("frontier", {}),
         "frontier+mono": ("frontier", {"monotone": MONOTONE}),
@@ -192,18 +218,31 @@ def knobscope_searches(prior: Path | None) -> dict[str, tuple[str, dict]]:
     if prior is not None:
         out["frontier+prior"] = ("frontier", {"prior": [str(prior)]})
         out["frontier+mono+prior"] = ("frontier", {"monotone": MONOTONE, "prior": [str(prior)]})
+    for names in known:
+        tag = f"[known:{'+'.join(names)}]"
+        out["frontier+mono" + tag] = ("frontier", {"monotone": MONOTONE, "known": names})
+        if prior is not None:
+            out["frontier+mono+prior" + tag] = ("frontier", {"monotone": MONOTONE, "prior": [str(prior)], "known": names})
     return out
 
 
-HEADER = f"{'search':20s} " + " ".join(f"{'to ' + format(level, '.0%'):>18s}" for level in LEVELS) + f" {'ms/proposal':>12s}"
+def header(width: int) -> str:
+    return f"{'search':{width}s} " + " ".join(f"{'to ' + format(level, '.0%'):>18s}" for level in LEVELS) + f" {'ms/proposal':>12s}"
 
 
-def row(label: str, result: dict) -> str:
+def print_table(results: dict[str, dict]) -> None:
+    width = max(20, *(len(label) for label in results))
+    print(header(width))
+    for label, result in results.items():
+        print(row(label, result, width))
+
+
+def row(label: str, result: dict, width: int = 20) -> str:
     cells = []
     for level in LEVELS:
         r = np.array(result["reach"][str(level)], dtype=float)
         cells.append(f"{np.median(r):6.1f} [{r.min():.0f}, {r.max():.0f}]".replace("inf", ">" + str(result.get("budget", "budget"))))
-    return f"{label:20s} " + " ".join(f"{c:>18s}" for c in cells) + f" {np.median(result['ms']):12.1f}"
+    return f"{label:{width}s} " + " ".join(f"{c:>18s}" for c in cells) + f" {np.median(result['ms']):12.1f}"
 
 
 def compare(results: dict[str, dict]) -> None:
@@ -223,17 +262,19 @@ def compare(results: dict[str, dict]) -> None:
     budget = results[b].get("budget", "the budget")
     print(f"\nagainst the best Optuna sampler, {b}: {median99(b):.1f} evaluations to 99% (median); goals: at most 0.5 "
           "of its evaluations at no more than 2x its time per proposal [95% bootstrap intervals over seeds]")  # fmt: skip
-    print(f"{'search':<22} {'evaluations':>20} {'p (fewer)':>10} {'time per proposal':>20}  goals")
+    width = max(22, *(len(a) for a in ours))
+    print(f"{'search':<{width}} {'evaluations':>20} {'p (fewer)':>10} {'time per proposal':>20}  goals")
     with warnings.catch_warnings():
         # A search whose seeds do not all reach 99% has infinite medians in some resamples: its
         # interval's end is then inf or undefined, and numpy's and scipy's warnings say no more.
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*BCa confidence interval cannot be calculated.*")
         for a in sorted(ours, key=median99):
-            _compare_one(results, a, b, median99, budget)
+            _compare_one(results, a, b, median99, budget, width)
 
 
-def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[str], float], budget: object) -> None:
+def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[str], float], budget: object,
+                 width: int = 22) -> None:  # fmt: skip
     """One line of :func:`compare`: search ``a`` against Optuna sampler ``b``."""
     test = mannwhitneyu(results[a]["reach"]["0.99"], results[b]["reach"]["0.99"], alternative="less")
     ratio: float
@@ -272,7 +313,9 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
     verdict = "both met" if not missed else "missed: " + ", ".join(missed)
     if unsure:
         verdict += f" ({' and '.join(unsure)} within noise of the goal)"
-    print(f"{a:<22} {evaluations:>20} {test.pvalue:>10.2g} {time:>20}  {verdict}")
+    if "[known:" in a:
+        verdict += "; given the table's true values: an oracle, not a search one can run"
+    print(f"{a:<{width}} {evaluations:>20} {test.pvalue:>10.2g} {time:>20}  {verdict}")
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
@@ -311,6 +354,9 @@ def main() -> None:
     parser.add_argument("--prior-share", type=float, default=1.0,
                         help="each seed's prior: a seeded random share of the prior run's configurations (default: all "
                         "of them, which makes every seed of a search from it the same search)")  # fmt: skip
+    parser.add_argument("--known", action="append", default=[], metavar="OBJECTIVE[,OBJECTIVE]",
+                        help="also run frontier+mono (and +prior) given the table's true values of these objectives "
+                        "in place of their models' posteriors: how many evaluations each model costs (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="write every search's progress here")
     parser.add_argument("--plot", type=Path, default=None, help="draw every search's progress to this PNG")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -318,9 +364,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         merged = {label: result for path in args.merge for label, result in json.loads(path.read_text()).items()}
-        print(HEADER)
-        for label, result in merged.items():
-            print(row(label, result))
+        print_table(merged)
         compare(merged)
         if args.plot:
             plot(merged, args.plot)
@@ -333,6 +377,11 @@ def main() -> None:
     if args.prior_share != 1 and args.prior is None:
         fail("--prior-share: there is no prior run to take a share of; give --prior as well")
     table = Table(args.table, args.spec)
+    columns = [o.column for o in table.goal.objectives]
+    known = [tuple(args_known.split(",")) for args_known in args.known]
+    for name in (n for names in known for n in names):
+        if name not in columns:
+            fail(f"--known: {name!r} is not an objective of {args.spec}; objectives: {', '.join(columns)}")
     values = np.array([table.values(c) for c in table.rows])
     from knobscope.analysis.pareto import pareto_mask
 
@@ -349,7 +398,7 @@ def main() -> None:
         return {**options, "prior": [str(part)]}
 
     searches: dict[str, Callable[[int], tuple[list[str], list[float]]]] = {}
-    for label, (name, options) in knobscope_searches(args.prior).items():
+    for label, (name, options) in knobscope_searches(args.prior, known).items():
         searches[label] = lambda s, name=name, options=options: run_knobscope(table, name, with_prior(options, s), s,
                                                                               args.budget)  # fmt: skip
     for label, sampler in optuna_samplers(table).items():
@@ -376,9 +425,7 @@ def main() -> None:
             for level in LEVELS:
                 hit = np.flatnonzero(curve >= level - 1e-12)
                 result["reach"][str(level)].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not within the budget
-    print(HEADER)
-    for label, result in results.items():
-        print(row(label, result))
+    print_table(results)
 
     for key, shares in FALLBACKS.items():
         print(f"{key}: {np.median(shares):.0%} of its trials (median over seeds) were the nearest unmeasured "

@@ -552,25 +552,11 @@ class Frontier(AdaptiveStrategy):
         oriented = values * sign
         # Each objective's posterior at a candidate as K equally likely values: its quantiles at
         # the midpoints of K equal slices of probability (through the warp: it is monotone).
-        quantiles = self._quantiles
         ranges = [None if o.range is None else tuple(sorted(np.multiply(o.range, sign[j])))
                   for j, o in enumerate(goal.objectives)] if goal.kind == "objectives" else [None]  # fmt: skip
         nodes = np.empty((self.options.samples, len(candidates), len(columns)))
         for j, name in enumerate(columns):
-            target = oriented[:, j]
-            # A knob the objective is declared not to depend on is not an input of its model.
-            used = self._monotone.inputs(name)[self._feature_knob]
-            used = used if used.any() else ~used  # declared constant: let the model see that
-            gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp,
-                                                                   bounds=ranges[j])  # fmt: skip
-            # Where the model has fewer inputs than the grid has knobs, candidates share settings
-            # (the speedup bound of SketchWalk: 24 (block size, top-k) cells among 384): draw once
-            # per setting.
-            settings, setting_of = self._settings(used)
-            if len(settings) < len(candidates):
-                nodes[:, :, j] = gp.draw(settings, quantiles)[:, setting_of[candidates]]
-            else:
-                nodes[:, :, j] = gp.draw(features[candidates][:, used], quantiles)
+            nodes[:, :, j] = self.posterior(name, rows, oriented[:, j], candidates, ranges[j])
 
         # Expected hypervolume improvement over the measured front. Objectives are scaled by their
         # range over the measured configurations and the open ones (their posterior medians),
@@ -596,6 +582,25 @@ class Frontier(AdaptiveStrategy):
         return configs[int(candidates[int(rng.choice(best))])]
 
     # ----------------------------------------------------------------- parts
+    def posterior(self, name: str, rows: np.ndarray, target: np.ndarray, candidates: np.ndarray,
+                  bounds: tuple[float, float] | None) -> np.ndarray:  # fmt: skip
+        """Objective ``name``'s model, fitted to ``target`` (maximised orientation) at grid
+        positions ``rows``: its posterior quantiles at grid positions ``candidates``, (samples,
+        len(candidates)). (benchmarks/search_efficiency.py's ``--known`` puts a table's true values
+        here, to count the evaluations each model costs.)"""
+        features = self._grid[3]  # type: ignore[index]
+        # A knob the objective is declared not to depend on is not an input of its model.
+        used = self._monotone.inputs(name)[self._feature_knob]  # type: ignore[union-attr]
+        used = used if used.any() else ~used  # declared constant: let the model see that
+        gp = self._gps.setdefault(name, GaussianProcess()).fit(features[rows][:, used], target, warp=self.options.warp,
+                                                               bounds=bounds)  # fmt: skip
+        # Where the model has fewer inputs than the grid has knobs, candidates share settings (the
+        # speedup bound of SketchWalk: 24 (block size, top-k) cells among 384): draw once per setting.
+        settings, setting_of = self._settings(used)
+        if len(settings) < len(candidates):
+            return gp.draw(settings, self._quantiles)[:, setting_of[candidates]]
+        return gp.draw(features[candidates][:, used], self._quantiles)
+
     def _settings(self, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of the grid's features in the columns ``used``, and each
         configuration's row among them (computed once per set of columns: per proposal,
