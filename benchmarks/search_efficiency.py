@@ -100,7 +100,7 @@ class KnownFrontier(Frontier):
 
     def __init__(self, table: Table, known: tuple[str, ...], **options: Any) -> None:
         super().__init__(**options)
-        self.known = known
+        self.known, self.space = known, table.space
         columns = [o.column for o in table.goal.objectives]
         self.truth = {c: table.values(c) for c in table.rows}
         self.column = {name: (columns.index(name), table.maximise[columns.index(name)]) for name in known}
@@ -110,7 +110,7 @@ class KnownFrontier(Frontier):
         if name not in self.known:
             return super().posterior(name, rows, target, candidates, bounds)
         j, maximise = self.column[name]
-        configs = self.grid(self._grid[0])[0]  # type: ignore[index]
+        configs = self.grid(self.space)[0]  # the search's grid: kept from its first proposal
         truth = np.array([self.truth[configs[i].canonical][j] for i in candidates]) * (1.0 if maximise else -1.0)
         return np.broadcast_to(truth, (self.options.samples, len(truth)))  # certain: every quantile the same
 
@@ -231,7 +231,7 @@ def header(width: int) -> str:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    width = max(20, *(len(label) for label in results))
+    width = max([20, *map(len, results)])
     print(header(width))
     for label, result in results.items():
         print(row(label, result, width))
@@ -262,7 +262,7 @@ def compare(results: dict[str, dict]) -> None:
     budget = results[b].get("budget", "the budget")
     print(f"\nagainst the best Optuna sampler, {b}: {median99(b):.1f} evaluations to 99% (median); goals: at most 0.5 "
           "of its evaluations at no more than 2x its time per proposal [95% bootstrap intervals over seeds]")  # fmt: skip
-    width = max(22, *(len(a) for a in ours))
+    width = max([22, *map(len, ours)])
     print(f"{'search':<{width}} {'evaluations':>20} {'p (fewer)':>10} {'time per proposal':>20}  goals")
     with warnings.catch_warnings():
         # A search whose seeds do not all reach 99% has infinite medians in some resamples: its
