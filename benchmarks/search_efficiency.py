@@ -425,6 +425,7 @@ def main() -> None:
             for level in LEVELS:
                 hit = np.flatnonzero(curve >= level - 1e-12)
                 result["reach"][str(level)].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not within the budget
+    print(" " * 20, end="\r")  # clear the progress line
     print_table(results)
 
     for key, shares in FALLBACKS.items():
