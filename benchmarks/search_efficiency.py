@@ -106,13 +106,13 @@ class KnownFrontier(Frontier):
         self.column = {name: (columns.index(name), table.maximise[columns.index(name)]) for name in known}
 
     def posterior(self, name: str, rows: np.ndarray, target: np.ndarray, candidates: np.ndarray,
-                  bounds: tuple[float, float] | None) -> np.ndarray:  # fmt: skip
+                  bounds: tuple[float, float] | None, z: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         if name not in self.known:
-            return super().posterior(name, rows, target, candidates, bounds)
+            return super().posterior(name, rows, target, candidates, bounds, z)
         j, maximise = self.column[name]
         configs = self.grid(self.space)[0]  # the search's grid: kept from its first proposal
         truth = np.array([self.truth[configs[i].canonical][j] for i in candidates]) * (1.0 if maximise else -1.0)
-        return np.broadcast_to(truth, (self.options.samples, len(truth)))  # certain: every quantile the same
+        return np.broadcast_to(truth, (self.options.samples if z is None else len(z), len(truth)))  # certain: every quantile alike
 
 
 def run_knobscope(table: Table, name: str, options: dict, seed: int, budget: int) -> tuple[list[str], list[float]]:

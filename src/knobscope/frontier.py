@@ -583,11 +583,14 @@ class Frontier(AdaptiveStrategy):
 
     # ----------------------------------------------------------------- parts
     def posterior(self, name: str, rows: np.ndarray, target: np.ndarray, candidates: np.ndarray,
-                  bounds: tuple[float, float] | None) -> np.ndarray:  # fmt: skip
+                  bounds: tuple[float, float] | None, z: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
         """Objective ``name``'s model, fitted to ``target`` (maximised orientation) at grid
         positions ``rows``: its posterior quantiles at grid positions ``candidates``, (samples,
-        len(candidates)). (benchmarks/search_efficiency.py's ``--known`` puts a table's true values
-        here, to count the evaluations each model costs.)"""
+        len(candidates)); ``z``: standard normal quantiles (S, 1) to draw at instead of the
+        ``samples`` equally likely ones. (benchmarks/search_efficiency.py's ``--known`` puts a
+        table's true values here, to count the evaluations each model costs, and
+        benchmarks/search_calibration.py asks it how sure it was.)"""
+        z = self._quantiles if z is None else z
         features = self._grid[3]  # type: ignore[index]
         # A knob the objective is declared not to depend on is not an input of its model.
         used = self._monotone.inputs(name)[self._feature_knob]  # type: ignore[union-attr]
@@ -598,8 +601,8 @@ class Frontier(AdaptiveStrategy):
         # speedup bound of SketchWalk: 24 (block size, top-k) cells among 384): draw once per setting.
         settings, setting_of = self._settings(used)
         if len(settings) < len(candidates):
-            return gp.draw(settings, self._quantiles)[:, setting_of[candidates]]
-        return gp.draw(features[candidates][:, used], self._quantiles)
+            return gp.draw(settings, z)[:, setting_of[candidates]]
+        return gp.draw(features[candidates][:, used], z)
 
     def _settings(self, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of the grid's features in the columns ``used``, and each
