@@ -53,7 +53,7 @@ FALLBACKS: dict[str, list[float]] = {}  # per Optuna-based knobscope search: sha
 
 def fail(message: str) -> NoReturn:
     """Bad input: one line on stderr, exit status 2."""
-    print(f"search_efficiency.py: {message}", file=sys.stderr)
+    print(f"{Path(sys.argv[0]).name}: {message}", file=sys.stderr)  # this script, or one that imports it
     raise SystemExit(2)
 
 
