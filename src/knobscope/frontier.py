@@ -504,7 +504,7 @@ class Frontier(AdaptiveStrategy):
             return self._propose(space, history, goal)
 
     def _propose(self, space: Space, history: Sequence[Observation], goal: Goal) -> Config | None:
-        configs, index, features = self.grid(space)
+        configs, index, _ = self.grid(space)
         assert self._monotone is not None
         position = self._position
         spare = np.ones(len(configs), dtype=bool)
