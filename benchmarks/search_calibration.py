@@ -7,8 +7,8 @@ afresh to them, as the search fits it, and its posterior 10%, 50% and 90% quanti
 every configuration not yet measured (those whose true value sits at an end of the metric's
 declared range, such as the cosine of 1.0 where attention is dense, are left out: a model of the
 range's logit never reaches the end). Printed per n, over all seeds' unmeasured configurations: the
-share of true values above the 90% quantile, below the 10% quantile and between them (80% for a
-calibrated model), the median over seeds of the Spearman correlation between the posterior median
+share of true values above the 90% quantile and below the 10% quantile (10% each for a calibrated
+model), each with a 95% bootstrap interval over seeds, the median over seeds of the Spearman correlation between the posterior median
 and the truth, and where the underrated ones lie: each knob's mean position (0 = its first value,
 1 = its last) among the configurations above the 90% quantile against among all unmeasured ones.
 
@@ -27,20 +27,16 @@ from scipy.special import ndtri
 from scipy.stats import spearmanr
 
 from knobscope.frontier import Frontier
-from knobscope.search import Observation
-from search_efficiency import MONOTONE, Table, fail, partial_prior
+from search_efficiency import MONOTONE, Table, fail, partial_prior, run_knobscope
 
 
-def search(table: Table, options: dict, seed: int, budget: int) -> list[int]:
-    """Grid positions of one search's first ``budget`` evaluations, in order."""
-    strategy = Frontier(**options, n_trials=budget, seed=seed)
-    goal = strategy.goal(table.spec.objectives).with_ranges(table.spec.workload.workload_class().metrics)
-    history: list[Observation] = []
-    while len(history) < budget and (config := strategy.propose(table.space, history, goal)) is not None:
-        history.append(table.rows[config.canonical])
-    configs = strategy.grid(table.space)[0]
-    position = {c.canonical: i for i, c in enumerate(configs)}
-    return [position[o.config.canonical] for o in history]
+def share(hits: list[int], counts: list[int]) -> str:
+    """The pooled share of ``hits`` among ``counts``, with a 95% bootstrap interval over seeds."""
+    hits_, counts_ = np.array(hits), np.array(counts)
+    rng = np.random.default_rng(0)
+    draws = rng.integers(len(hits_), size=(2000, len(hits_)))
+    low, high = np.percentile(hits_[draws].sum(1) / counts_[draws].sum(1), [2.5, 97.5])
+    return f"{hits_.sum() / counts_.sum():4.0%} [{low:.0%}, {high:.0%}]"
 
 
 def main() -> None:
@@ -89,7 +85,8 @@ def main() -> None:
             prior = args.prior if args.prior_share == 1 else partial_prior(args.prior, args.prior_share, seed,
                                                                            Path(scratch.name) / f"prior-{seed}")  # fmt: skip
             options["prior"] = [str(prior)]
-        order = search(table, options, seed, after[-1])
+        position = {c.canonical: i for i, c in enumerate(configs)}
+        order = [position[c] for c in run_knobscope(table, "frontier", options, seed, after[-1])[0]]
         for n in after:
             rows = np.array(order[:n])
             open_ = np.ones(len(configs), dtype=bool)
@@ -117,8 +114,8 @@ def main() -> None:
         total, above, below = sum(t["all"]), sum(t["above"]), sum(t["below"])
         where_above = sum(w[0] for w in t["where"]) / max(above, 1)
         where_all = sum(w[1] for w in t["where"]) / total
-        print(f"n={n:3d}: above the 90% quantile {above / total:4.0%}, below the 10% {below / total:4.0%}, "
-              f"between {1 - (above + below) / total:4.0%}; Spearman r of the median {np.median(t['rho']):.2f}")  # fmt: skip
+        print(f"n={n:3d}: above the 90% quantile {share(t['above'], t['all'])}, below the 10% "
+              f"{share(t['below'], t['all'])}; Spearman r of the median {np.median(t['rho']):.2f}")  # fmt: skip
         print("       mean knob position, above the 90% quantile / all unmeasured: "
               + ", ".join(f"{k} {a:.2f}/{b:.2f}" for k, a, b in zip(knobs, where_above, where_all)))
 
