@@ -10,7 +10,8 @@ for dir in /.whl/ /.gpu/; do grep -qxF "$dir" .git/info/exclude || echo "$dir" >
 rm -rf .whl .gpu && mkdir -p .whl .gpu
 py=.venv/bin/python
 platforms="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64"
-for pkg in pydantic pydantic_core annotated_types typing_inspection typing_extensions; do
+# moocore (and what it needs) for the analysis that adaptive_repeats.py (issue11.sh) imports.
+for pkg in pydantic pydantic_core annotated_types typing_inspection typing_extensions moocore cffi pycparser platformdirs; do
   version=$($py -c "import importlib.metadata as m; print(m.version('$pkg'))")
   $py -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $platforms \
     -d .whl "$pkg==$version"
