@@ -12,8 +12,9 @@ from conftest import PLUGINS, cli, write_spec
 from knobscope.diagnose import SAMPLE, STAGE_PREFIX, _Event, diagnostic_from_events
 
 
-def _ev(name: str, start: float, end: float, *, device: bool = False, top: bool = False) -> _Event:
-    return _Event(name, start, end, device, 1, top)
+def _ev(name: str, start: float, end: float, *, device: bool = False, top: bool = False,
+        annotation: bool = False) -> _Event:
+    return _Event(name, start, end, device, 1, top, annotation)
 
 
 def test_busy_share_and_launches_per_stage_from_cuda_events() -> None:
@@ -34,6 +35,22 @@ def test_busy_share_and_launches_per_stage_from_cuda_events() -> None:
     assert decode.busy_share == pytest.approx(60 / 600)
     assert d.stages["tokenize"].busy_share == 0
     assert d.sample.busy_share == pytest.approx(360 / 1000) and d.host_bound == ["decode"]
+
+
+def test_the_profilers_annotations_on_the_device_timeline_are_not_work() -> None:
+    """On CUDA the profiler draws every record_function range on the device's timeline as well
+    (kineto's "gpu_user_annotation"), spanning the kernels inside it; counted as work, they made
+    host-bound decoding on an H200 read 100% busy."""
+    events = [
+        _ev(SAMPLE, 0, 1000, annotation=True), _ev(STAGE_PREFIX + "decode", 0, 1000, annotation=True),
+        _ev("cudaLaunchKernel", 10, 11), _ev("small", 100, 150, device=True),
+        # the same ranges on the device's timeline, on another "thread" (the stream)
+        _Event(SAMPLE, 5, 995, True, 7, False, True), _Event(STAGE_PREFIX + "decode", 5, 995, True, 7, False, True),
+        _Event("CompiledFxGraph", 90, 160, True, 7, False, True),
+    ]  # fmt: skip
+    d = diagnostic_from_events(events, "cuda:0")
+    assert d is not None and d.stages["decode"].busy_share == pytest.approx(50 / 1000)
+    assert d.sample.busy_share == pytest.approx(50 / 1000) and d.host_bound == ["decode"]
 
 
 def test_on_cpu_the_work_is_the_outermost_operators() -> None:
@@ -68,3 +85,18 @@ def test_auto_diagnoses_on_cuda_only(tmp_path: Path) -> None:
                       knobs={"host_wait": [0]})  # fmt: skip
     cli("run", str(spec), "--no-progress", check=True)
     assert "device_busy_share" not in pd.read_csv(tmp_path / "run" / "results.csv").columns
+
+
+def test_profiler_events_carry_whether_they_are_annotations() -> None:
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from knobscope.diagnose import _events
+
+    def fe(name: str, device: DeviceType, annotation: bool) -> SimpleNamespace:
+        return SimpleNamespace(name=name, device_type=device, cpu_parent=None, time_range=SimpleNamespace(start=0, end=5),
+                               thread=1, is_user_annotation=annotation)  # fmt: skip
+
+    prof = SimpleNamespace(events=lambda: [fe(SAMPLE, DeviceType.CUDA, True), fe("gemm", DeviceType.CUDA, False)])
+    assert [(e.name, e.on_device, e.annotation) for e in _events(prof)] == [(SAMPLE, True, True), ("gemm", True, False)]
