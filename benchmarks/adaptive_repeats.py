@@ -19,7 +19,7 @@ any comparison of P95s measured at different moments on this machine.
 
     .venv/bin/python benchmarks/adaptive_repeats.py [--workload lm|sketchwalk] [--device auto|cpu|cuda]
         [--questions 16] [--target 0.02] [--min-repeats 3] [--auto-target COLUMN] [--threads N]
-        [--model smollm2] [--seq-len 2048] [--dtype float32]
+        [--model smollm2] [--seq-len 2048] [--dtype float32] [--kernel batched|flex] [--sketch eager|compiled]
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ def sweep(args: argparse.Namespace) -> Sweep:
                      {"dtype": [args.dtype]} if args.dtype != "float32" else {})  # fmt: skip
     draws = {"data": "synthetic", "seq_len": args.seq_len, "windows": args.questions, "edge_cases": False,
              "dtype": args.dtype, **extra}  # fmt: skip
-    # The batched kernel and the eager sketch on every device: the question is the measurement's
-    # statistics, not SketchWalk's speed, and nothing then waits on a compiler.
+    # By default the batched kernel and the eager sketch: the question is the measurement's
+    # statistics, not SketchWalk's speed, and nothing then waits on a compiler. On a GPU those
+    # launch hundreds of kernels per layer, so their P95 is the host's jitter (an H200 run: the
+    # fixed protocol differed from itself by up to 78%); --kernel flex --sketch compiled there.
     return Sweep({"name": "sketchwalk", "args": draws}, ("block_size", "top_k_blocks"), (args.block_sizes, args.top_k),
-                 "sketchwalk_ms", "cosine", {"sparse_kernel": ["batched"], "sketch_kernel": ["eager"]})  # fmt: skip
+                 "sketchwalk_ms", "cosine", {"sparse_kernel": [args.kernel], "sketch_kernel": [args.sketch]})  # fmt: skip
 
 
 def spec(name: str, out: Path, the: Sweep, knobs: dict, measure: dict, questions: int, device: str) -> object:
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--block-sizes", type=int, nargs="+", default=[32, 64, 128], help="sketchwalk: block sizes")
     parser.add_argument("--top-k", type=int, nargs="+", default=[4, 8], help="sketchwalk: top-k blocks")
     parser.add_argument("--seq-len", type=int, default=2048, help="sketchwalk: tokens per draw")
+    parser.add_argument("--kernel", choices=["batched", "flex"], default="batched", help="sketchwalk: sparse_kernel")
+    parser.add_argument("--sketch", choices=["eager", "compiled"], default="eager", help="sketchwalk: sketch_kernel")
     parser.add_argument("--dtype", default="float32", help="dtype of Q/K/V (sketchwalk) or of the weights (lm)")
     parser.add_argument("--auto-target", default=None, help="the statistic repeats: auto makes precise (default: the "
                         "frontier's latency objective)")  # fmt: skip

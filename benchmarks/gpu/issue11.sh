@@ -8,8 +8,13 @@
 # A rehearsal here, on CPU and small: DEVICE=cpu PY=.venv/bin/python bash benchmarks/gpu/issue11.sh
 source benchmarks/gpu/common.sh
 if [[ $DEVICE == cuda ]]; then
-  # ~2,300 samples of ~60 ms (host-bound: the batched kernel launches per query chunk); ~1,500 of ~120 ms
-  sketch="--seq-len 8192 --dtype bfloat16 --questions 8"; lm="--dtype bfloat16 --questions 8 --blocks 10 30"
+  # The flex kernel and the compiled sketch, so a P95 is the device's work: on an H200 (docs/gpu.md)
+  # the batched kernel and eager sketch at 8K (P95s of 14-43 ms, hundreds of launches per layer)
+  # made the fixed protocol differ from itself by up to 78%. At 32K, 8 x 128 heads, one layer's
+  # SketchWalk is ~2 ms and dense ~5 ms (between that run's 16K and 64K): a draw (batch 2, 4
+  # layers, both arms) ~50 ms, ~2,300 draws, plus compiling per block size. Not yet run.
+  sketch="--seq-len 32768 --dtype bfloat16 --questions 8 --kernel flex --sketch compiled"
+  lm="--dtype bfloat16 --questions 8 --blocks 10 30"
 else
   sketch="--seq-len 256 --questions 2 --repeats 2 --min-repeats 1 --block-sizes 32 --top-k 2 4"
   lm="--questions 2 --repeats 2 --min-repeats 1 --blocks 10 30 --tokens 2"
