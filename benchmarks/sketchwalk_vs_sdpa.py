@@ -17,7 +17,7 @@
 
 Usage:  .venv/bin/python benchmarks/sketchwalk_vs_sdpa.py [--rounds 5] [--real-n 4096] [--tau 16] [--heads shared]
             [--device cuda --dtype bfloat16 --lengths 4096,16384,65536,131072 --shape seed --chunk 256]
-            [--kernel flex] [--sketch eager] [--skip-real]
+            [--kernel flex] [--sketch eager] [--skip-real] [--profile]
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def speed(args: argparse.Namespace, cfg: SketchWalkConfig) -> None:
           f"{'CUDA events' if device.startswith('cuda') else 'wall clock, torch threads ' + str(torch.get_num_threads())}")  # fmt: skip
     print(f"{'n':>7} {'reference':>9} {'dense ms':>9} {'sketchwalk ms':>14} {'speedup':>8} {'bound':>6} {'share of bound':>15}")
     gen = torch.Generator().manual_seed(0)
+    profiles: list[tuple[int, str]] = []
     for n in args.lengths:
         q = torch.randn(1, heads, n, dim, generator=gen).to(device, dtype)
         k = torch.randn(1, kv_heads, n, dim, generator=gen).to(device, dtype)
@@ -112,7 +113,45 @@ def speed(args: argparse.Namespace, cfg: SketchWalkConfig) -> None:
             bound = n * (n + 1) / 2 / selection_pairs(indices, valid, n, cfg.block_size)[0]
             d, s = statistics.median(dense_ms), statistics.median(sparse_ms)
             print(f"{n:>7} {name:>9} {d:>9.2f} {s:>14.2f} {d / s:>8.2f} {bound:>6.2f} {d / s / bound:>15.2f}")
+        if args.profile:
+            profiles.append((n, profile_layer(walk, q, k, v)))
         del q, k, v
+    for n, text in profiles:
+        print(f"\nprofile of one SketchWalk layer at n = {n} (after the timed rounds):\n{text}")
+
+
+def profile_layer(walk: SketchWalk, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+    """Where one layer's time goes: per sub-stage (``sketch``: scores, walk, selection;
+    ``sparse_attention``: block lists and the block-sparse product), wall time, the time the
+    device was busy and kernel launches (on CPU: top-level operators), through knobscope's own
+    profiler diagnostic; then the operators or kernels that took the most time. Each stage
+    synchronises at its end, so its kernels finish inside it."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from knobscope.diagnose import SAMPLE, STAGE_PREFIX, _events, diagnostic_from_events
+
+    cuda = q.device.type == "cuda"
+
+    @contextlib.contextmanager
+    def stage(name: str):  # type: ignore[no-untyped-def]
+        with record_function(STAGE_PREFIX + name):
+            yield
+            if cuda:
+                torch.cuda.synchronize()
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.inference_mode(), profile(activities=activities) as prof:
+        with record_function(SAMPLE):
+            walk.reset()
+            walk.attend(0, q, k, v, stage=stage)
+    d = diagnostic_from_events(_events(prof), str(q.device))
+    assert d is not None
+    lines = [f"{'stage':>17} {'wall ms':>8} {'device busy ms':>15} {'launches':>9}"]
+    for name, a in d.stages.items():
+        lines.append(f"{name:>17} {a.wall_ms:>8.3f} {a.busy_share * a.wall_ms:>15.3f} {a.launches:>9}")
+    sort = "device_time_total" if cuda else "cpu_time_total"
+    lines.append(prof.key_averages().table(sort_by=sort, row_limit=12, max_name_column_width=60))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -134,6 +173,9 @@ def main() -> None:
     parser.add_argument("--sketch", choices=("auto", "eager", "compiled"), default="auto",
                         help="sketch_kernel (auto: compiled on CUDA)")
     parser.add_argument("--skip-real", action="store_true", help="speed only (no SmolLM2 quality pass)")
+    parser.add_argument("--profile", action="store_true",
+                        help="then profile one SketchWalk layer per length: each sub-stage's wall and device-busy time "
+                             "and launches, and the costliest kernels (operators on CPU)")
     args = parser.parse_args()
     cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk,
                            sparse_kernel=args.kernel, sketch_kernel=args.sketch)  # B=64, k=64, s=8, N=2 by default

@@ -19,6 +19,8 @@ step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
   if (( SECONDS + limit > BUDGET )); then echo "== $name skipped: ${limit}s would pass the ${BUDGET}s budget"; return; fi
   echo "== $name (limit ${limit}s, at ${SECONDS}s)"
-  timeout "$limit" bash -c "$*" > "$OUT/$name.log" 2>&1  # bash -c: a step may be a function (exported by the script)
-  echo "   exit $? after ${SECONDS}s"; grep -v -i "warn" "$OUT/$name.log" | tail -n 12
+  local log=${LOGS:-$OUT}/$name.log  # LOGS: elsewhere, for steps whose tail below is enough (8 files come back)
+  mkdir -p "$(dirname "$log")"
+  timeout "$limit" bash -c "$*" > "$log" 2>&1  # bash -c: a step may be a function (exported by the script)
+  echo "   exit $? after ${SECONDS}s"; grep -v -i "warn" "$log" | tail -n 12
 }
