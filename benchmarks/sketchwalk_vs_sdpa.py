@@ -128,7 +128,7 @@ def profile_layer(walk: SketchWalk, q: torch.Tensor, k: torch.Tensor, v: torch.T
     synchronises at its end, so its kernels finish inside it."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from knobscope.diagnose import SAMPLE, STAGE_PREFIX, _events, diagnostic_from_events
+    from knobscope.diagnose import SAMPLE, STAGE_PREFIX, diagnostic_from_profile
 
     cuda = q.device.type == "cuda"
 
@@ -144,7 +144,7 @@ def profile_layer(walk: SketchWalk, q: torch.Tensor, k: torch.Tensor, v: torch.T
         with record_function(SAMPLE):
             walk.reset()
             walk.attend(0, q, k, v, stage=stage)
-    d = diagnostic_from_events(_events(prof), str(q.device))
+    d = diagnostic_from_profile(prof, str(q.device))
     assert d is not None
     lines = [f"{'stage':>17} {'wall ms':>8} {'device busy ms':>15} {'launches':>9}"]
     for name, a in d.stages.items():

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DeviceDiagnostic", "StageActivity", "diagnose_sample", "diagnostic_from_events", "host_bound_notes",
+__all__ = ["DeviceDiagnostic", "StageActivity", "diagnose_sample", "diagnostic_from_events", "diagnostic_from_profile",
+           "host_bound_notes",
            "HOST_BOUND_BELOW", "SAMPLE", "STAGE_PREFIX"]
 
 HOST_BOUND_BELOW = 0.5  # a stage in which the device works less than half the time waits on the host
@@ -171,6 +172,13 @@ def _events(prof: Any) -> list[_Event]:
     return out
 
 
+def diagnostic_from_profile(prof: Any, device: str) -> DeviceDiagnostic | None:
+    """:func:`diagnostic_from_events` of a finished ``torch.profiler.profile`` whose work ran under
+    ``record_function(SAMPLE)`` with stages as ``record_function(STAGE_PREFIX + name)`` (also
+    how ``benchmarks/sketchwalk_vs_sdpa.py --profile`` splits one SketchWalk layer)."""
+    return diagnostic_from_events(_events(prof), device)
+
+
 @contextlib.contextmanager
 def _no_stderr() -> Iterator[None]:
     """The process's stderr (file descriptor 2) to /dev/null: the profiler's C++ side prints two
@@ -207,7 +215,7 @@ def diagnose_sample(workload: Any, sample: Any, timer: Any) -> DeviceDiagnostic 
     finally:
         with _no_stderr():
             prof.stop()
-    return diagnostic_from_events(_events(prof), str(timer.device))
+    return diagnostic_from_profile(prof, str(timer.device))
 
 
 def host_bound_notes(rows: Iterable[Mapping[str, Any]]) -> list[str]:
