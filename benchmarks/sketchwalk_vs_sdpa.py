@@ -15,7 +15,7 @@
    SketchWalk runs layer by layer from layer N with its walk state, and the cosine similarity
    of each layer's output against dense attention on the same Q/K/V is reported.
 
-Usage:  .venv/bin/python benchmarks/sketchwalk_vs_sdpa.py [--rounds 5] [--real-n 4096] [--tau 16] [--heads shared]
+Usage:  .venv/bin/python benchmarks/sketchwalk_vs_sdpa.py [--rounds 5] [--real-n 4096] [--tau 16] [--block-size 64] [--heads shared]
             [--device cuda --dtype bfloat16 --lengths 4096,16384,65536,131072 --shape seed --chunk 256]
             [--kernel flex] [--sketch eager] [--skip-real] [--profile]
 """
@@ -162,6 +162,9 @@ def main() -> None:
                              "median at 16K read 1.41 ms in the first reference's row and 0.81 in the next two")
     parser.add_argument("--real-n", type=int, default=4096)
     parser.add_argument("--tau", type=int, default=16)
+    parser.add_argument("--block-size", type=int, default=SketchWalkConfig.block_size,
+                        help="B; with --tau halved as B doubles the pairs bound stays the same, so the share of the "
+                             "bound says what the block size itself costs (FlexAttention's GPU tiles divide B)")
     parser.add_argument("--heads", choices=("shared", "per_kv_head"), default="shared")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
@@ -177,7 +180,8 @@ def main() -> None:
                         help="then profile one SketchWalk layer per length: each sub-stage's wall and device-busy time "
                              "and launches, and the costliest kernels (operators on CPU)")
     args = parser.parse_args()
-    cfg = SketchWalkConfig(top_k_blocks=args.tau, head_selection=args.heads, query_chunk_blocks=args.chunk,
+    cfg = SketchWalkConfig(block_size=args.block_size, top_k_blocks=args.tau, head_selection=args.heads,
+                           query_chunk_blocks=args.chunk,
                            sparse_kernel=args.kernel, sketch_kernel=args.sketch)  # B=64, k=64, s=8, N=2 by default
     print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
           f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={sparse_kernel(cfg, torch.device(args.device).type)} "

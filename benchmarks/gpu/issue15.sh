@@ -31,6 +31,8 @@ export OUT DEVICE PY dtype small
 # Measured on an H200 on 2026-12-04 (docs/gpu.md); what that run left open comes first:
 # 1. where the flex kernel's time goes (the goal, half the pairs bound, was missed at 64K/128K);
 step profile_flex 150 $bench --shape smollm2 --kernel flex --profile --lengths ${lengths#*,}
+#    and B = 128 with tau = 8, the same pairs bound: FlexAttention's tiles need not be halved to 64 x 64
+step flex_b128 100 $bench --shape smollm2 --kernel flex --block-size 128 --tau 8 --lengths ${lengths#*,}
 # 2. the cosine on the seed's synthetic data with each kernel on the GPU;
 cosine() { spec benchmarks/gpu/sketchwalk_cosine.yaml > /tmp/cos.yaml && rm -rf /tmp/cos &&
            knobscope run /tmp/cos.yaml --out /tmp/cos --no-progress > /dev/null && table /tmp/cos; }
