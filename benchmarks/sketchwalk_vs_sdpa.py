@@ -123,27 +123,22 @@ def speed(args: argparse.Namespace, cfg: SketchWalkConfig) -> None:
 def profile_layer(walk: SketchWalk, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
     """Where one layer's time goes: per sub-stage (``sketch``: scores, walk, selection;
     ``sparse_attention``: block lists and the block-sparse product), wall time, the time the
-    device was busy and kernel launches (on CPU: top-level operators), through knobscope's own
-    profiler diagnostic; then the operators or kernels that took the most time. Each stage
-    synchronises at its end, so its kernels finish inside it."""
+    device was busy and kernel launches (on CPU: top-level operators), as the ``lm`` and
+    ``sketchwalk`` workloads' profiled diagnostic sample measures them (a StageTimer whose stages
+    synchronise and are annotated, read by knobscope.diagnose); then the operators or kernels
+    that took the most time."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from knobscope.diagnose import SAMPLE, STAGE_PREFIX, diagnostic_from_profile
+    from knobscope.diagnose import SAMPLE, diagnostic_from_profile
+    from knobscope.measure import StageTimer
 
     cuda = q.device.type == "cuda"
-
-    @contextlib.contextmanager
-    def stage(name: str):  # type: ignore[no-untyped-def]
-        with record_function(STAGE_PREFIX + name):
-            yield
-            if cuda:
-                torch.cuda.synchronize()
-
+    timer = StageTimer(str(q.device))
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch.inference_mode(), profile(activities=activities) as prof:
-        with record_function(SAMPLE):
+        with timer.annotated(), record_function(SAMPLE), timer.sample():
             walk.reset()
-            walk.attend(0, q, k, v, stage=stage)
+            walk.attend(0, q, k, v, stage=timer.stage)
     d = diagnostic_from_profile(prof, str(q.device))
     assert d is not None
     lines = [f"{'stage':>17} {'wall ms':>8} {'device busy ms':>15} {'launches':>9}"]
