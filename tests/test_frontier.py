@@ -309,6 +309,35 @@ def test_a_prior_run_of_part_of_the_space_gives_the_front_of_what_it_measured(tm
     assert len(measured) == 12 and sorted(c.canonical for c in design) == sorted(Config(c).canonical for c in front)
 
 
+def test_a_tie_in_the_prior_run_is_broken_by_the_seed_not_by_rounding(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings that give the same result but for rounding (SketchWalk's sketch settings that pick
+    # the same blocks): which of them starts the search must not be decided by the last digits,
+    # the same way for every seed.
+    space = Space(knobs=(Knob("fast", (0, 1)), Knob("setting", (1, 2, 3, 4))))
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    (tmp_path / "results.db").touch()  # the prior's values come from load() below
+
+    def design(seed: int, wobble: float) -> list[Config]:
+        strategy = get_strategy("frontier", {"prior": [str(tmp_path)], "initial_size": 2, "seed": seed})
+        configs, index, _ = strategy.grid(space)
+        where = {c.canonical: i for i, c in enumerate(configs)}
+
+        def load(space: Space, names: list[str]) -> dict[str, list[tuple[int, float]]]:
+            rows = [(where[Config({"fast": f, "setting": s}).canonical], f, s) for f in (0, 1) for s in (1, 2, 3, 4)]
+            return {"quality": [(i, 0.9 - 0.4 * f + wobble * s * 1e-12) for i, f, s in rows],
+                    "cost": [(i, 2.0 - f) for i, f, s in rows]}  # fmt: skip
+
+        monkeypatch.setattr(strategy, "_load_priors", load)
+        return [configs[i] for i in strategy.initial_design(space, goal, configs, index)]
+
+    # one configuration of each end of the front, whichever way the rounding falls
+    assert all(design(0, w) == design(0, 1.0) for w in (-1.0, 0.5, 3.0))
+    assert {c["fast"] for c in design(0, 1.0)} == {0, 1}
+    picks = {tuple(design(seed, 1.0)) for seed in range(12)}
+    assert len(picks) > 1  # the seeds share no hidden choice
+
+
 def test_a_bad_monotone_declaration_stops_the_run_before_anything_is_created(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "separable", {"name": "frontier", "monotone": {"quality": {"z": "increasing"}}}, "bad")
     proc = cli("run", str(spec), "--no-progress")
