@@ -17,10 +17,11 @@ A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobsc
 * **Earlier runs of the same space** (option ``prior``: run directories, any workload): the
   Pareto-optimal configurations among those they measured, greatest hypervolume contribution
   first (values within 1e-7 of their range alike, a tie broken by the seed), are the first
-  design. (Their values as the surrogate's mean, scaled to the new run by least squares, did worse on ``benchmarks/search_efficiency.py``'s table than starting from
-  their front alone; the front of their values smoothed first by an additive model (of the
-  knobs, or of the knobs and their pairs) was better on some tables and worse on others. So they
-  only choose where to start.)
+  design. (Their values as the surrogate's mean, scaled to the new run by least squares, did
+  worse on ``benchmarks/search_efficiency.py``'s table than starting from their front alone; the
+  front of their values smoothed first by an additive model (of the knobs, or of the knobs and
+  their pairs) was better on some tables and worse on others. So they only choose where to
+  start.)
 * **Bounded metrics** (a cosine in [-1, 1], an accuracy in [0, 1]: the workload's
   ``Metric(range=...)``, which the runner puts on the goal's objectives): modelled on the logit of
   their position in the range, so a prediction never leaves it and a cosine's differences close
