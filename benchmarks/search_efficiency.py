@@ -19,7 +19,7 @@ true cosine in place of its model's posterior, to count the evaluations that mod
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
        [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048 [--prior-share 0.8]]
-       [--known cosine [--known speedup_bound ...]] [--json out.json]
+       [--prior-wobble 1e-9] [--known cosine [--known speedup_bound ...]] [--json out.json]
        python benchmarks/search_efficiency.py --merge a.json b.json [--plot progress.png]   # split invocations
 """
 
@@ -183,13 +183,15 @@ MONOTONE = {
 }  # fmt: skip
 
 
-def partial_prior(run_dir: Path, share: float, seed: int, into: Path) -> Path:
+def partial_prior(run_dir: Path, share: float, seed: int, into: Path, *, wobble: float = 0.0,
+                  metrics: tuple[str, ...] = ()) -> Path:  # fmt: skip
     """A copy of prior run ``run_dir`` in ``into`` that keeps a seeded random ``share`` of its
     finished configurations: a prior run that measured part of the space. With the whole prior
     every seed of a search from it makes the same search (its first design is the prior's front
     and the expected improvement is deterministic), so its evaluations would come from one search,
     however many seeds; a different part of the prior per seed shows how much they depend on
-    which configurations the earlier run happened to have."""
+    which configurations the earlier run happened to have. ``wobble``: each kept configuration's
+    mean of each of ``metrics`` multiplied by a seeded factor in 1 +- wobble (``--prior-wobble``)."""
     import sqlite3
     from contextlib import closing
 
@@ -203,6 +205,20 @@ def partial_prior(run_dir: Path, share: float, seed: int, into: Path) -> Path:
         with copy:
             copy.executemany("DELETE FROM samples WHERE trial_id = ?", dropped)
             copy.executemany("DELETE FROM trials WHERE trial_id = ?", dropped)
+        if wobble:
+            moved = []
+            for trial_id, text in copy.execute("SELECT trial_id, summary FROM trials WHERE status = 'done' ORDER BY seq"):
+                summary = json.loads(text)
+                for name in metrics:
+                    factor = 1 + wobble * rng.uniform(-1, 1)
+                    # the configuration's value (what a goal reads) and the samples' mean alike
+                    for entry, key in ((summary.get("values", {}).get(name), "value"),
+                                       (summary.get("metrics", {}).get(name), "mean")):  # fmt: skip
+                        if isinstance(entry, dict) and isinstance(entry.get(key), float) and math.isfinite(entry[key]):
+                            entry[key] *= factor
+                moved.append((json.dumps(summary), trial_id))
+            with copy:
+                copy.executemany("UPDATE trials SET summary = ? WHERE trial_id = ?", moved)
     return into
 
 
@@ -354,6 +370,10 @@ def main() -> None:
     parser.add_argument("--prior-share", type=float, default=1.0,
                         help="each seed's prior: a seeded random share of the prior run's configurations (default: all "
                         "of them, which makes every seed of a search from it the same search)")  # fmt: skip
+    parser.add_argument("--prior-wobble", type=float, default=0.0, metavar="REL",
+                        help="multiply each prior value of an objective by a seeded factor in 1 +- REL (1e-9: far "
+                        "below any measurement's precision), to see whether the searches from a prior depend on its "
+                        "last digits")  # fmt: skip
     parser.add_argument("--known", action="append", default=[], metavar="OBJECTIVE[,OBJECTIVE]",
                         help="also run frontier+mono (and +prior) given the table's true values of these objectives "
                         "in place of their models' posteriors: how many evaluations each model costs (repeatable)")
@@ -376,6 +396,10 @@ def main() -> None:
         fail(f"--prior: {args.prior} is not a knobscope run directory (no results.db)")
     if args.prior_share != 1 and args.prior is None:
         fail("--prior-share: there is no prior run to take a share of; give --prior as well")
+    if not 0 <= args.prior_wobble < 0.5:
+        fail(f"--prior-wobble: {args.prior_wobble} is not a relative change; allowed: at least 0, below 0.5")
+    if args.prior_wobble and args.prior is None:
+        fail("--prior-wobble: there is no prior run to move; give --prior as well")
     table = Table(args.table, args.spec)
     columns = [o.column for o in table.goal.objectives]
     known = [tuple(args_known.split(",")) for args_known in args.known]
@@ -390,11 +414,11 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory(prefix="search-efficiency-")
 
     def with_prior(options: dict, seed: int) -> dict:
-        if "prior" not in options or args.prior_share == 1:
+        if "prior" not in options or (args.prior_share == 1 and not args.prior_wobble):
             return options
         part = Path(scratch.name) / f"prior-{seed}"
         if not part.exists():
-            partial_prior(args.prior, args.prior_share, seed, part)
+            partial_prior(args.prior, args.prior_share, seed, part, wobble=args.prior_wobble, metrics=tuple(columns))
         return {**options, "prior": [str(part)]}
 
     searches: dict[str, Callable[[int], tuple[list[str], list[float]]]] = {}
