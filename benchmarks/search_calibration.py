@@ -8,8 +8,8 @@ every configuration not yet measured (those whose true value sits at an end of t
 declared range, such as the cosine of 1.0 where attention is dense, are left out: a model of the
 range's logit never reaches the end). Printed per n, over all seeds' unmeasured configurations: the
 share of true values above the 90% quantile and below the 10% quantile (10% each for a calibrated
-model), each with a 95% bootstrap interval over seeds, the median over seeds of the Spearman correlation between the posterior median
-and the truth, and where the underrated ones lie: each knob's mean position (0 = its first value,
+model), each with a 95% bootstrap interval over seeds, the median over seeds of the Spearman
+correlation between the posterior median and the truth, and where the underrated ones lie: each knob's mean position (0 = its first value,
 1 = its last) among the configurations above the 90% quantile against among all unmeasured ones.
 
 Usage: python benchmarks/search_calibration.py [--table runs/search_table] [--spec ...]

@@ -175,9 +175,15 @@ def main() -> None:
                         help="then profile one SketchWalk layer per length: each sub-stage's wall and device-busy time "
                              "and launches, and the costliest kernels (operators on CPU)")
     args = parser.parse_args()
-    cfg = SketchWalkConfig(block_size=args.block_size, top_k_blocks=args.tau, head_selection=args.heads,
-                           query_chunk_blocks=args.chunk,
-                           sparse_kernel=args.kernel, sketch_kernel=args.sketch)  # B=64, k=64, s=8, N=2 by default
+    if args.rounds < 1 or args.warmup < 0:
+        parser.error(f"--rounds {args.rounds} --warmup {args.warmup}: allowed: at least 1 timed round, at least 0 untimed")
+    try:
+        cfg = SketchWalkConfig(block_size=args.block_size, top_k_blocks=args.tau, head_selection=args.heads,
+                               query_chunk_blocks=args.chunk,
+                               sparse_kernel=args.kernel, sketch_kernel=args.sketch)  # B=64, k=64, s=8, N=2 by default
+        cfg.check()
+    except ValueError as exc:  # a value SketchWalk does not take: one line, exit status 2
+        parser.error(str(exc))
     print(f"config: B={cfg.block_size} k={cfg.sketch_dim} tau={cfg.top_k_blocks} s={cfg.sparsity_exponent} "
           f"N={cfg.skip_layers} heads={cfg.head_selection} kernel={sparse_kernel(cfg, torch.device(args.device).type)} "
           f"sketch={cfg.sketch_kernel}")  # fmt: skip
