@@ -61,13 +61,17 @@ class Table:
     """The measured grid: a lookup by configuration, and the hypervolume bookkeeping."""
 
     def __init__(self, run_dir: Path, spec_path: Path) -> None:
+        from knobscope.errors import KnobscopeError
         from knobscope.store import Store
 
-        self.spec = load_spec(spec_path)
-        self.space: Space = self.spec.space
-        self.goal = Goal(objectives=tuple(self.spec.objectives))
-        with Store.open(run_dir) as store:
-            history = [o for o in search_history(store, self.spec) if o.status == "done"]
+        try:  # a missing or bad spec or store: one line, exit status 2
+            self.spec = load_spec(spec_path)
+            self.space: Space = self.spec.space
+            self.goal = Goal(objectives=tuple(self.spec.objectives))
+            with Store.open(run_dir) as store:
+                history = [o for o in search_history(store, self.spec) if o.status == "done"]
+        except KnobscopeError as e:
+            fail(str(e))
         self.rows = {o.config.canonical: o for o in history}
         missing = self.space.grid_size - len(self.rows)
         if missing:
