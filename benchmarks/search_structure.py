@@ -93,8 +93,9 @@ def compare(a: str, ma: np.ndarray, b: str, mb: np.ndarray) -> None:
     db = mb[keep] - mb[keep].mean(1, keepdims=True)
     r = [np.corrcoef(x, y)[0, 1] for x, y in zip(da, db)]
     same = np.mean(ma[keep].argmax(1) == mb[keep].argmax(1))
-    print(f"{a} / {b}: the settings' deviations in the same cell, median r = {np.median(r):.2f} [min {np.min(r):.2f}]; "
-          f"the same best setting in {same:.0%} of {keep.sum()} cells")  # fmt: skip
+    means = np.corrcoef(ma[keep].mean(1), mb[keep].mean(1))[0, 1]
+    print(f"{a} / {b}: the cells' means, r = {means:.2f}; the settings' deviations in the same cell, median r = "
+          f"{np.median(r):.2f} [min {np.min(r):.2f}]; the same best setting in {same:.0%} of {keep.sum()} cells")  # fmt: skip
 
 
 def main() -> None:
