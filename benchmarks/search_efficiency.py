@@ -18,7 +18,7 @@ cosine`` adds ``frontier+mono[known:cosine]`` (and ``+prior``): the same search 
 true cosine in place of its model's posterior, to count the evaluations that model costs.
 
 Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--seeds 10]
-       [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048 [--prior-share 0.8]]
+       [--first-seed 0] [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048 [--prior-share 0.8]]
        [--prior-wobble 1e-9] [--known cosine [--known speedup_bound ...]] [--json out.json]
        python benchmarks/search_efficiency.py --merge a.json b.json [--plot progress.png]   # split invocations
 """
@@ -368,6 +368,8 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=Path("runs/search_table"))
     parser.add_argument("--spec", type=Path, default=Path(__file__).with_name("search_table.yaml"))
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, metavar="N",
+                        help="seeds N to N + seeds - 1 (fresh seeds, to check a choice made on others)")
     parser.add_argument("--budget", type=int, default=120, help="distinct evaluations per search at most")
     parser.add_argument("--only", default="", help="comma-separated searches to run (default: all)")
     parser.add_argument("--prior", type=Path, default=None, help="an earlier run of the same space (frontier+prior)")
@@ -394,6 +396,8 @@ def main() -> None:
             plot(merged, args.plot)
         return
 
+    if args.seeds < 1 or args.first_seed < 0:
+        fail(f"--seeds {args.seeds} --first-seed {args.first_seed}; allowed: at least 1 seed, from seed 0 on")
     if not 0 < args.prior_share <= 1:
         fail(f"--prior-share: {args.prior_share} is not a share; allowed: more than 0, at most 1")
     if args.prior is not None and not (args.prior / "results.db").is_file():
@@ -442,8 +446,8 @@ def main() -> None:
     # drift (its speed moves by tens of percent within minutes here) falls on all of them alike.
     results = {label: {"reach": {str(level): [] for level in LEVELS}, "ms": [], "curves": [], "budget": args.budget}
                for label in searches}  # fmt: skip
-    for seed in range(args.seeds):
-        print(f"seed {seed + 1}/{args.seeds}", end="\r", flush=True)
+    for n, seed in enumerate(range(args.first_seed, args.first_seed + args.seeds)):
+        print(f"seed {n + 1}/{args.seeds}", end="\r", flush=True)
         for label, search in searches.items():
             order, times = search(seed)
             curve = table.progress(order)
