@@ -370,3 +370,25 @@ def test_given_true_values_the_search_measures_only_the_front_after_its_first_de
     after = [point(o.config) for o in found[design:design + len(missing)]]
     assert len(front) == 18 and len(missing) >= 10
     assert sorted(after) == sorted(missing)  # each missing front point once, and nothing else in between
+
+
+def test_the_first_design_from_a_prior_is_two_larger_than_without(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A prior's front costs nothing to choose and its later points reach the expensive end, so
+    # the search measures knobs + 3 of them first; without a prior the design stays knobs + 1.
+    space = Space(knobs=(Knob("x", tuple(range(8))), Knob("y", (0, 1)), Knob("z", (0, 1))))
+    goal = Goal(objectives=(("quality", "max"), ("cost", "min")))
+    (tmp_path / "results.db").touch()  # the prior's values come from load() below
+    with_prior = get_strategy("frontier", {"prior": [str(tmp_path)], "seed": 1})
+    configs, index, _ = with_prior.grid(space)
+
+    def load(space: Space, names: list[str]) -> dict[str, list[tuple[int, float]]]:
+        # every x of y = z = 0 is Pareto-optimal (quality and cost both rise with x); y or z cost more
+        return {"quality": [(i, float(c["x"])) for i, c in enumerate(configs)],
+                "cost": [(i, c["x"] + 10.0 * (c["y"] + c["z"])) for i, c in enumerate(configs)]}  # fmt: skip
+
+    monkeypatch.setattr(with_prior, "_load_priors", load)
+    design = [configs[i] for i in with_prior.initial_design(space, goal, configs, index)]
+    assert len(design) == 3 + 3 and all(c["y"] == c["z"] == 0 for c in design)
+    plain = get_strategy("frontier", {"seed": 1})
+    assert len(plain.initial_design(space, goal, *plain.grid(space)[:2])) == 3 + 1
