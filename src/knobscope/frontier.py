@@ -19,8 +19,8 @@ A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobsc
   first (values within 1e-7 of their range alike, a tie broken by the seed), are the first
   design, ``knobs + 3`` of them by default (two more than a design without a prior: they cost
   nothing to choose, and the later ones of a front reach the expensive end, which the model
-  underrates until something there is measured). (Their values as the surrogate's mean, scaled to the new run by least squares, did
-  worse on ``benchmarks/search_efficiency.py``'s table than starting from their front alone; the
+  underrates until something there is measured). (Their values as the surrogate's mean, scaled
+  to the new run by least squares, did worse on ``benchmarks/search_efficiency.py``'s table than starting from their front alone; the
   front of their values smoothed first by an additive model (of the knobs, or of the knobs and
   their pairs) was better on some tables and worse on others. So they only choose where to
   start.)
@@ -630,9 +630,10 @@ class Frontier(AdaptiveStrategy):
         from_prior = bool(self.options.prior) and goal.kind == "objectives"
         # From a prior, two more: on benchmarks/search_efficiency.py's three tables (monotone and
         # prior, priors at 80%) knobs + 1 (5) needed 16, 16 and 13 evaluations to 99% of the
-        # hypervolume over seeds 30-59, knobs + 3 (7) 13, 14 and 13, no seed set or table worse
-        # (chosen among 3 to 10 on seeds 0-29: 6 as good or better on two tables, worse on the third;
-        # 3, 4, 8 and 10 worse).
+        # hypervolume over seeds 30-59, knobs + 3 (7) 13, 14 and 13, worse on no table (chosen
+        # among 3 to 10 on seeds 0-29: 6 as good or better on two tables, worse on the third; 3, 4,
+        # 8 and 10 worse). Without monotone it moved both ways: 20.5, 16 and 15 against 17, 19 and
+        # 15 (docs/search.md).
         default = len(space.knobs) + (3 if from_prior else 1)
         size = min(self.options.initial_size or default, len(configs))
         rng = np.random.default_rng(proposal_seed(self.options.seed, "frontier-design", 0))
