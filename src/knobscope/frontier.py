@@ -20,10 +20,10 @@ A generic sampler (Optuna's TPE, GP, NSGA-II) searches a box of integers. knobsc
   design, ``knobs + 3`` of them by default (two more than a design without a prior: they cost
   nothing to choose, and the later ones of a front reach the expensive end, which the model
   underrates until something there is measured). (Their values as the surrogate's mean, scaled
-  to the new run by least squares, did worse on ``benchmarks/search_efficiency.py``'s table than starting from their front alone; the
-  front of their values smoothed first by an additive model (of the knobs, or of the knobs and
-  their pairs) was better on some tables and worse on others. So they only choose where to
-  start.)
+  to the new run by least squares, did worse on ``benchmarks/search_efficiency.py``'s table than
+  starting from their front alone; the front of their values smoothed first by an additive model
+  (of the knobs, or of the knobs and their pairs) was better on some tables and worse on others.
+  So they only choose where to start.)
 * **Bounded metrics** (a cosine in [-1, 1], an accuracy in [0, 1]: the workload's
   ``Metric(range=...)``, which the runner puts on the goal's objectives): modelled on the logit of
   their position in the range, so a prediction never leaves it and a cosine's differences close
