@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from knobscope.frontier import range_logit
 from search_efficiency import MONOTONE, Table, fail
 
 DEFAULT_TABLES = [
@@ -52,9 +53,7 @@ def matrix(table: Table, objective: str) -> tuple[np.ndarray, list[tuple], list[
     for canonical, obs in rows.items():
         v = table.values(canonical)[j]
         if value_range is not None:  # as frontier's model sees it
-            lo, hi = value_range
-            share = np.clip((v - lo) / (hi - lo), 1e-6, 1 - 1e-6)
-            v = np.log(share) - np.log1p(-share)
+            v = float(range_logit(v, value_range))
         out[cells.index(tuple(obs.config[k] for k in cell_knobs)),
             settings.index(tuple(obs.config[k] for k in setting_knobs))] = v  # fmt: skip
     return out, cells, settings

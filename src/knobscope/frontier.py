@@ -159,9 +159,7 @@ class GaussianProcess:
 
         self.bounds = bounds
         if bounds is not None:
-            lo, hi = bounds
-            share = np.clip((y - lo) / (hi - lo), 1e-6, 1 - 1e-6)  # a value at an end stays finite
-            y = np.log(share) - np.log1p(-share)
+            y = range_logit(y, bounds)
         self.x = x
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
         self.y = (y - self.mean) / self.scale
@@ -234,6 +232,14 @@ class GaussianProcess:
         v = solve_triangular(self._chol, ks.T, lower=True, check_finite=False)
         var = np.maximum(self._sf2 - (v**2).sum(0), 1e-12)
         return self.mean + self.scale * mean, self.scale * np.sqrt(var)
+
+
+def range_logit(y: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """The logit of ``y``'s position in ``bounds``, as a bounded metric's model sees it (a value
+    at an end clipped 1e-6 of the range inside, so it stays finite)."""
+    lo, hi = bounds
+    share = np.clip((np.asarray(y, dtype=float) - lo) / (hi - lo), 1e-6, 1 - 1e-6)
+    return np.log(share) - np.log1p(-share)
 
 
 def _yeojohnson(x: np.ndarray, lmbda: float) -> np.ndarray:
