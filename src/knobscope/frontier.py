@@ -68,7 +68,8 @@ from knobscope.goals import Goal, column_for
 from knobscope.search import AdaptiveStrategy, Observation, _AdaptiveOptions, _ordinal, proposal_seed
 from knobscope.space import Config, Space
 
-__all__ = ["Frontier", "MonotoneModel", "GaussianProcess", "hypervolume_improvement", "expected_hypervolume_improvement"]
+__all__ = ["Frontier", "MonotoneModel", "GaussianProcess", "hypervolume_improvement", "expected_hypervolume_improvement",
+           "range_logit"]
 
 log = logging.getLogger("knobscope")
 Direction = Literal["increasing", "decreasing", "none"]
