@@ -120,6 +120,7 @@ class KnownFrontier(Frontier):
 
 
 def run_knobscope(table: Table, name: str, options: dict, seed: int, budget: int) -> tuple[list[str], list[float]]:
+    search = name + str(options)  # the same for every seed: FALLBACKS pools the seeds of one search
     options = {**options, "n_trials": budget, "seed": seed}
     known = options.pop("known", ())
     strategy = KnownFrontier(table, known, **options) if known else get_strategy(name, options)
@@ -135,7 +136,7 @@ def run_knobscope(table: Table, name: str, options: dict, seed: int, budget: int
             break
         history.append(table.rows[config.canonical])
     if hasattr(strategy, "fallbacks"):
-        FALLBACKS.setdefault(name + str(options), []).append(strategy.fallbacks / max(len(history), 1))
+        FALLBACKS.setdefault(search, []).append(strategy.fallbacks / max(len(history), 1))
     return [o.config.canonical for o in history], times
 
 
