@@ -21,6 +21,7 @@ Usage: python benchmarks/search_efficiency.py [--table runs/search_table] [--see
        [--first-seed 0] [--budget 120] [--only frontier,optuna-gp] [--prior runs/search_table_2048 [--prior-share 0.8]]
        [--prior-wobble 1e-9] [--known cosine [--known speedup_bound ...]] [--json out.json]
        python benchmarks/search_efficiency.py --merge a.json b.json [--plot progress.png]   # split invocations
+       (a search in several files, run over different seeds with --first-seed: its seeds pooled)
 """
 
 from __future__ import annotations
@@ -316,7 +317,13 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
         evaluations = f"< {ratio:.2f}"
     # The searches of one seed ran side by side: the median of the per-seed ratios.
     ms_a, ms_b = np.array(results[a]["ms"]), np.array(results[b]["ms"])
-    if len(ms_a) == len(ms_b):
+    paired = len(ms_a) == len(ms_b)
+    if "seeds" in results[a] and "seeds" in results[b]:  # merged files: pair the seeds both ran
+        common = sorted(set(results[a]["seeds"]) & set(results[b]["seeds"]))
+        ms_a = np.array([ms_a[results[a]["seeds"].index(s)] for s in common])
+        ms_b = np.array([ms_b[results[b]["seeds"].index(s)] for s in common])
+        paired = bool(common)
+    if paired and len(ms_a) > 1:
         per_seed = ms_a / ms_b
         interval = bootstrap((per_seed,), np.median, method="percentile", n_resamples=2000,
                              random_state=0).confidence_interval  # fmt: skip
@@ -324,7 +331,7 @@ def _compare_one(results: dict[str, dict], a: str, b: str, median99: Callable[[s
         slower_high = float(interval.high)
         time = f"{slower:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
     else:
-        slower = float(np.median(ms_a) / np.median(ms_b))
+        slower = float(np.median(results[a]["ms"]) / np.median(results[b]["ms"]))
         slower_high = math.inf
         time = f"{slower:.2f}x"
     goals = (("evaluations", ratio, ratio_high, 0.5), ("time", slower, slower_high, 2.0))
@@ -364,6 +371,46 @@ def plot(results: dict[str, dict], path: Path) -> None:
     print(f"wrote {path}")
 
 
+def merge_results(paths: list[Path]) -> dict[str, dict]:
+    """The searches of several ``--json`` files as one: a search found in more than one file (say,
+    seeds 0-29 and, with ``--first-seed 30``, seeds 30-59) has its seeds pooled, in seed order;
+    the same seed twice, or a file written before the seeds were recorded, is an error."""
+    merged: dict[str, dict] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            fail(f"--merge: {path} is not a --json file of this script ({e})")
+        for label, result in results.items():
+            if label not in merged:
+                merged[label], origin[label] = result, path
+                continue
+            kept = merged[label]
+            if "seeds" not in kept or "seeds" not in result:
+                fail(f"--merge: search {label!r} is in {origin[label]} and {path}, and one of them does not record "
+                     "its seeds (written before they were); merge files with different searches only")  # fmt: skip
+            twice = sorted(set(kept["seeds"]) & set(result["seeds"]))
+            if twice:
+                fail(f"--merge: search {label!r} has seed {twice[0]} in both {origin[label]} and {path}; allowed: "
+                     "the same search over different seeds (--first-seed)")  # fmt: skip
+            if kept.get("budget") != result.get("budget"):
+                fail(f"--merge: search {label!r} has budget {kept.get('budget')} in {origin[label]} and "
+                     f"{result.get('budget')} in {path}; allowed: the same --budget")  # fmt: skip
+            merged[label] = {
+                "reach": {level: kept["reach"][level] + result["reach"][level] for level in kept["reach"]},
+                **{key: kept[key] + result[key] for key in ("ms", "curves", "seeds")},
+                "budget": kept.get("budget"),
+            }
+    for result in merged.values():  # seed order, so that per-seed pairs line up
+        if "seeds" in result:
+            order = np.argsort(result["seeds"], kind="stable")
+            result["reach"] = {level: [reach[i] for i in order] for level, reach in result["reach"].items()}
+            for key in ("ms", "curves", "seeds"):
+                result[key] = [result[key][i] for i in order]
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=Path, default=Path("runs/search_table"))
@@ -387,10 +434,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every search's progress here")
     parser.add_argument("--plot", type=Path, default=None, help="draw every search's progress to this PNG")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
-                        help="print the table and the test of --json files written by earlier invocations; run nothing")
+                        help="print the table and the test of --json files written by earlier invocations (a search in "
+                        "several, over different seeds: its seeds pooled); run nothing")
     args = parser.parse_args()
     if args.merge:
-        merged = {label: result for path in args.merge for label, result in json.loads(path.read_text()).items()}
+        merged = merge_results(args.merge)
         print_table(merged)
         compare(merged)
         if args.plot:
@@ -445,8 +493,8 @@ def main() -> None:
 
     # Seeds outermost: every search runs its seed s side by side with the others, so the machine's
     # drift (its speed moves by tens of percent within minutes here) falls on all of them alike.
-    results = {label: {"reach": {str(level): [] for level in LEVELS}, "ms": [], "curves": [], "budget": args.budget}
-               for label in searches}  # fmt: skip
+    results = {label: {"reach": {str(level): [] for level in LEVELS}, "ms": [], "curves": [], "seeds": [],
+                       "budget": args.budget} for label in searches}  # fmt: skip
     for n, seed in enumerate(range(args.first_seed, args.first_seed + args.seeds)):
         print(f"seed {n + 1}/{args.seeds}", end="\r", flush=True)
         for label, search in searches.items():
@@ -455,6 +503,7 @@ def main() -> None:
             result = results[label]
             result["curves"].append(curve.tolist())
             result["ms"].append(1000 * float(np.mean(times)))
+            result["seeds"].append(seed)
             for level in LEVELS:
                 hit = np.flatnonzero(curve >= level - 1e-12)
                 result["reach"][str(level)].append(int(hit[0]) + 1 if len(hit) else np.inf)  # not within the budget
