@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objective", default="cosine")
     parser.add_argument("--table", nargs=2, action="append", metavar=("DIR", "SPEC"), default=None,
-                        help="a measured table and its spec (repeatable; default: the three of the README)")  # fmt: skip
+                        help="a measured table and its spec (repeatable; default: the README's first three)")  # fmt: skip
     args = parser.parse_args()
     matrices = {}
     for run_dir, spec in args.table or DEFAULT_TABLES:

@@ -640,7 +640,7 @@ class Frontier(AdaptiveStrategy):
         # hypervolume over seeds 30-59, knobs + 3 (7) 13, 14 and 13, worse on no table (chosen
         # among 3 to 10 on seeds 0-29: 6 as good or better on two tables, worse on the third; 3, 4,
         # 8 and 10 worse). Without monotone it moved both ways: 20.5, 16 and 15 against 17, 19 and
-        # 15 (docs/search.md).
+        # 15. On a fourth table, measured after this choice, 11 (docs/search.md).
         default = len(space.knobs) + (3 if from_prior else 1)
         size = min(self.options.initial_size or default, len(configs))
         rng = np.random.default_rng(proposal_seed(self.options.seed, "frontier-design", 0))
